@@ -1,0 +1,37 @@
+# fedkeys: `make demo` runs the whole path on simulated data; `make test` runs the suite.
+# Both install first (into .venv) when needed; a second `make install` is a no-op.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+STAMP  := $(VENV)/.install-stamp
+OUT    ?= runs/demo
+
+.PHONY: install demo test test-fast test-slow bench clean
+
+install: $(STAMP)
+
+# uv, not pip: tensorflow-federated 0.87.0 pins jaxlib==0.4.14, which the registry lacks.
+# uv's --override replaces that pin with 0.4.13 (overrides.txt says why); pip cannot.
+$(STAMP): requirements.txt overrides.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==0.13.9
+	$(UV) pip install --python $(PY) --quiet -r requirements.txt --override overrides.txt
+	$(UV) pip install --python $(PY) --quiet --no-deps -e .
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/fedkeys demo --preset default --out $(OUT)
+
+test: install
+	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not e2e and not browser" tests
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,20 @@
+"""Run configuration: frozen dataclasses per concern, presets, overrides, config.json."""
+
+from configs.io import apply_overrides, from_dict, read_config, resolve, to_dict, write_config
+from configs.presets import PRESETS, preset
+from configs.schema import (
+    DataConfig,
+    DeviceConfig,
+    ExportConfig,
+    ModelConfig,
+    PrivacyConfig,
+    RunConfig,
+    ServerConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "PRESETS", "DataConfig", "DeviceConfig", "ExportConfig", "ModelConfig", "PrivacyConfig",
+    "RunConfig", "ServerConfig", "TrainConfig", "apply_overrides", "from_dict", "preset",
+    "read_config", "resolve", "to_dict", "write_config",
+]

@@ -1,0 +1,87 @@
+"""Resolve a preset with `section.field=value` overrides; write and read config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Iterable
+
+from configs.presets import preset
+from configs.schema import RunConfig
+
+
+def _coerce(value: str, current: Any, where: str) -> Any:
+    if isinstance(current, bool):
+        if value.lower() in ("1", "true", "yes"):
+            return True
+        if value.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"{where}: expected a boolean, got {value!r}")
+    for kind in (int, float):
+        if isinstance(current, kind):
+            try:
+                return kind(value)
+            except ValueError:
+                raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+    return value
+
+
+def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
+    """Apply overrides such as `train.rounds=5` to a RunConfig, checking names and types."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ValueError(f"override {item!r}: expected SECTION.FIELD=VALUE, e.g. train.rounds=5")
+        if section not in {f.name for f in dataclasses.fields(cfg)} or section == "preset":
+            raise ValueError(f"override {item!r}: unknown section {section!r}")
+        sub = getattr(cfg, section)
+        fields = {f.name for f in dataclasses.fields(sub)}
+        if name not in fields:
+            raise ValueError(f"override {item!r}: {section} has no field {name!r}; expected one of {sorted(fields)}")
+        new_sub = dataclasses.replace(sub, **{name: _coerce(value, getattr(sub, name), key)})
+        cfg = dataclasses.replace(cfg, **{section: new_sub})
+    return cfg
+
+
+def resolve(preset_name: str, overrides: Iterable[str] = ()) -> RunConfig:
+    """The preset with the overrides applied."""
+    return apply_overrides(preset(preset_name), overrides)
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from config.json, rejecting unknown keys."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(RunConfig):
+        if f.name not in raw:
+            continue
+        if f.name == "preset":
+            kwargs["preset"] = raw["preset"]
+            continue
+        cls = type(getattr(RunConfig(), f.name))
+        known = {g.name for g in dataclasses.fields(cls)}
+        unknown = set(raw[f.name]) - known
+        if unknown:
+            raise ValueError(f"config section {f.name!r} has unknown keys {sorted(unknown)}")
+        kwargs[f.name] = cls(**raw[f.name])
+    return RunConfig(**kwargs)
+
+
+def write_config(cfg: RunConfig, out_dir: str) -> str:
+    """Write config.json into out_dir (created if missing); return its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "config.json")
+    with open(path, "w") as f:
+        json.dump(to_dict(cfg), f, indent=2, sort_keys=True)
+        f.write("\n")
+    return path
+
+
+def read_config(run_dir: str) -> RunConfig:
+    with open(os.path.join(run_dir, "config.json")) as f:
+        return from_dict(json.load(f))

@@ -1,0 +1,111 @@
+"""One frozen dataclass per concern. Every field is commented; presets live in presets.py.
+
+A run writes the resolved `RunConfig` as `config.json` beside its results, so every figure
+can be traced to the exact settings that produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the per-user text comes from and how it is split and tokenized."""
+
+    source: str = "synthetic"  # "synthetic" or "jsonl:PATH" (gzip or plain JSONL of {"user","text"})
+    seed: int = 0  # seeds the simulator and the user splits
+    num_users: int = 300  # synthetic: population size; jsonl: ignored (see max_users)
+    max_users: int = 0  # jsonl: keep at most this many users (0 = all)
+    min_messages: int = 1  # drop users with fewer messages than this
+    max_messages_per_user: int = 0  # truncate each user's history (0 = no cap)
+    heldout_fraction: float = 0.1  # users kept out of training, for evaluation
+    proxy_fraction: float = 0.1  # users disjoint from both, used only to train the vocabulary
+    vocab_size: int = 2000  # SentencePiece word vocabulary size, specials included
+    seq_len: int = 20  # tokens per training example (Stack Overflow baseline uses 20)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The next-word LSTM (nanoGPT-style: the whole model in model/nwp.py)."""
+
+    embedding_dim: int = 64  # tied input/output embedding width
+    lstm_units: int = 256  # recurrent width
+    cell: str = "lstm"  # "lstm" (TFF Stack Overflow baseline) or "cifg" (Gboard)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Federated training in the TFF simulation."""
+
+    algorithm: str = "fedavg"  # weighted FedAvg through tff.learning
+    rounds: int = 20  # federated rounds
+    clients_per_round: int = 10  # clients sampled each round
+    local_epochs: int = 1  # passes over each client's data per round
+    batch_size: int = 16  # client batch size
+    client_learning_rate: float = 0.5  # client SGD step size
+    server_learning_rate: float = 1.0  # server SGD step size on the averaged delta
+    max_examples_per_client: int = 256  # cap on sequences a client trains on per round (0 = no cap)
+    eval_every: int = 5  # evaluate on held-out users every this many rounds
+    eval_max_examples: int = 4000  # held-out sequences used by each evaluation (0 = all)
+    seed: int = 0  # client sampling seed
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Clipping and Gaussian noise on device updates (DP-FedAvg, McMahan et al. 2018)."""
+
+    mode: str = "device"  # "none", or "device": each device clips and adds its share of noise
+    clip_norm: float = 1.0  # L2 bound C on one device's update
+    noise_multiplier: float = 0.0  # z: the aggregate sum carries N(0, (z*C)^2) per coordinate
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The update collector and the plan it hands to devices."""
+
+    host: str = "127.0.0.1"  # bind address (loopback by default)
+    port: int = 0  # 0 = pick a free port
+    workers: int = 1  # gunicorn worker processes
+    threads: int = 4  # threads per worker
+    goal_count: int = 8  # reports that close a round
+    over_selection: float = 1.3  # devices accepted per round = ceil(goal_count * over_selection)
+    local_epochs: int = 1  # plan: local epochs on device
+    batch_size: int = 16  # plan: on-device batch size (static in the TFLite train signature)
+    learning_rate: float = 0.5  # plan: on-device SGD step size
+    server_learning_rate: float = 1.0  # step on the weighted mean delta
+    max_examples: int = 256  # plan: cap on examples per device; uploads claiming more are refused
+    max_body_bytes: int = 64 * 1024 * 1024  # uploads larger than this get 413
+    norm_slack: float = 6.0  # accept ||update|| <= C + norm_slack * sigma_device * sqrt(dim)
+    retry_after_s: int = 1  # suggested wait for devices turned away
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """The simulated phone fleet."""
+
+    num_devices: int = 12  # phones, one per training user
+    rounds: int = 2  # on-device rounds to run against the server
+    concurrency: int = 2  # phones training at once
+    seed: int = 0  # noise and selection seed
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """The phone bundle."""
+
+    top_k: int = 3  # suggestions returned by the inference model
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run used, written as config.json beside its results."""
+
+    preset: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    devices: DeviceConfig = field(default_factory=DeviceConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)

@@ -1,0 +1,1 @@
+"""fedkeys: device_sim."""

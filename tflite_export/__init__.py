@@ -1,0 +1,1 @@
+"""fedkeys: tflite_export."""
