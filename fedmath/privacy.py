@@ -55,12 +55,13 @@ def add_gaussian_noise(arrays: Weights, std: float, rng: np.random.Generator) ->
 def max_plausible_norm(clip_norm: float, noise_std: float, dim: int, slack: float) -> float:
     """The largest norm a clipped update plus its declared noise should plausibly have.
 
-    ||clip(u) + noise|| <= C + ||noise||, and ||noise|| is std * chi(dim): mean about
-    std*sqrt(dim), standard deviation about std/sqrt(2). Allowing `slack` of those standard
-    deviations above the mean refuses an honest device with negligible probability
-    (slack=6: below 1e-8). A relative 1e-5 absorbs float32 rounding of the clip.
+    For u with ||u|| <= C and n ~ N(0, s^2 I_d): ||u + n||^2 = ||u||^2 + 2<u, n> + ||n||^2, where
+    ||n||^2 has mean s^2 d and standard deviation s^2 sqrt(2d), and 2<u, n> has standard deviation
+    at most 2 C s. Allowing `slack` standard deviations of each refuses an honest device with
+    negligible probability (slack=6: below 1e-8). A relative 1e-5 absorbs float32 rounding.
     """
-    bound = clip_norm * (1 + 1e-5)
-    if noise_std > 0:
-        bound += noise_std * (math.sqrt(dim) + slack / math.sqrt(2))
-    return bound
+    if noise_std <= 0:
+        return clip_norm * (1 + 1e-5)
+    s2 = noise_std * noise_std
+    sq = clip_norm**2 + s2 * dim + slack * (s2 * math.sqrt(2 * dim) + 2 * clip_norm * noise_std)
+    return math.sqrt(sq) * (1 + 1e-5)

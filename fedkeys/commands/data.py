@@ -1,0 +1,37 @@
+"""Prepare per-user data: simulate or load users, split them, train the vocabulary on proxy users.
+
+`fedkeys data --out DIR` writes per-user shards, splits.json and spm.model into DIR.
+`--source jsonl:PATH` reads a gzip or plain JSONL file of {"user","text"} lines instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from fedkeys.commands.common import run_config, start, write_summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", help="synthetic (default) or jsonl:PATH; same as --set data.source=...")
+    p.add_argument("--users", type=int, help="synthetic population size; same as --set data.num_users=N")
+
+
+def with_cli_data_options(cfg, args):
+    changes = {}
+    if args.source:
+        changes["source"] = args.source
+    if args.users:
+        changes["num_users"] = args.users
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes)) if changes else cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = with_cli_data_options(run_config(args), args)
+    start(args, cfg)
+    from data.prepare import prepare
+
+    summary = prepare(cfg.data, args.out)
+    write_summary(args.out, {"stage": "data", **summary})
+    print(f"data: {summary.get('users', {})} users per split -> {args.out}")
+    return 0

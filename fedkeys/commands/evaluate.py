@@ -1,0 +1,59 @@
+"""Score next-word top-1/top-3 and perplexity on held-out users, beside the baselines.
+
+`fedkeys evaluate RUN_DIR --out DIR` scores RUN_DIR/weights.npz (or --weights PATH) on the
+held-out users of the run's data, with the most-frequent-word baseline beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from fedkeys.commands.common import read_summary, stage_config, start, table, write_summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a directory made by `fedkeys train` (or `fedkeys export`)")
+    p.add_argument("--weights", help="weights .npz to score (default: RUN_DIR/weights.npz)")
+
+
+def heldout(cfg, data) -> tuple[Any, Any]:
+    """The held-out examples every evaluation in a run uses."""
+    return data.pooled_examples("heldout", cfg.data.seq_len, max_examples=cfg.train.eval_max_examples)
+
+
+def evaluate_weights(cfg, data, weights, xy=None) -> dict[str, float]:
+    """Top-1, top-3 and perplexity of `weights` (canonical order) on held-out users."""
+    from model.evaluate import evaluate
+    from model.nwp import build_model
+
+    x, y = xy if xy is not None else heldout(cfg, data)
+    model = build_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len)
+    return evaluate(model, weights, x, y)
+
+
+def baseline(cfg, data, xy=None) -> dict[str, float]:
+    """The most-frequent-word baseline, trained on the training users, scored the same way."""
+    from model.evaluate import most_frequent_word_baseline
+
+    x, y = xy if xy is not None else heldout(cfg, data)
+    _, train_y = data.pooled_examples("train", cfg.data.seq_len)
+    return most_frequent_word_baseline(train_y, x, y)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = stage_config(args, args.run_dir)
+    data_dir = read_summary(args.run_dir)["data_dir"]
+    start(args, cfg)
+    from data.dataset import FederatedData
+    from model.weights_io import load_weights
+
+    data = FederatedData(data_dir)
+    xy = heldout(cfg, data)
+    _, weights = load_weights(args.weights or os.path.join(args.run_dir, "weights.npz"))
+    scores = {"model": evaluate_weights(cfg, data, weights, xy), "most_frequent_word": baseline(cfg, data, xy)}
+    print(table([(name, f"{s['top1']:.4f}", f"{s['top3']:.4f}", f"{s.get('perplexity', float('nan')):.1f}")
+                 for name, s in scores.items()], ("model", "top-1", "top-3", "perplexity")))
+    write_summary(args.out, {"stage": "evaluate", "data_dir": data_dir, "scores": scores})
+    return 0

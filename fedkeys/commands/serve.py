@@ -1,0 +1,44 @@
+"""Serve the update collector (Flask app under gunicorn) for a phone bundle.
+
+`fedkeys serve --bundle BUNDLE --state STATE_DIR [--port 8000]` runs in the foreground on
+127.0.0.1 until interrupted; round state lives in STATE_DIR (SQLite and model versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from fedkeys.commands.common import stage_config, start, write_summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="a directory made by `fedkeys export`")
+    p.add_argument("--state", help="state directory (default: OUT/state)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: server.port, 0 = a free one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fedkeys.serving import ServerProcess, write_server_config
+
+    cfg = stage_config(args, args.bundle)
+    server = cfg.server
+    if args.host or args.port is not None:
+        server = dataclasses.replace(server, host=args.host or server.host,
+                                     port=server.port if args.port is None else args.port)
+    args.out = args.out or os.path.join(args.bundle, "serve")
+    cfg = dataclasses.replace(cfg, server=server)
+    start(args, cfg)
+    state = args.state or os.path.join(args.out, "state")
+    config_path = write_server_config(os.path.join(args.out, "server.json"), server, cfg.privacy, args.bundle, state)
+    proc = ServerProcess(config_path, server.host, server.port, server.workers, server.threads,
+                         log_path=os.path.join(args.out, "server.log")).start()
+    write_summary(args.out, {"stage": "serve", "url": proc.url, "state_dir": os.path.abspath(state)})
+    print(f"serve: {proc.url} (log {os.path.join(args.out, 'server.log')}); Ctrl-C stops it")
+    try:
+        proc.proc.wait()
+    except KeyboardInterrupt:
+        proc.stop()
+    return 0

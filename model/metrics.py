@@ -1,0 +1,107 @@
+"""Next-word metrics as a keyboard team means them (docs/metrics.md has worked examples).
+
+- top-k recall: over every word the user typed next, given everything typed before it in the
+  message, whether it is among the k words the suggestion strip would show. The strip never
+  shows PAD, UNK, BOS or EOS, so those ids are removed before taking the top k. Targets that
+  are PAD or EOS are not words and are not counted; a target that is UNK (an out-of-vocabulary
+  word) is counted and is always a miss, since a keyboard cannot suggest a word it lacks.
+- perplexity per word: exp of the mean negative log-probability (full softmax) of the counted
+  targets, UNK targets included as the model's probability of UNK.
+
+One definition, used by every evaluation, baseline and benchmark in fedkeys.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from data.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+NEVER_SUGGESTED = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+NOT_TARGETS = (PAD_ID, EOS_ID)
+
+
+def target_mask(y: np.ndarray) -> np.ndarray:
+    """True where y is a word target (not PAD, not EOS)."""
+    return ~np.isin(y, NOT_TARGETS)
+
+
+def suggestions(scores: np.ndarray, k: int) -> np.ndarray:
+    """The k highest-scoring suggestible ids along the last axis, best first.
+
+    Args:
+        scores: [..., V] logits or probabilities.
+        k: strip size.
+    Returns:
+        int array [..., k].
+    """
+    if k < 1 or k > scores.shape[-1] - len(NEVER_SUGGESTED):
+        raise ValueError(f"k must be in [1, {scores.shape[-1] - len(NEVER_SUGGESTED)}], got {k}")
+    s = np.array(scores, dtype=np.float64, copy=True)
+    s[..., list(NEVER_SUGGESTED)] = -np.inf
+    part = np.argpartition(-s, k - 1, axis=-1)[..., :k]
+    order = np.argsort(-np.take_along_axis(s, part, axis=-1), axis=-1, kind="stable")
+    return np.take_along_axis(part, order, axis=-1)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+
+
+class NextWordAccumulator:
+    """Accumulates top-k recall and perplexity over batches of predictions.
+
+    Example:
+        acc = NextWordAccumulator(ks=(1, 3))
+        acc.update_logits(logits, y)      # logits [B, T, V], y [B, T]
+        acc.result()  # {"top1": .., "top3": .., "perplexity": .., "words": ..}
+    """
+
+    def __init__(self, ks: Sequence[int] = (1, 3)) -> None:
+        if not ks or any(k < 1 for k in ks):
+            raise ValueError(f"ks must be positive integers, got {ks!r}")
+        self.ks = tuple(sorted(set(ks)))
+        self.words = 0
+        self.hits = {k: 0 for k in self.ks}
+        self.neg_log_prob = 0.0
+        self.has_log_prob = True
+
+    def update_ranked(self, ranked: np.ndarray, y: np.ndarray) -> None:
+        """Add predictions given as ranked suggestion ids [..., >= max(ks)] (no perplexity)."""
+        mask = target_mask(y)
+        yy = y[mask]
+        rr = ranked[mask]
+        self.words += int(yy.size)
+        for k in self.ks:
+            hit = np.any(rr[:, :k] == yy[:, None], axis=-1) & (yy != UNK_ID)
+            self.hits[k] += int(np.sum(hit))
+        self.has_log_prob = False
+
+    def update_logits(self, logits: np.ndarray, y: np.ndarray) -> None:
+        """Add a batch of logits [..., V] with targets [...]."""
+        if logits.shape[:-1] != y.shape:
+            raise ValueError(f"logits {logits.shape} do not match targets {y.shape}")
+        mask = target_mask(y)
+        lg = logits[mask]
+        yy = y[mask]
+        if yy.size == 0:
+            return
+        ranked = suggestions(lg, max(self.ks))
+        self.words += int(yy.size)
+        for k in self.ks:
+            hit = np.any(ranked[:, :k] == yy[:, None], axis=-1) & (yy != UNK_ID)
+            self.hits[k] += int(np.sum(hit))
+        lp = np.take_along_axis(log_softmax(lg), yy[:, None], axis=-1)[:, 0]
+        self.neg_log_prob -= float(np.sum(lp))
+
+    def result(self) -> dict[str, float]:
+        out: dict[str, float] = {"words": float(self.words)}
+        for k in self.ks:
+            out[f"top{k}"] = self.hits[k] / self.words if self.words else 0.0
+        if self.has_log_prob:
+            out["perplexity"] = math.exp(self.neg_log_prob / self.words) if self.words else float("nan")
+        return out
