@@ -38,7 +38,7 @@ class ModelConfig:
 class TrainConfig:
     """Federated training in the TFF simulation."""
 
-    algorithm: str = "fedavg"  # weighted FedAvg through tff.learning
+    algorithm: str = "fedavg"  # fedavg, fedavgm, fedadam, fedyogi or fedprox (all through tff.learning)
     rounds: int = 20  # federated rounds
     clients_per_round: int = 10  # clients sampled each round
     local_epochs: int = 1  # passes over each client's data per round
@@ -49,6 +49,21 @@ class TrainConfig:
     eval_every: int = 5  # evaluate on held-out users every this many rounds
     eval_max_examples: int = 4000  # held-out sequences used by each evaluation (0 = all)
     seed: int = 0  # client sampling seed
+    # -- added for issue 4 (federated/): algorithms, selection, runs --
+    client_momentum: float = 0.0  # client SGD momentum (0 = plain SGD, as the phones run)
+    server_momentum: float = 0.9  # fedavgm: server Nesterov momentum (Gboard: 0.9, lr 1.0)
+    server_beta_1: float = 0.9  # fedadam/fedyogi: first-moment decay
+    server_beta_2: float = 0.99  # fedadam/fedyogi: second-moment decay (Reddi et al. 2021)
+    server_epsilon: float = 1e-3  # fedadam/fedyogi: adaptivity tau (Reddi et al. 2021)
+    proximal_strength: float = 0.01  # fedprox: weight mu of the proximal term
+    selection: str = "uniform"  # "uniform" (sample_clients) or "availability" (eligible, over-selected)
+    over_selection: float = 1.3  # availability: devices selected = ceil(clients_per_round * this)
+    dropout_rate: float = -1.0  # availability: share of selected clients dropping out (-1 = each profile's own)
+    round_interval_s: float = 3600.0  # availability: simulated seconds between round starts
+    sim_start_h: float = 0.0  # availability: simulated UTC hour of round 0
+    min_client_examples: int = 1  # availability: a client needs this many examples to be eligible
+    checkpoint_every: int = 5  # save resumable state every this many rounds (0 = only at the end)
+    tensorboard: bool = True  # write TensorBoard events under OUT/tensorboard
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,11 @@ class PrivacyConfig:
     mode: str = "device"  # "none", or "device": each device clips and adds its share of noise
     clip_norm: float = 1.0  # L2 bound C on one device's update
     noise_multiplier: float = 0.0  # z: the aggregate sum carries N(0, (z*C)^2) per coordinate
+    # -- added for issue 4 (federated/): DP in the TFF simulation --
+    dp: str = "none"  # TFF simulation: "none", "fixed" (clip_norm) or "adaptive" (clip_norm is the initial clip)
+    target_unclipped_quantile: float = 0.5  # adaptive: share of updates left unclipped (Andrew et al. 2021)
+    clip_learning_rate: float = 0.2  # adaptive: geometric clip update rate (Andrew et al. 2021)
+    delta: float = 0.0  # target delta for epsilon (0 = 1 / N^1.1, N = training users)
 
 
 @dataclass(frozen=True)

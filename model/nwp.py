@@ -32,7 +32,7 @@ class TiedOutput(tf.keras.layers.Layer):
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int | None = None,
-                seed: int = 0) -> tf.keras.Model:
+                seed: int = 0, unroll: bool = False) -> tf.keras.Model:
     """Build the uncompiled model mapping int32 [B, T] token ids to float32 [B, T, V] logits.
 
     Args:
@@ -41,6 +41,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int
         seq_len: T, the number of tokens per example.
         batch_size: a static batch size (TFLite signatures need one), or None.
         seed: initializer seed, so two builds with the same seed start from the same weights.
+        unroll: unroll the recurrence over the T steps (static graph, no TensorList ops): what
+            the TFLite train signature needs to convert with builtin ops only. Same weights.
     """
     if cfg.cell != "lstm":
         raise ValueError(f"ModelConfig.cell: expected 'lstm', got {cfg.cell!r}")
@@ -54,7 +56,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int
     h = embedding(tokens)
     h = tf.keras.layers.LSTM(
         cfg.lstm_units, return_sequences=True, kernel_initializer=init(seed=seed + 1),
-        recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed + 2), name="lstm")(h)
+        recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed + 2), unroll=unroll,
+        name="lstm")(h)
     h = tf.keras.layers.Dense(cfg.embedding_dim, kernel_initializer=init(seed=seed + 3),
                               name="projection")(h)
     logits = TiedOutput(embedding, name="tied_output")(h)

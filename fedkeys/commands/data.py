@@ -33,5 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = prepare(cfg.data, args.out)
     write_summary(args.out, {"stage": "data", **summary})
-    print(f"data: {summary.get('users', {})} users per split -> {args.out}")
+    splits = {k: summary[k]["users"] for k in ("train", "heldout", "proxy") if isinstance(summary.get(k), dict)}
+    print(f"data: {summary.get('users')} users ({', '.join(f'{k} {v}' for k, v in splits.items())}), "
+          f"{summary.get('messages')} messages -> {args.out}")
     return 0

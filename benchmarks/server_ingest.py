@@ -1,0 +1,221 @@
+"""Update ingest throughput of the collector: over HTTP (gunicorn on 127.0.0.1) and the same work
+in-process (validation, aggregation, durable storage: `Collector.accept`), for the `default`
+(~0.5M float32 parameters) and `gboard` (~1.4M) model sizes, plus the server's peak RSS after
+10, 100 and 1,000 accepted updates (flat = the running sum keeps memory O(model)).
+
+    .venv/bin/python benchmarks/server_ingest.py [--updates 1000] [--sizes default,gboard]
+        [--workers 2] [--threads 4] [--clients 4] [--durability process|power] [--dir DIR]
+
+One round of `--updates` reports (goal count = updates, no over-selection) per size and mode; the
+round's publication is inside the timed window. Prints a table and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import psutil
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from fedmath import encodings, wire  # noqa: E402
+from server.bundle import load_bundle  # noqa: E402
+from server.rounds import Collector  # noqa: E402
+from server.serve import free_port, gunicorn_argv  # noqa: E402
+from server.settings import settings_from_dict  # noqa: E402
+from server.testing import MODEL_SHAPES, config_dict, make_bundle, random_update  # noqa: E402
+
+ELIGIBLE = {"idle": True, "charging": True, "unmetered": True, "num_examples": 16}
+MARKS = (10, 100, 1000)
+
+
+def hwm_bytes(pid: int) -> int:
+    """Peak resident set size (VmHWM) of a process."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def header_bytes(round_number: int, num_examples: int, upload_id: str) -> bytes:
+    """The wire prefix (magic, length, JSON header) for a payload sent right after it."""
+    h = wire.UploadHeader(round=round_number, model_version=0, num_examples=num_examples, encoding="float32",
+                          upload_id=upload_id)
+    return wire.pack(h, b"")
+
+
+def make_config(root: str, size: str, n: int, durability: str, workers: int, threads: int) -> dict:
+    bundle = os.path.join(root, "bundle")
+    if not os.path.exists(bundle):
+        make_bundle(bundle, MODEL_SHAPES[size])
+    return config_dict(bundle, os.path.join(root, "state"),
+                       server={"goal_count": n, "over_selection": 1.0, "max_examples": 256, "workers": workers,
+                               "threads": threads},
+                       privacy={"mode": "device", "clip_norm": 1.0, "noise_multiplier": 0.0},
+                       collector={"durability": durability, "rate_limit_per_s": 1e6, "rate_limit_burst": 10**6,
+                                  "register_rate_per_s": 1e6, "register_burst": 10**6, "report_deadline_s": 3600})
+
+
+def bench_inprocess(root: str, size: str, n: int, durability: str, payload: bytes) -> dict:
+    cfg = make_config(root, size, n, durability, 1, 1)
+    col = Collector(settings_from_dict(cfg), load_bundle(cfg["bundle_dir"]))
+    ids = [f"phone-{i}" for i in range(n)]
+    for d in ids:
+        col.register(d)
+        col.checkin(d, ELIGIBLE)
+    heads = [header_bytes(0, 16, uuid.uuid4().hex) for _ in ids]
+    rss = {}
+    t0 = time.perf_counter()
+    for i, d in enumerate(ids):
+        answer = col.accept(d, 0, heads[i] + payload)
+        assert answer["accepted"], answer
+        if i + 1 in MARKS:
+            rss[i + 1] = hwm_bytes(os.getpid())
+    dt = time.perf_counter() - t0
+    assert col.status()["model"]["version"] == 1
+    return {"updates": n, "seconds": dt, "updates_per_s": n / dt, "peak_rss_mb": {k: v / 2**20 for k, v in rss.items()}}
+
+
+def start_server(root: str, cfg: dict, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+    path = os.path.join(root, "server.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    port = free_port()
+    log = open(os.path.join(root, "gunicorn.log"), "wb")
+    argv = gunicorn_argv(path, "127.0.0.1", port, workers, threads)
+    argv.remove("--access-logfile")
+    argv.remove("-")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if requests.get(url + "/v1/status", timeout=5).status_code == 200:
+                return proc, url
+        except requests.RequestException:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start; see " + os.path.join(root, "gunicorn.log"))
+
+
+def server_hwm(proc: subprocess.Popen) -> int:
+    """Peak RSS of the largest gunicorn worker (each worker holds its own running sum)."""
+    kids = psutil.Process(proc.pid).children()
+    return max((hwm_bytes(k.pid) for k in kids), default=0)
+
+
+def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, workers: int, threads: int,
+               clients: int) -> dict:
+    cfg = make_config(root, size, n, durability, workers, threads)
+    proc, url = start_server(root, cfg, workers, threads)
+    try:
+        s = requests.Session()
+        tokens = []
+        for i in range(n):
+            r = s.post(url + "/v1/devices", json={"device_id": f"phone-{i}"})
+            tokens.append(r.json()["token"])
+        for t in tokens:
+            r = s.post(url + "/v1/checkin", json=ELIGIBLE, headers={"Authorization": f"Bearer {t}"})
+            assert r.status_code == 200, r.text
+        port = int(url.rsplit(":", 1)[1])
+        local = threading.local()
+        done = [0]
+        lock = threading.Lock()
+        rss: dict[int, int] = {}
+        errors: list[str] = []
+        length = None
+
+        def send(i: int) -> None:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            head = header_bytes(0, 16, uuid.uuid4().hex)
+            conn.putrequest("POST", "/v1/rounds/0/updates")
+            conn.putheader("Authorization", f"Bearer {tokens[i]}")
+            conn.putheader("Content-Type", "application/octet-stream")
+            conn.putheader("Content-Length", str(len(head) + len(payload)))
+            conn.endheaders(head)
+            conn.send(payload)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 202:
+                errors.append(f"{resp.status} {body[:200]!r}")
+                return
+            with lock:
+                done[0] += 1
+                k = done[0]
+            if k in MARKS:
+                rss[k] = server_hwm(proc)
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(send, range(n)))
+        dt = time.perf_counter() - t0
+        if errors:
+            raise RuntimeError(f"{len(errors)} uploads failed, first: {errors[0]}")
+        version = s.get(url + "/v1/model", headers={"Authorization": f"Bearer {tokens[0]}"}).json()["version"]
+        assert version == 1, version
+        length = len(payload) + len(header_bytes(0, 16, "x" * 32))
+        return {"updates": n, "seconds": dt, "updates_per_s": n / dt, "body_bytes": length,
+                "peak_rss_mb": {k: v / 2**20 for k, v in rss.items()}, "workers": workers, "threads": threads,
+                "clients": clients}
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="default,gboard")
+    p.add_argument("--updates", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--durability", default="process", choices=["process", "power"])
+    p.add_argument("--dir", default=None, help="where state goes (default: a temp dir on the default disk)")
+    args = p.parse_args()
+    results = {}
+    base = tempfile.mkdtemp(prefix="fedkeys-ingest-", dir=args.dir)
+    try:
+        for size in args.sizes.split(","):
+            shapes = [s for _, s in MODEL_SHAPES[size]]
+            params = sum(int(np.prod(s)) for s in shapes)
+            payload = encodings.encode_float32(random_update(shapes, 0.9, np.random.default_rng(0)))
+            inproc = bench_inprocess(os.path.join(base, f"{size}-inproc"), size, args.updates, args.durability, payload)
+            over_http = bench_http(os.path.join(base, f"{size}-http"), size, args.updates, args.durability, payload,
+                                   args.workers, args.threads, args.clients)
+            ratio = over_http["updates_per_s"] / inproc["updates_per_s"]
+            results[size] = {"params": params, "http": over_http, "inprocess": inproc, "ratio": ratio}
+            print(f"{size:8s} {params:>9,d} params  HTTP {over_http['updates_per_s']:7.1f} upd/s   "
+                  f"in-process {inproc['updates_per_s']:7.1f} upd/s   ratio {ratio:.2f}")
+            print(f"{'':8s} peak RSS of a server worker after 10/100/1000 updates: "
+                  + " / ".join(f"{over_http['peak_rss_mb'].get(k, float('nan')):.0f}" for k in MARKS) + " MB (HTTP), "
+                  + " / ".join(f"{inproc['peak_rss_mb'].get(k, float('nan')):.0f}" for k in MARKS) + " MB (in-process)")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    summary = {"benchmark": "server_ingest", "cpus": os.cpu_count(), "python": platform.python_version(),
+               "durability": args.durability, "updates": args.updates, "workers": args.workers,
+               "threads": args.threads, "clients": args.clients, "results": results}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""One simulated phone: its user's examples, a TFLite model, and one training session per call.
+
+A session follows the Gboard protocol (Bonawitz et al. 2019, "Towards Federated Learning at
+Scale"; Hard et al. 2018, "Federated Learning for Mobile Keyboard Prediction"):
+
+    check in (idle, charging, unmetered, num_examples)   -> not selected: come back later
+      | selected: plan
+    download weights of plan.model_version  (cached by version, ETag / If-None-Match)
+    download trainable.tflite               (once per phone)
+    train: local_epochs passes over the first max_examples rows, in order, static batches
+    delta  = trained - downloaded
+    delta += residual                       (error feedback, lossy encodings only)
+    delta  = clip(delta, C) + N(0, noise_std^2)
+    payload = encode(delta); residual = delta - decode(payload)
+    upload fedmath.wire.pack(header, payload)
+
+Clipping, noise, encodings and the wire format are the shared `fedmath` kernels; the transport
+only moves bytes. A phone that drops out or misses its deadline uploads nothing: it is an
+`Outcome`, not an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from data.sequences import batches
+from fedmath import encodings, privacy, wire
+from fedmath.error_feedback import ErrorFeedback
+from fedmath.types import Weights
+from device_sim.transport import Plan, Transport, TransportError
+
+# Outcome statuses
+ACCEPTED = "accepted"  # the server took the update
+REJECTED = "rejected"  # the server refused it (4xx; see Outcome.error)
+DROPPED = "dropped"  # the phone left mid-session (no upload)
+LATE = "late"  # would finish after the round's deadline: abandoned before upload (straggler)
+NOT_SELECTED = "not_selected"  # checked in, told to come back later
+INELIGIBLE = "ineligible"  # not idle/charging/unmetered, or no data: did not check in
+FAILED = "failed"  # transport or runtime failure after retries
+
+TFLITE_FILE = "trainable.tflite"
+
+
+class TrainableModel(Protocol):
+    """What a phone needs from `tflite_export.runtime.TFLiteModel`."""
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None: ...
+    def get_weights(self) -> list[np.ndarray]: ...
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float: ...
+
+
+ModelFactory = Callable[[str], TrainableModel]  # path of trainable.tflite -> model
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What the phone reports at check-in (fedmath.availability.DeviceState has the same fields)."""
+
+    idle: bool = True
+    charging: bool = True
+    unmetered: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.idle and self.charging and self.unmetered
+
+
+@dataclass(frozen=True)
+class Fate:
+    """What the simulated world does to a session once its plan is known.
+
+    drop_after_steps: leave after this many training steps (0 = before training); None = stay.
+    late: the simulated session would end after the plan's deadline, so the phone gives up
+        before uploading (the server would not count it anyway).
+    """
+
+    drop_after_steps: int | None = None
+    late: bool = False
+
+
+FateFn = Callable[[Plan, int, int], Fate]  # (plan, training steps, examples) -> Fate
+
+
+@dataclass
+class Outcome:
+    """One session of one phone: what happened and what it cost."""
+
+    device_id: str
+    status: str
+    round: int | None = None
+    model_version: int | None = None
+    num_examples: int = 0  # real (unpadded) rows trained on
+    steps: int = 0  # train_step calls made
+    loss: float | None = None  # mean training loss over the steps made
+    update_norm: float | None = None  # L2 norm of the delta (after error feedback) before clipping
+    bytes_up: int = 0
+    bytes_down: int = 0
+    encoding: str = ""
+    payload_bytes: int = 0
+    round_complete: bool = False
+    retry_after: float | None = None
+    error: str = ""  # server error code, or the exception's class
+    detail: str = ""
+    train_s: float = 0.0  # wall time training
+    wall_s: float = 0.0  # wall time of the whole session
+
+
+class DeviceStore:
+    """What a simulated phone keeps on "disk": the bundle file and downloaded weights.
+
+    The simulation shares one store among many phones so that 1,000 phones do not hold 1,000
+    copies of identical bytes; each phone still keeps its own record of what it downloaded
+    (and pays the bytes), so the transfer accounting is per phone.
+
+    Args:
+        root: directory for bundle files (a temporary one when None).
+        max_versions: weight versions kept in memory.
+    """
+
+    def __init__(self, root: str | None = None, max_versions: int = 3) -> None:
+        self.root = root or tempfile.mkdtemp(prefix="fedkeys-devices-")
+        os.makedirs(self.root, exist_ok=True)
+        self.max_versions = max_versions
+        self._weights: OrderedDict[tuple[int, str], Weights] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put_file(self, name: str, content: bytes) -> str:
+        """Write content under a name derived from its hash; returns the path."""
+        import hashlib
+
+        digest = hashlib.sha256(content).hexdigest()[:16]
+        path = os.path.join(self.root, f"{digest}-{name}")
+        if not os.path.exists(path):
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(content)
+            os.replace(tmp, path)
+        return path
+
+    def get_weights(self, version: int, etag: str) -> Weights | None:
+        with self._lock:
+            w = self._weights.get((version, etag))
+            if w is not None:
+                self._weights.move_to_end((version, etag))
+            return w
+
+    def put_weights(self, version: int, etag: str, weights: Weights) -> None:
+        with self._lock:
+            self._weights[(version, etag)] = weights
+            while len(self._weights) > self.max_versions:
+                self._weights.popitem(last=False)
+
+
+def _tensor_norm(arrays: Weights) -> float:
+    return privacy.global_l2_norm(arrays)
+
+
+def encode_within_norm(name: str, update: Weights, rng: np.random.Generator,
+                       max_tries: int = 4) -> tuple[bytes, Weights]:
+    """Encode `update`, making sure the decoded update is no longer than `update`.
+
+    Top-k never lengthens a vector, but stochastic rounding can by a hair, and the server
+    refuses updates longer than the clip bound (plus the declared noise). If that happens the
+    input is shrunk by the excess and encoded again.
+
+    Returns:
+        (payload, decoded) with ||decoded|| <= ||update|| (1e-6 relative slack).
+    """
+    shapes = [np.shape(u) for u in update]
+    limit = _tensor_norm(update)
+    target = update
+    for _ in range(max_tries):
+        payload = encodings.encode(name, target, rng=rng)
+        decoded = encodings.decode(name, payload, shapes)
+        got = _tensor_norm(decoded)
+        if got <= limit * (1 + 1e-6) or got == 0:
+            return payload, decoded
+        target = [(np.asarray(t, np.float64) * (limit / got) * (1 - 1e-4)).astype(np.float32) for t in target]
+    return payload, decoded
+
+
+class Phone:
+    """A simulated phone holding one user's examples.
+
+    Args:
+        device_id: the id it registers with (the training user id).
+        x, y: int32 [N, T] examples, in the user's order.
+        transport: its HTTP client (one per phone: it holds the token).
+        model_factory: path of trainable.tflite -> a model with set_weights / get_weights /
+            train_step (a `tflite_export.runtime.TFLiteModel`, or a fake in tests).
+        rng: draws the noise and the stochastic rounding.
+        store: where downloaded bytes live (shared among phones in a fleet).
+        encoding: overrides the plan's encoding (e.g. "topk:0.05"); None = use the plan's.
+        error_feedback: keep a residual across rounds; None = on for lossy encodings with
+            top-k (where it matters), off otherwise.
+        profile: optional `fedmath.availability.DeviceProfile` (kept for the fleet's clock).
+    """
+
+    def __init__(self, device_id: str, x: np.ndarray, y: np.ndarray, transport: Transport,
+                 model_factory: ModelFactory, rng: np.random.Generator, *,
+                 store: DeviceStore | None = None, encoding: str | None = None,
+                 error_feedback: bool | None = None, profile: Any = None) -> None:
+        x, y = np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32)
+        if x.shape != y.shape or x.ndim != 2:
+            raise ValueError(f"expected x and y of the same shape [N, T], got {x.shape} and {y.shape}")
+        if encoding is not None:
+            encodings.parse_name(encoding)
+        self.device_id = device_id
+        self.x, self.y = x, y
+        self.transport = transport
+        self.model_factory = model_factory
+        self.rng = rng
+        self.store = store or DeviceStore()
+        self.encoding = encoding
+        self.error_feedback = error_feedback
+        self.profile = profile
+        self.registered = False
+        self.bundle_path: str | None = None  # trainable.tflite, once downloaded
+        self.weights_version: int | None = None  # the version this phone holds
+        self.weights_etag: str | None = None
+        self.feedback: ErrorFeedback | None = None
+        self.rounds_done: set[int] = set()  # rounds this phone uploaded to
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.x.shape[0])
+
+    # --- steps of a session -----------------------------------------------------------------
+    def ensure_registered(self) -> None:
+        if not self.registered:
+            self.transport.register(self.device_id)
+            self.registered = True
+
+    def _bundle(self) -> str:
+        if self.bundle_path is None:
+            dl = self.transport.bundle_file(TFLITE_FILE)
+            self.bundle_path = self.store.put_file(TFLITE_FILE, dl.content or b"")
+        return self.bundle_path
+
+    def _weights(self, version: int, shapes: Sequence[tuple[int, ...]]) -> Weights:
+        """The weights of `version`: from the store when this phone already holds them."""
+        if self.weights_version == version and self.weights_etag is not None:
+            held = self.store.get_weights(version, self.weights_etag)
+            if held is not None:
+                return held
+        etag = self.weights_etag if self.weights_version == version else None
+        dl = self.transport.weights(version, etag=etag)
+        if dl.content is None:  # 304, but the shared store evicted it: fetch unconditionally
+            dl = self.transport.weights(version)
+        weights = encodings.decode_float32(dl.content or b"", shapes)
+        self.weights_version, self.weights_etag = version, dl.etag or f"v{version}"
+        self.store.put_weights(version, self.weights_etag, weights)
+        return weights
+
+    def _uses_feedback(self, encoding: str) -> bool:
+        if self.error_feedback is not None:
+            return self.error_feedback
+        return encodings.base_name(encoding).startswith("topk")
+
+    def privatize_and_encode(self, delta: Weights, plan: Plan, encoding: str) -> tuple[bytes, float]:
+        """Error feedback, clip, noise, encode (see the module docstring for the order).
+
+        Returns:
+            (payload, norm of the delta after error feedback, before clipping).
+        """
+        shapes = [tuple(np.shape(d)) for d in delta]
+        fb = None
+        if self._uses_feedback(encoding):
+            if self.feedback is None or self.feedback.shapes != [tuple(s) for s in shapes]:
+                self.feedback = ErrorFeedback(shapes)
+            fb = self.feedback
+            delta = fb.correct(delta)
+        norm = _tensor_norm(delta)
+        if plan.clip_norm > 0:
+            delta, norm = privacy.clip_by_global_norm(delta, plan.clip_norm)
+        delta = privacy.add_gaussian_noise(delta, plan.noise_std, self.rng)
+        if encodings.base_name(encoding) in encodings.LOSSLESS:
+            payload, sent = encodings.encode(encoding, delta, rng=self.rng), delta
+        else:
+            payload, sent = encode_within_norm(encoding, delta, self.rng)
+        if fb is not None:
+            fb.update(delta, sent)
+        return payload, norm
+
+    # --- a whole session --------------------------------------------------------------------
+    def run_round(self, conditions: Conditions = Conditions(), fate: FateFn | None = None) -> Outcome:
+        """Check in and, if selected, train and upload once. Never raises for protocol outcomes.
+
+        Args:
+            conditions: idle / charging / unmetered right now. An ineligible phone does not
+                check in (and so can never train).
+            fate: the simulated world's say on dropout and lateness, given the plan.
+        """
+        start = time.perf_counter()
+        up0, down0 = self.transport.stats.bytes_up, self.transport.stats.bytes_down
+        out = Outcome(self.device_id, INELIGIBLE)
+        try:
+            if not conditions.ok or self.num_examples == 0:
+                out.detail = "not idle, charging and unmetered" if not conditions.ok else "no examples"
+                return out
+            self._session(conditions, fate, out)
+        except TransportError as e:
+            out.status, out.error, out.detail = FAILED, e.error or "transport", str(e)
+        except (ValueError, encodings.EncodingError) as e:
+            out.status, out.error, out.detail = FAILED, type(e).__name__, str(e)
+        finally:
+            out.bytes_up = self.transport.stats.bytes_up - up0
+            out.bytes_down = self.transport.stats.bytes_down - down0
+            out.wall_s = time.perf_counter() - start
+        return out
+
+    def _session(self, conditions: Conditions, fate: FateFn | None, out: Outcome) -> None:
+        self.ensure_registered()
+        n_rows = self.num_examples
+        check = self.transport.checkin(conditions.idle, conditions.charging, conditions.unmetered, n_rows)
+        if not check.selected or check.plan is None:
+            out.status, out.retry_after = NOT_SELECTED, check.retry_after
+            out.error, out.detail = check.error, check.detail
+            return
+        plan = check.plan
+        out.round, out.model_version = plan.round, plan.model_version
+        encoding = self.encoding or plan.encoding
+        out.encoding = encoding
+
+        n = min(n_rows, plan.max_examples) if plan.max_examples > 0 else n_rows
+        xs, ys = self.x[:n], self.y[:n]
+        plan_batches = batches(xs, ys, plan.batch_size, pad_last=True)
+        steps_total = plan.local_epochs * len(plan_batches)
+        verdict = fate(plan, steps_total, n) if fate is not None else Fate()
+
+        model = self.model_factory(self._bundle())
+        shapes = [tuple(np.shape(w)) for w in model.get_weights()]
+        downloaded = self._weights(plan.model_version, shapes)
+        model.set_weights(downloaded)
+
+        t0 = time.perf_counter()
+        losses: list[float] = []
+        stop = steps_total if verdict.drop_after_steps is None else min(steps_total, verdict.drop_after_steps)
+        for _ in range(plan.local_epochs):
+            for xb, yb in plan_batches:
+                if len(losses) >= stop:
+                    break
+                losses.append(float(model.train_step(xb, yb, plan.learning_rate)))
+        out.train_s = time.perf_counter() - t0
+        out.steps = len(losses)
+        out.loss = float(np.mean(losses)) if losses else None
+        if verdict.drop_after_steps is not None and verdict.drop_after_steps < steps_total:
+            out.status, out.detail = DROPPED, f"left after {out.steps} of {steps_total} steps"
+            return
+        if verdict.late:
+            out.status, out.detail = LATE, "would miss the round deadline; abandoned before upload"
+            return
+        out.num_examples = n
+
+        trained = model.get_weights()
+        delta = [(np.asarray(t, np.float32) - np.asarray(d, np.float32)) for t, d in zip(trained, downloaded)]
+        before = list(self.feedback.residual) if self.feedback is not None else None
+        payload, out.update_norm = self.privatize_and_encode(delta, plan, encoding)
+        out.payload_bytes = len(payload)
+        header = wire.UploadHeader(round=plan.round, model_version=plan.model_version, num_examples=n,
+                                   encoding=encodings.base_name(encoding),
+                                   upload_id=f"{self.device_id[:64]}-{uuid.uuid4().hex[:16]}")
+        result = self.transport.upload(plan.round, wire.pack(header, payload))
+        out.round_complete = result.round_complete
+        if result.accepted:
+            out.status = ACCEPTED
+            self.rounds_done.add(plan.round)
+        else:
+            out.status, out.error, out.detail = REJECTED, result.error or str(result.status), result.detail
+            if self.feedback is not None and before is not None:  # nothing was delivered
+                self.feedback.residual = before

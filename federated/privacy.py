@@ -1,0 +1,102 @@
+"""Differential privacy in the TFF simulation: DP aggregators and the privacy spent.
+
+DP-FedAvg (McMahan et al. 2018, "Learning Differentially Private Recurrent Language Models"):
+each client update is clipped to L2 norm C on the client side of TFF's aggregation, the clipped
+updates are summed, Gaussian noise N(0, (z*C)^2) is added to the sum and the sum is divided by
+the expected cohort size. `fixed` uses `tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed`;
+`adaptive` uses `gaussian_adaptive`, whose clip follows the target unclipped quantile (Andrew et
+al. 2021, "Differentially Private Learning with Adaptive Clipping"); TFF splits z between the
+update and the clipped-count query so the total is z, so the accounting below holds for both.
+
+Accounting: `fedmath.accounting.dp_epsilon` (the one definition the collector uses too), RDP of
+the Poisson-sampled Gaussian mechanism with q = clients_per_round / N per round. docs/privacy.md
+says what this assumes (uniform sampling; with availability-aware selection fedkeys accounts
+with q = 1, no amplification, since eligibility is not a uniform sample).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tensorflow_federated as tff
+
+from configs.schema import PrivacyConfig, TrainConfig
+from fedmath.accounting import dp_epsilon, sampling_probability
+
+DP_MODES = ("none", "fixed", "adaptive")
+
+
+def default_delta(population: int) -> float:
+    """1 / N^1.1: below 1/N, so no mechanism may simply publish one user's data."""
+    if population < 1:
+        raise ValueError(f"population must be >= 1, got {population}")
+    return 1.0 / population ** 1.1
+
+
+@dataclass(frozen=True)
+class DpPlan:
+    """The DP setting of a run, checked (see `check_dp`)."""
+
+    mode: str
+    noise_multiplier: float
+    clip_norm: float
+    clients_per_round: int
+    population: int
+    delta: float
+    sampling_q: float  # q used by the accountant per round
+
+    def epsilon(self, rounds: int) -> float:
+        """Epsilon spent after `rounds` rounds at `delta` (inf when z == 0, 0 with no rounds)."""
+        if self.mode == "none":
+            return math.inf if rounds > 0 else 0.0
+        return dp_epsilon([(self.sampling_q, self.noise_multiplier)] * rounds, self.delta)
+
+
+def check_dp(privacy: PrivacyConfig, train: TrainConfig, population: int) -> DpPlan:
+    """Validate the DP settings against the population and return the plan.
+
+    Raises:
+        ValueError: an unknown mode, or settings that make the accounting meaningless:
+            clients_per_round outside [1, N], a non-positive clip, a negative noise multiplier,
+            delta outside (0, 1/N), an adaptive quantile outside (0, 1).
+    """
+    mode = privacy.dp
+    if mode not in DP_MODES:
+        raise ValueError(f"privacy.dp must be one of {DP_MODES}, got {mode!r}")
+    if population < 1:
+        raise ValueError(f"need at least one training user, got population {population}")
+    if not 1 <= train.clients_per_round <= population:
+        raise ValueError(f"clients_per_round must be in [1, population={population}], got "
+                         f"{train.clients_per_round}: a cohort cannot exceed the population")
+    delta = privacy.delta if privacy.delta > 0 else default_delta(population)
+    if mode != "none":
+        if not privacy.clip_norm > 0:
+            raise ValueError(f"privacy.clip_norm must be > 0 with dp={mode!r}, got {privacy.clip_norm}")
+        if privacy.noise_multiplier < 0 or not math.isfinite(privacy.noise_multiplier):
+            raise ValueError(f"privacy.noise_multiplier must be a finite number >= 0, got {privacy.noise_multiplier}")
+        if not 0 < delta < 1.0 / population:
+            raise ValueError(f"privacy.delta must be in (0, 1/N = {1.0 / population:.3g}) for N={population} "
+                             f"training users, got {delta}: a larger delta allows publishing a user's data")
+        if mode == "adaptive":
+            if not 0 < privacy.target_unclipped_quantile < 1:
+                raise ValueError(f"privacy.target_unclipped_quantile must be in (0, 1), got "
+                                 f"{privacy.target_unclipped_quantile}")
+            if privacy.clip_learning_rate < 0:
+                raise ValueError(f"privacy.clip_learning_rate must be >= 0, got {privacy.clip_learning_rate}")
+    uniform = train.selection == "uniform"
+    q = sampling_probability(train.clients_per_round, population) if uniform else 1.0
+    return DpPlan(mode, float(privacy.noise_multiplier), float(privacy.clip_norm), train.clients_per_round,
+                  population, float(delta), float(q))
+
+
+def dp_aggregator(plan: DpPlan, privacy: PrivacyConfig) -> tff.aggregators.UnweightedAggregationFactory | None:
+    """TFF's DP aggregation factory for the plan (None when dp is off)."""
+    factory = tff.aggregators.DifferentiallyPrivateFactory
+    if plan.mode == "none":
+        return None
+    if plan.mode == "fixed":
+        return factory.gaussian_fixed(plan.noise_multiplier, float(plan.clients_per_round), plan.clip_norm)
+    return factory.gaussian_adaptive(
+        plan.noise_multiplier, float(plan.clients_per_round), initial_l2_norm_clip=plan.clip_norm,
+        target_unclipped_quantile=privacy.target_unclipped_quantile, learning_rate=privacy.clip_learning_rate)

@@ -1,0 +1,83 @@
+"""Run simulated phones against the update collector and score each model version it publishes.
+
+`fedkeys devices --bundle BUNDLE --out DIR` starts a collector (gunicorn on 127.0.0.1) for the
+bundle unless --server URL names a running one, then N phones (one per training user) check in,
+download the model, train through the TFLite `train` signature, clip, add noise and upload over
+HTTP for R rounds. Each published version is scored on held-out users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Any
+
+from fedkeys.commands.common import read_summary, stage_config, start, write_summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="a directory made by `fedkeys export`")
+    p.add_argument("--server", help="URL of a running collector (default: start one for the bundle)")
+    p.add_argument("--devices", type=int, help="phones (devices.num_devices)")
+    p.add_argument("--rounds", type=int, help="rounds to run (devices.rounds)")
+    p.add_argument("--concurrency", type=int, help="phones training at once (devices.concurrency)")
+
+
+def _with_cli_options(cfg, args):
+    changes = {k: v for k, v in (("num_devices", args.devices), ("rounds", args.rounds),
+                                 ("concurrency", args.concurrency)) if v is not None}
+    return dataclasses.replace(cfg, devices=dataclasses.replace(cfg.devices, **changes)) if changes else cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = _with_cli_options(stage_config(args, args.bundle), args)
+    data_dir = read_summary(args.bundle)["data_dir"]
+    start(args, cfg)
+
+    from contextlib import nullcontext
+
+    from data.dataset import FederatedData
+    from device_sim.fleet import fetch_published_weights, run_devices
+    from fedkeys.commands.evaluate import evaluate_weights, heldout
+    from fedkeys.serving import ServerProcess, write_server_config
+    from tflite_export.bundle import read_manifest
+
+    data = FederatedData(data_dir)
+    users = sorted(data.users("train"))[: cfg.devices.num_devices]
+    if len(users) < cfg.server.goal_count:
+        raise ValueError(f"{len(users)} phones cannot reach the round goal of {cfg.server.goal_count} reports")
+    clients = {u: data.client_examples(u, cfg.data.seq_len, max_examples=cfg.server.max_examples) for u in users}
+    shapes = [tuple(w["shape"]) for w in read_manifest(args.bundle)["weights"]]
+    xy = heldout(cfg, data)
+
+    if args.server:
+        server, url = nullcontext(), args.server
+    else:
+        config_path = write_server_config(os.path.join(args.out, "server.json"), cfg.server, cfg.privacy,
+                                          args.bundle, os.path.join(args.out, "server_state"))
+        server = ServerProcess(config_path, cfg.server.host, cfg.server.port, cfg.server.workers,
+                               cfg.server.threads, log_path=os.path.join(args.out, "server.log"))
+        url = server.url
+
+    scores: dict[int, dict[str, float]] = {}
+
+    def score(report) -> None:
+        if report.model_version is not None:
+            weights = fetch_published_weights(url, report.model_version, shapes)
+            scores[report.model_version] = evaluate_weights(cfg, data, weights, xy)
+            ev = scores[report.model_version]
+            print(f"devices: round {report.round} published v{report.model_version}: "
+                  f"top-1 {ev['top1']:.4f}, top-3 {ev['top3']:.4f}", flush=True)
+
+    with server:
+        result = run_devices(url, clients, rounds=cfg.devices.rounds, concurrency=cfg.devices.concurrency,
+                             seed=cfg.devices.seed, on_round=score)
+    summary: dict[str, Any] = {"stage": "devices", "data_dir": data_dir, "server": url,
+                               "bundle_dir": os.path.abspath(args.bundle), **result.summary()}
+    for r in summary["rounds"]:
+        r["eval"] = scores.get(r["model_version"])
+    write_summary(args.out, summary)
+    print(f"devices: {summary['rounds_completed']} rounds completed, {summary['accepted']} updates accepted, "
+          f"{summary['rejected']} rejected, {summary['bytes_up']:,} bytes up -> {args.out}")
+    return 0

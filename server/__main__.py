@@ -1,0 +1,3 @@
+from server.serve import main
+
+main()

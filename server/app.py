@@ -1,0 +1,96 @@
+"""The collector's Flask app factory (Flask tutorial style).
+
+    create_app(config_path=None, test_config=None)
+
+`test_config`, when given, is the config dict itself (see server/settings.py); otherwise the
+JSON file at `config_path` (or $FEDKEYS_SERVER_CONFIG) is read. All state lives in the
+Collector stored on the app (`app.extensions["fedkeys"]`), backed by the state directory, so any
+number of apps (gunicorn workers) over one state directory agree. gunicorn runs it as
+
+    gunicorn "server.app:create_app(config_path='server.json')"
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from server.bundle import load_bundle
+from server.errors import ApiError
+from server.metrics import Metrics
+from server.pace import RateLimiter
+from server.rounds import Collector
+from server.routes import bp, ops
+from server.settings import Settings, load_settings, settings_from_dict
+
+log = logging.getLogger("fedkeys.server")
+
+
+def create_app(config_path: Optional[str] = None, test_config: Optional[dict[str, Any]] = None) -> Flask:
+    if test_config is not None:
+        settings = settings_from_dict(test_config)
+    else:
+        path = config_path or os.environ.get("FEDKEYS_SERVER_CONFIG")
+        if not path:
+            raise ValueError("create_app needs config_path, test_config or $FEDKEYS_SERVER_CONFIG")
+        settings = load_settings(path)
+    return build_app(settings)
+
+
+def build_app(settings: Settings) -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    collector = Collector(settings, load_bundle(settings.bundle_dir))
+    metrics = Metrics(collector.store, settings.collector.metrics_flush_s)
+    cv = settings.collector
+    app.extensions["fedkeys"] = {
+        "settings": settings,
+        "collector": collector,
+        "metrics": metrics,
+        "device_limiter": RateLimiter(cv.rate_limit_per_s, cv.rate_limit_burst),
+        "register_limiter": RateLimiter(cv.register_rate_per_s, cv.register_burst),
+    }
+    app.register_blueprint(bp, url_prefix="/v1")
+    app.register_blueprint(ops)
+
+    @app.errorhandler(ApiError)
+    def api_error(e: ApiError):
+        if request.blueprint == "v1" and request.endpoint == "v1.upload":
+            metrics.inc("fedkeys_updates_rejected_total", error=e.code)
+        resp = jsonify(e.body())
+        resp.status_code = e.status
+        if e.retry_after is not None:
+            resp.headers["Retry-After"] = str(e.retry_after)
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(e.code or 500, "http_error")
+        if e.code == 413 and request.endpoint == "v1.upload":
+            metrics.inc("fedkeys_updates_rejected_total", error=code)
+        resp = jsonify({"error": code, "detail": e.description})
+        resp.status_code = e.code or 500
+        return resp
+
+    @app.errorhandler(Exception)
+    def internal_error(e: Exception):
+        log.exception("internal error on %s %s", request.method, request.path)
+        resp = jsonify({"error": "internal", "detail": f"{type(e).__name__}: {e}"})
+        resp.status_code = 500
+        return resp
+
+    @app.after_request
+    def count(resp):
+        metrics.inc("fedkeys_http_requests_total", endpoint=request.endpoint or "none", code=resp.status_code)
+        try:
+            metrics.flush()
+        except Exception:  # counters are best effort; never fail a request over them
+            log.exception("could not flush metrics")
+        return resp
+
+    return app

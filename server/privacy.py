@@ -1,0 +1,90 @@
+"""Differential privacy on the collector: where the noise comes from and what it costs.
+
+Three modes (privacy.mode), named for where clipping and noise happen (docs/privacy.md):
+
+- "none": no noise. Devices still clip to C and the collector enforces the bound.
+- "device": each device clips to C and adds N(0, sigma_d^2), sigma_d = z*C/sqrt(goal_count)
+  (`fedmath.privacy.device_noise_std`), so a round with its goal count of reports carries
+  N(0, (z*C)^2) in the sum. The collector checks the norm is plausible for that noise.
+- "central": devices only clip; the collector clips (or refuses) what exceeds C and adds
+  N(0, (z*C*w_max)^2) to the weighted sum itself before dividing (McMahan et al. 2018,
+  DP-FedAvg with a trusted server), w_max being the largest weight one device can have.
+
+Each published round is accounted as a Poisson-sampled Gaussian mechanism with
+q = goal_count / population and its effective noise multiplier (`fedmath.accounting`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from fedmath import accounting
+from fedmath.aggregate import RunningSum
+from fedmath.privacy import device_noise_std
+from fedmath.types import Weights
+from server.settings import Settings
+
+
+class ServerPrivacy:
+    def __init__(self, settings: Settings) -> None:
+        self.mode = settings.privacy.mode
+        self.clip_norm = settings.privacy.clip_norm
+        self.z = settings.privacy.noise_multiplier
+        self.goal = settings.server.goal_count
+        self.fixed_delta = settings.privacy.delta
+        self.population = settings.collector.population
+        self.uniform = settings.uniform_weighting
+        self.max_weight = 1.0 if self.uniform else float(settings.server.max_examples)
+
+    def plan_noise_std(self) -> float:
+        """The noise std each device adds (the plan's noise_std)."""
+        if self.mode == "device":
+            return device_noise_std(self.z, self.clip_norm, self.goal)
+        return 0.0
+
+    def weight(self, num_examples: int) -> float:
+        return 1.0 if self.uniform else float(num_examples)
+
+    def mean(self, rs: RunningSum, rng: Optional[np.random.Generator] = None) -> Weights:
+        """The round's mean delta; in central mode the sum is noised first."""
+        if self.mode != "central" or self.z == 0:
+            return rs.mean()
+        rng = rng or np.random.default_rng()
+        std = self.z * self.clip_norm * self.max_weight
+        noised = RunningSum([s + rng.normal(0.0, std, size=s.shape) for s in rs.sums], rs.total_weight, rs.count)
+        return noised.mean()
+
+    def population_size(self, registered: int) -> int:
+        """N: collector.population, else the registered devices (at least the goal count)."""
+        return self.population or max(registered, self.goal)
+
+    def delta(self, population: int) -> float:
+        """privacy.delta, else 1 / N^1.1 (as federated/privacy.py does for the simulation)."""
+        return self.fixed_delta if self.fixed_delta > 0 else 1.0 / population ** 1.1
+
+    def round_event(self, weights: Sequence[float], population: int, plan_noise_std: float) -> tuple[float, float]:
+        """(q, effective z) of a published round whose updates had these weights."""
+        q = accounting.sampling_probability(self.goal, population)
+        if self.mode == "device":
+            z = accounting.device_noise_multiplier(plan_noise_std, self.clip_norm, list(weights))
+        elif self.mode == "central":
+            z = self.z
+        else:
+            z = 0.0
+        return q, z
+
+    def epsilon(self, events: Sequence[tuple[float, float]], delta: float) -> Optional[float]:
+        """Epsilon after these rounds, or None when not differentially private (no noise)."""
+        if self.mode == "none":
+            return None
+        eps = accounting.dp_epsilon(list(events), delta)
+        return None if math.isinf(eps) else eps
+
+    def describe(self) -> dict:
+        return {"mode": self.mode, "clip_norm": self.clip_norm, "noise_multiplier": self.z,
+                "device_noise_std": self.plan_noise_std(),
+                "weighting": "uniform" if self.uniform else "examples",
+                "accountant": "RDP, Poisson-sampled Gaussian (dp_accounting)"}

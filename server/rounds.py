@@ -1,0 +1,397 @@
+"""The round lifecycle (Bonawitz et al. 2019): selection, reporting, aggregation, publication.
+
+    check-in ──> selected (up to ceil(goal * over_selection) per round; others get Retry-After)
+       │            │ the first selection starts the reporting deadline
+       v            v
+    upload ──> validation.py ──> spool file + `updates` row (one SQLite transaction)
+                                  └─> running weighted sum (fedmath.aggregate.RunningSum)
+    goal_count reports ──> mean delta (+ central noise) ──> server step ──> models/v<N+1>.npz
+    deadline passed ──> >= min_reports: publish what arrived; fewer: abandon, keep the model
+    either way the next round opens at once.
+
+Crash safety. An accepted update is durable before it is acknowledged: its payload is written to
+`spool/` and its record (weight, re-clip, spool name) committed to SQLite. The running sum is
+written to `sums/` every `checkpoint_every` updates together with the last sequence number it
+covers; spool files it covers are deleted only after that commit. The sum of a round is always
+"checkpoint + the spooled updates after it", so a restart after `kill -9` rebuilds it exactly,
+counting each accepted update once. Model files are written under a temporary name and renamed
+before the transaction that announces them commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from fedmath import encodings
+from fedmath.aggregate import RunningSum, apply_delta
+from fedmath.types import Weights
+from server import files, pace, validation
+from server.bundle import Bundle, load_initial_weights
+from server.errors import ApiError
+from server.privacy import ServerPrivacy
+from server.settings import Settings
+from server.storage import Round, SqliteStore
+
+ENCODING = "float32"
+ORPHAN_AGE_S = 120.0  # an unreferenced spool file older than this is left over from a crash
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class _SumCache:
+    round: int
+    seq: int  # the last update (by seq) included
+    rs: RunningSum
+
+
+class Collector:
+    """Owns one state directory; safe to use from many threads and many processes at once."""
+
+    def __init__(self, settings: Settings, bundle: Bundle, store: Optional[SqliteStore] = None) -> None:
+        self.settings = settings
+        self.bundle = bundle
+        self.shapes = list(bundle.shapes)
+        self.dim = bundle.num_params
+        self.fsync = settings.collector.durability == "power"
+        self.dp = ServerPrivacy(settings)
+        root = settings.state_dir
+        self.models_dir = os.path.join(root, "models")
+        self.spool_dir = os.path.join(root, "spool")
+        self.sums_dir = os.path.join(root, "sums")
+        for d in (root, self.models_dir, self.spool_dir, self.sums_dir):
+            os.makedirs(d, exist_ok=True)
+        self.store = store or SqliteStore(os.path.join(root, "fedkeys.sqlite3"), fsync=self.fsync)
+        self._cache: Optional[_SumCache] = None
+        self.slots = files.SpoolSlots(self.spool_dir, self.fsync)
+        self._payloads: dict[int, tuple[bytes, str]] = {}
+        self._payload_lock = threading.Lock()
+        self.started = time.time()
+        self._bootstrap()
+        self.cleanup_files(min_age_s=ORPHAN_AGE_S)
+        self.tick()
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _bootstrap(self) -> None:
+        now = time.time()
+        with self.store.write() as c:
+            latest = self.store.latest_model(c)
+            if latest is None:
+                weights = load_initial_weights(self.bundle)
+                path = os.path.join(self.models_dir, "v0.npz")
+                files.write_npz(path, self.bundle.names, weights, self.fsync)
+                sha = hashlib.sha256(encodings.encode_float32(weights)).hexdigest()
+                meta = {"version": 0, "round": None, "source": "bundle", "epsilon": None if self.dp.mode == "none" else 0.0,
+                        "delta": None, "privacy": self.dp.describe()}
+                self.store.insert_model(c, 0, None, path, sha, self.dim, now, 0.0, 0.0, meta)
+                self._write_meta(0, meta)
+                latest = self.store.latest_model(c)
+            if self.store.open_round(c) is None:
+                last = self.store.last_round(c)
+                self._open_round(c, last.round + 1 if last else 0, latest.version, now)
+
+    def _open_round(self, c: Any, number: int, model_version: int, now: float) -> None:
+        s = self.settings
+        self.store.insert_round(c, number, model_version, s.server.goal_count, s.slots, s.min_reports,
+                                self.dp.plan_noise_std(), now)
+
+    def _write_meta(self, version: int, meta: dict) -> None:
+        import json
+
+        path = os.path.join(self.models_dir, f"v{version}.json")
+        files.atomic_write(path, [json.dumps(meta, indent=2, sort_keys=True).encode()], self.fsync)
+
+    def cleanup_files(self, min_age_s: float) -> int:
+        """Remove spool slots of dead processes that no record needs, and stray temporary files
+        (left by a crash). Slots of live processes are never touched. Returns the count removed."""
+        removed = 0
+        now = time.time()
+        for d in (self.spool_dir, self.sums_dir, self.models_dir):
+            for name in os.listdir(d):
+                path = os.path.join(d, name)
+                if name.startswith(".tmp-"):
+                    try:
+                        stale = now - os.path.getmtime(path) > min_age_s
+                    except FileNotFoundError:
+                        continue
+                    if stale:
+                        files.remove_quietly(path)
+                        removed += 1
+                    continue
+                if d != self.spool_dir or not name.startswith("w"):
+                    continue
+                try:
+                    pid = int(name[1:].split("-", 1)[0])
+                except ValueError:
+                    continue
+                if pid == os.getpid() or files.pid_alive(pid) or self.store.spool_owner(name) is not None:
+                    continue
+                files.remove_quietly(path)
+                removed += 1
+        return removed
+
+    # -- devices -------------------------------------------------------------------------------
+    def register(self, device_id: Any) -> str:
+        if not isinstance(device_id, str) or not 0 < len(device_id) <= 128 or not device_id.isprintable():
+            raise ApiError(400, "bad_request", f"device_id must be a printable string of 1 to 128 chars, got {device_id!r}")
+        token = secrets.token_urlsafe(32)
+        with self.store.write() as c:  # registering again rotates the token (the old one stops working)
+            self.store.add_device(c, device_id, token_hash(token), time.time())
+        return token
+
+    def authenticate(self, authorization: Optional[str]) -> str:
+        """The device id behind an `Authorization: Bearer <token>` header, or ApiError 401."""
+        if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 512:
+            raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>' header")
+        # no cache: a re-registration in another worker revokes the token at once
+        device = self.store.device_for_token(token_hash(authorization[len("Bearer "):].strip()))
+        if device is None:
+            raise ApiError(401, "unauthorized", "unknown or revoked token")
+        return device
+
+    # -- check-in ------------------------------------------------------------------------------
+    def plan(self, rnd: Round) -> dict:
+        s = self.settings.server
+        return {
+            "round": rnd.round, "model_version": rnd.model_version, "local_epochs": s.local_epochs,
+            "batch_size": s.batch_size, "learning_rate": s.learning_rate,
+            "clip_norm": self.settings.privacy.clip_norm, "noise_std": rnd.noise_std, "encoding": ENCODING,
+            "max_examples": s.max_examples, "deadline_unix": rnd.deadline,
+        }
+
+    def _turn_away(self, device_id: str, rnd: Round, now: float, code: str, detail: str) -> ApiError:
+        s = self.settings
+        wait = pace.retry_after(
+            device_id, rnd.round, now, base=s.server.retry_after_s, cap=s.collector.max_retry_after_s,
+            population=self.store.count_devices(), slots=rnd.slots, goal=rnd.goal_count, reports=rnd.reports,
+            first_checkin=(rnd.deadline - s.collector.report_deadline_s) if rnd.deadline else None,
+            deadline=rnd.deadline)
+        return ApiError(503, code, detail, retry_after=wait)
+
+    def checkin(self, device_id: str, body: Any, now: Optional[float] = None) -> dict:
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_request", f"check-in body must be a JSON object, got {type(body).__name__}")
+        for key in ("idle", "charging", "unmetered"):
+            if not isinstance(body.get(key), bool):
+                raise ApiError(400, "bad_request", f"check-in field {key!r} must be a boolean, got {body.get(key)!r}")
+        n = body.get("num_examples")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ApiError(400, "bad_request", f"check-in field 'num_examples' must be an integer >= 0, got {n!r}")
+        now = time.time() if now is None else now
+        self.tick(now)
+        rnd = self.store.open_round()
+        assert rnd is not None
+        if self.store.get_update(rnd.round, device_id) is not None:
+            raise self._turn_away(device_id, rnd, now, "already_reported",
+                                  f"device already reported for round {rnd.round}; come back for the next one")
+        if self.store.is_selected(rnd.round, device_id):
+            return {"round": rnd.round, "plan": self.plan(rnd)}
+        if not (body["idle"] and body["charging"] and body["unmetered"] and n >= 1):
+            raise self._turn_away(device_id, rnd, now, "not_eligible",
+                                  "a device takes part only when idle, charging, on an unmetered network, with data")
+        if rnd.selected >= rnd.slots:
+            raise self._turn_away(device_id, rnd, now, "round_full",
+                                  f"round {rnd.round} has all its {rnd.slots} devices")
+        with self.store.write() as c:
+            rnd = self.store.open_round(c)
+            if not self.store.is_selected(rnd.round, device_id, c):
+                if rnd.selected >= rnd.slots:
+                    raise self._turn_away(device_id, rnd, now, "round_full",
+                                          f"round {rnd.round} has all its {rnd.slots} devices")
+                self.store.select_device(c, rnd.round, device_id, now, now + self.settings.collector.report_deadline_s)
+                rnd = self.store.get_round(rnd.round, c)
+        return {"round": rnd.round, "plan": self.plan(rnd)}
+
+    # -- models --------------------------------------------------------------------------------
+    def model_info(self) -> dict:
+        m = self.store.latest_model()
+        return {"version": m.version, "sha256": m.sha256, "num_params": m.num_params,
+                "epsilon": m.meta.get("epsilon"), "delta": m.meta.get("delta"), "created_unix": m.created_at}
+
+    def model_meta(self, version: int) -> dict:
+        m = self.store.get_model(version)
+        if m is None:
+            raise ApiError(404, "not_found", f"no model version {version}")
+        return dict(m.meta, sha256=m.sha256, num_params=m.num_params, created_unix=m.created_at)
+
+    def weights_payload(self, version: int) -> tuple[bytes, str]:
+        """The float32 payload of a model version and its sha256 (the ETag)."""
+        with self._payload_lock:
+            hit = self._payloads.get(version)
+        if hit is not None:
+            return hit
+        m = self.store.get_model(version)
+        if m is None:
+            raise ApiError(404, "not_found", f"no model version {version}")
+        payload = encodings.encode_float32(files.read_npz(m.path, self.bundle.names))
+        with self._payload_lock:
+            if len(self._payloads) >= 2:
+                self._payloads.pop(min(self._payloads))
+            self._payloads[version] = (payload, m.sha256)
+        return payload, m.sha256
+
+    # -- uploads -------------------------------------------------------------------------------
+    def accept(self, device_id: str, url_round: int, body: bytes, now: Optional[float] = None) -> dict:
+        """Validate an upload and add it to the round; returns the 202 body. Raises ApiError."""
+        now = time.time() if now is None else now
+        header, payload = validation.parse(body, url_round)
+        r = header.round
+        rnd = self.store.get_round(r)
+        answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id),
+                                        self.store.get_update(r, device_id), now)
+        if answer is not None:
+            return answer
+        checked = validation.check_content(
+            header, payload, self.shapes, max_examples=self.settings.server.max_examples, encoding=ENCODING,
+            clip_norm=self.settings.privacy.clip_norm, noise_std=rnd.noise_std,
+            norm_slack=self.settings.server.norm_slack, norm_policy=self.settings.collector.norm_policy)
+        update = validation.prepared(checked.update, checked.clip_to)
+        weight = self.dp.weight(header.num_examples)
+        slot = self.slots.acquire(lambda name: self.store.spool_owner(name) is not None)
+        try:
+            self.slots.write(slot, payload)
+            with self.store.write() as c:
+                rnd = self.store.get_round(r, c)
+                answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id, c),
+                                                self.store.get_update(r, device_id, c), now)
+                if answer is not None:
+                    return answer
+                complete = rnd.reports + 1 >= rnd.goal_count
+                seq = self.store.insert_update(c, r, device_id, header.upload_id, header.num_examples, weight,
+                                               checked.clip_to, checked.norm, slot, now, complete)
+                try:
+                    cache = self._sum_upto(c, rnd, seq - 1)
+                    cache.rs.add(update, weight)
+                    cache.seq = seq
+                    if cache.rs.count - rnd.ckpt_count >= self.settings.collector.checkpoint_every:
+                        self._checkpoint(c, rnd, cache)
+                except BaseException:
+                    self._cache = None  # the transaction rolls back; rebuild from disk next time
+                    raise
+        finally:
+            self.slots.release(slot)  # reusable once no committed record needs it (acquire checks)
+        if complete:
+            self._close(r, time.time())
+        return {"accepted": True, "round_complete": bool(complete)}
+
+    def _sum_upto(self, c: Any, rnd: Round, upto_seq: int) -> _SumCache:
+        """The round's running sum over its updates with seq <= upto_seq (inside the write lock)."""
+        cache = self._cache
+        if cache is None or cache.round != rnd.round or cache.seq < rnd.ckpt_seq or cache.seq > upto_seq:
+            if rnd.ckpt_path:
+                rs = RunningSum(files.read_sums(rnd.ckpt_path, self.shapes), rnd.ckpt_weight, rnd.ckpt_count)
+            else:
+                rs = RunningSum([np.zeros(s, np.float64) for s in self.shapes])
+            cache = _SumCache(rnd.round, rnd.ckpt_seq, rs)
+            self._cache = cache
+        for rec in self.store.updates_between(c, rnd.round, cache.seq, upto_seq):
+            with open(os.path.join(self.spool_dir, rec.spool), "rb") as f:
+                update = encodings.decode(ENCODING, f.read(), self.shapes)
+            cache.rs.add(validation.prepared(update, rec.clip_to), rec.weight)
+            cache.seq = rec.seq
+        return cache
+
+    def _checkpoint(self, c: Any, rnd: Round, cache: _SumCache) -> None:
+        """Write the sum to the checkpoint file the store does not point at, then point at it
+        (double buffering: a crash mid-write leaves the recorded checkpoint intact)."""
+        current = os.path.basename(rnd.ckpt_path or "")
+        path = os.path.join(self.sums_dir, "ckpt-1.f64" if current == "ckpt-0.f64" else "ckpt-0.f64")
+        files.write_sums(path, cache.rs.sums, self.fsync)
+        self.store.set_checkpoint(c, rnd.round, cache.seq, path, cache.rs.total_weight, cache.rs.count)
+        self.store.clear_spools(c, rnd.round, cache.seq)  # their slots may be reused from now on
+
+    # -- closing rounds ------------------------------------------------------------------------
+    def tick(self, now: Optional[float] = None) -> None:
+        """Close the open round if it has its reports or its deadline has passed (any request calls this)."""
+        now = time.time() if now is None else now
+        rnd = self.store.open_round()
+        if rnd is None:
+            return
+        if rnd.reports >= rnd.goal_count or (rnd.deadline is not None and now > rnd.deadline):
+            self._close(rnd.round, now)
+
+    def _close(self, number: int, now: float) -> None:
+        with self.store.write() as c:
+            rnd = self.store.get_round(number, c)
+            if rnd is None or rnd.state != "open":
+                return
+            full = rnd.reports >= rnd.goal_count
+            if not full and (rnd.deadline is None or now <= rnd.deadline):
+                return
+            latest = self.store.latest_model(c)
+            if full or (rnd.reports >= rnd.min_reports and rnd.reports > 0):
+                try:
+                    version = self._publish(c, rnd, latest, now)
+                except BaseException:
+                    self._cache = None
+                    raise
+                note = "goal reached" if full else f"deadline passed with {rnd.reports} of {rnd.goal_count} reports"
+                self.store.finish_round(c, number, "closed", now, version, note)
+            else:
+                version = latest.version
+                self.store.finish_round(c, number, "abandoned", now, None,
+                                        f"deadline passed with {rnd.reports} reports, fewer than {rnd.min_reports}")
+            self.store.clear_spools(c, number)
+            self._open_round(c, number + 1, version, now)
+        self._cache = None
+
+    def _publish(self, c: Any, rnd: Round, latest: Any, now: float) -> int:
+        cache = self._sum_upto(c, rnd, self.store.last_seq(c, rnd.round))
+        mean = self.dp.mean(cache.rs)
+        old = files.read_npz(latest.path, self.bundle.names)
+        beta = self.settings.collector.server_momentum
+        version = latest.version + 1
+        if beta > 0:
+            mpath = os.path.join(self.models_dir, f".momentum-v{latest.version}.npz")
+            prev = files.read_npz(mpath, self.bundle.names) if os.path.exists(mpath) else [np.zeros_like(m) for m in mean]
+            step = [(beta * p + m).astype(np.float32) for p, m in zip(prev, mean)]
+            files.write_npz(os.path.join(self.models_dir, f".momentum-v{version}.npz"), self.bundle.names, step, self.fsync)
+        else:
+            step = mean
+        new = apply_delta(old, step, self.settings.server.server_learning_rate)
+        path = os.path.join(self.models_dir, f"v{version}.npz")
+        files.write_npz(path, self.bundle.names, new, self.fsync)
+        sha = hashlib.sha256(encodings.encode_float32(new)).hexdigest()
+        population = self.dp.population_size(self.store.count_devices(c))
+        q, z = self.dp.round_event(self.store.round_weights(c, rnd.round), population, rnd.noise_std)
+        events = self.store.privacy_events(c) + [(q, z)]
+        delta = self.dp.delta(population)
+        eps = self.dp.epsilon(events, delta)
+        meta = {"version": version, "round": rnd.round, "parent_version": latest.version, "reports": cache.rs.count,
+                "total_weight": cache.rs.total_weight, "goal_count": rnd.goal_count, "published_unix": now,
+                "sampling_probability": q, "effective_noise_multiplier": z, "epsilon": eps, "delta": delta,
+                "population": population,
+                "rounds_accounted": len(events), "privacy": self.dp.describe(),
+                "server_learning_rate": self.settings.server.server_learning_rate, "server_momentum": beta}
+        self._write_meta(version, meta)
+        self.store.insert_model(c, version, rnd.round, path, sha, self.dim, now, q, z, meta)
+        return version
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict:
+        self.tick()
+        rnd = self.store.open_round()
+        m = self.store.latest_model()
+        counts = self.store.round_counts()
+        return {
+            "round": {"round": rnd.round, "state": rnd.state, "model_version": rnd.model_version,
+                      "goal_count": rnd.goal_count, "slots": rnd.slots, "selected": rnd.selected,
+                      "reports": rnd.reports, "min_reports": rnd.min_reports, "opened_unix": rnd.opened_at,
+                      "deadline_unix": rnd.deadline},
+            "model": {"version": m.version, "sha256": m.sha256, "num_params": m.num_params},
+            "rounds_closed": counts.get("closed", 0), "rounds_abandoned": counts.get("abandoned", 0),
+            "devices": self.store.count_devices(),
+            "privacy": dict(self.dp.describe(), epsilon=m.meta.get("epsilon"), delta=m.meta.get("delta"),
+                            rounds_accounted=m.meta.get("rounds_accounted", 0)),
+            "server_time_unix": time.time(), "uptime_s": time.time() - self.started,
+        }

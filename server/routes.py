@@ -1,0 +1,137 @@
+"""HTTP routes (docs/http_api.md): a blueprint that only moves bytes and JSON in and out of the
+Collector owned by the app. Every refusal is JSON `{error, detail}` with its status code."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, send_file
+
+from server.errors import ApiError
+from server.rounds import Collector
+
+bp = Blueprint("v1", __name__)
+ops = Blueprint("ops", __name__)
+
+
+def collector() -> Collector:
+    return current_app.extensions["fedkeys"]["collector"]
+
+
+def _state(name: str):
+    return current_app.extensions["fedkeys"][name]
+
+
+def _device() -> str:
+    """Authenticate the request and spend one of the device's rate-limit tokens."""
+    device = collector().authenticate(request.headers.get("Authorization"))
+    g.device_id = device
+    wait = _state("device_limiter").take(device, time.monotonic())
+    if wait is not None:
+        raise ApiError(429, "rate_limited", "too many requests from this device", retry_after=wait)
+    return device
+
+
+def _json_body() -> object:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "bad_request", "the body must be JSON with Content-Type: application/json")
+    return body
+
+
+@bp.post("/devices")
+def register():
+    wait = _state("register_limiter").take(request.remote_addr or "?", time.monotonic())
+    if wait is not None:
+        raise ApiError(429, "rate_limited", "too many registrations from this address", retry_after=wait)
+    body = _json_body()
+    device_id = body.get("device_id") if isinstance(body, dict) else None
+    token = collector().register(device_id)
+    return jsonify({"device_id": device_id, "token": token}), 201
+
+
+@bp.post("/checkin")
+def checkin():
+    device = _device()
+    try:
+        answer = collector().checkin(device, _json_body())
+    except ApiError as e:
+        _state("metrics").inc("fedkeys_checkins_total", result=e.code)
+        raise
+    _state("metrics").inc("fedkeys_checkins_total", result="accepted")
+    return jsonify(answer)
+
+
+@bp.get("/model")
+def model():
+    _device()
+    return jsonify(collector().model_info())
+
+
+@bp.get("/model/<int:version>")
+def model_meta(version: int):
+    _device()
+    return jsonify(collector().model_meta(version))
+
+
+@bp.get("/model/<int:version>/weights")
+def model_weights(version: int):
+    _device()
+    payload, sha = collector().weights_payload(version)
+    resp = Response(payload, mimetype="application/octet-stream")
+    resp.set_etag(sha)
+    resp.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return resp.make_conditional(request)
+
+
+@bp.get("/bundle/<name>")
+def bundle_file(name: str):
+    _device()
+    path = collector().bundle.path(name)
+    if path is None:
+        raise ApiError(404, "not_found", f"the bundle has no file {name!r}; it has {sorted(collector().bundle.files)}")
+    mimetype = "application/json" if name.endswith(".json") else "application/octet-stream"
+    return send_file(path, mimetype=mimetype, etag=collector().bundle.files[name],
+                     conditional=True, max_age=0)
+
+
+@bp.post("/rounds/<int:round_number>/updates")
+def upload(round_number: int):
+    started = time.perf_counter()
+    device = _device()
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too_large", f"body of {request.content_length} bytes exceeds the {limit}-byte limit")
+    body = request.get_data(cache=False)
+    c = collector()
+    c.tick()
+    answer = c.accept(device, round_number, body)
+    m = _state("metrics")
+    m.inc("fedkeys_updates_accepted_total")
+    m.inc("fedkeys_update_bytes_total", len(body))
+    m.inc("fedkeys_upload_seconds_total", time.perf_counter() - started)
+    return jsonify(answer), 202
+
+
+@bp.get("/status")
+def status():
+    return jsonify(collector().status())
+
+
+@ops.get("/metrics")
+def metrics():
+    s = collector().status()
+    gauges = {
+        "fedkeys_round": ("The open round's number.", s["round"]["round"]),
+        "fedkeys_round_selected": ("Devices selected for the open round.", s["round"]["selected"]),
+        "fedkeys_round_reports": ("Updates accepted in the open round.", s["round"]["reports"]),
+        "fedkeys_model_version": ("Latest published model version.", s["model"]["version"]),
+        "fedkeys_rounds_closed": ("Rounds closed with a published model.", s["rounds_closed"]),
+        "fedkeys_rounds_abandoned": ("Rounds abandoned with too few reports.", s["rounds_abandoned"]),
+        "fedkeys_devices_registered": ("Registered devices.", s["devices"]),
+    }
+    eps = s["privacy"]["epsilon"]
+    if eps is not None:
+        gauges["fedkeys_privacy_epsilon"] = ("Epsilon spent by the latest model (at the configured delta).", eps)
+    text = _state("metrics").render(gauges)
+    return Response(text, mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,54 @@
+"""Run the collector under gunicorn on 127.0.0.1 (what `fedkeys serve` calls).
+
+    python -m server --config server.json [--port 8000] [--workers 2] [--threads 4]
+
+Port 0 (the ServerConfig default) picks a free port; the address is printed and written to
+`<state_dir>/server_address` so a device fleet can find it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import socket
+import sys
+from typing import Optional, Sequence
+
+from server.settings import load_settings
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def gunicorn_argv(config_path: str, host: str, port: int, workers: int, threads: int,
+                  python: str = sys.executable) -> list[str]:
+    """The command line that serves the app (gthread workers, no preload: each worker opens its
+    own SQLite connections)."""
+    factory = f"server.app:create_app(config_path={os.path.abspath(config_path)!r})"
+    return [python, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--worker-class", "gthread", "--threads", str(threads), "--timeout", "120",
+            "--graceful-timeout", "10", "--keep-alive", "30", "--access-logfile", "-", factory]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m server", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="server config JSON (see server/settings.py)")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    s = load_settings(args.config)  # fail here, with a clear message, before gunicorn starts
+    host = args.host or s.server.host
+    port = args.port if args.port is not None else s.server.port
+    port = port or free_port(host)
+    os.makedirs(s.state_dir, exist_ok=True)
+    with open(os.path.join(s.state_dir, "server_address"), "w") as f:
+        f.write(f"http://{host}:{port}\n")
+    cmd = gunicorn_argv(args.config, host, port, args.workers or s.server.workers, args.threads or s.server.threads)
+    print(f"fedkeys server on http://{host}:{port}: {shlex.join(cmd)}", flush=True)
+    os.execv(cmd[0], cmd)

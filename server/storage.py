@@ -1,0 +1,325 @@
+"""The collector's durable state in SQLite (WAL): devices, rounds, selections, accepted-update
+records, model versions and request counters.
+
+Concurrency: every change runs inside `store.write()`, which takes a per-process lock and then
+SQLite's `BEGIN IMMEDIATE`, the database-wide write lock. Every gunicorn worker and thread
+therefore changes rounds one at a time and always sees the others' committed changes, while
+reads (WAL) never block. The collector keeps nothing authoritative in memory: a worker's cached
+running sum is checked against the `updates` table inside the write lock before it is used.
+
+The rest of the server calls only the methods of `SqliteStore`, so another store (PostgreSQL
+with `SELECT ... FOR UPDATE` as the lock) can replace it behind the same methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    registered_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    model_version INTEGER NOT NULL,
+    state TEXT NOT NULL,                 -- open, closed, abandoned
+    goal_count INTEGER NOT NULL,
+    slots INTEGER NOT NULL,
+    min_reports INTEGER NOT NULL,
+    noise_std REAL NOT NULL,
+    opened_at REAL NOT NULL,
+    deadline REAL,                       -- set by the first accepted check-in
+    closed_at REAL,
+    selected INTEGER NOT NULL DEFAULT 0,
+    reports INTEGER NOT NULL DEFAULT 0,
+    ckpt_seq INTEGER NOT NULL DEFAULT 0, -- the checkpoint holds every update with seq <= ckpt_seq
+    ckpt_path TEXT,
+    ckpt_weight REAL NOT NULL DEFAULT 0,
+    ckpt_count INTEGER NOT NULL DEFAULT 0,
+    published_version INTEGER,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS selections (
+    round INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    selected_at REAL NOT NULL,
+    PRIMARY KEY (round, device_id)
+);
+CREATE TABLE IF NOT EXISTS updates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    round INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    num_examples INTEGER NOT NULL,
+    weight REAL NOT NULL,                -- its weight in the running sum
+    clip_to REAL,                        -- re-clipped to this norm on acceptance (NULL: as sent)
+    norm REAL NOT NULL,
+    spool TEXT,                          -- the accepted payload, until a checkpoint covers it
+    received_at REAL NOT NULL,
+    round_complete INTEGER NOT NULL,     -- the answer the upload got, repeated on a retry
+    UNIQUE (round, device_id)
+);
+CREATE INDEX IF NOT EXISTS updates_spool ON updates (spool);
+CREATE TABLE IF NOT EXISTS models (
+    version INTEGER PRIMARY KEY,
+    round INTEGER,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    num_params INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    q REAL NOT NULL DEFAULT 0,           -- sampling probability of the round that made it
+    z REAL NOT NULL DEFAULT 0,           -- its effective noise multiplier
+    meta TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    pid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (pid, name, labels)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Round:
+    round: int
+    model_version: int
+    state: str
+    goal_count: int
+    slots: int
+    min_reports: int
+    noise_std: float
+    opened_at: float
+    deadline: Optional[float]
+    closed_at: Optional[float]
+    selected: int
+    reports: int
+    ckpt_seq: int
+    ckpt_path: Optional[str]
+    ckpt_weight: float
+    ckpt_count: int
+    published_version: Optional[int]
+    note: Optional[str]
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    seq: int
+    round: int
+    device_id: str
+    upload_id: str
+    num_examples: int
+    weight: float
+    clip_to: Optional[float]
+    norm: float
+    spool: Optional[str]
+    received_at: float
+    round_complete: int
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    version: int
+    round: Optional[int]
+    path: str
+    sha256: str
+    num_params: int
+    created_at: float
+    q: float
+    z: float
+    meta: dict
+
+
+class SqliteStore:
+    """One SQLite database; a connection per thread; `write()` serializes all changes."""
+
+    def __init__(self, path: str, fsync: bool = False) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._local = threading.local()
+        self._lock = threading.RLock()
+        with self._lock:
+            self.conn().executescript(SCHEMA)
+
+    # -- connections ---------------------------------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=True)
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a crash of the process (kill -9); FULL also
+            # survives a power cut.
+            c.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+            c.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = c
+        return c
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the database-wide write lock (BEGIN IMMEDIATE)."""
+        with self._lock:
+            c = self.conn()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            else:
+                c.execute("COMMIT")
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    # -- devices -------------------------------------------------------------------------------
+    def add_device(self, c: sqlite3.Connection, device_id: str, token_sha256: str, now: float) -> bool:
+        """Register a device, or give a registered one a new token (revoking the old). True if new."""
+        known = c.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone() is not None
+        c.execute("INSERT INTO devices VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+                  " token_sha256 = excluded.token_sha256", (device_id, token_sha256, now))
+        return not known
+
+    def device_for_token(self, token_sha256: str) -> Optional[str]:
+        row = self.conn().execute("SELECT device_id FROM devices WHERE token_sha256 = ?", (token_sha256,)).fetchone()
+        return row[0] if row else None
+
+    def count_devices(self, c: Optional[sqlite3.Connection] = None) -> int:
+        return int((c or self.conn()).execute("SELECT COUNT(*) FROM devices").fetchone()[0])
+
+    # -- rounds --------------------------------------------------------------------------------
+    def open_round(self, c: Optional[sqlite3.Connection] = None) -> Optional[Round]:
+        row = (c or self.conn()).execute("SELECT * FROM rounds WHERE state = 'open' ORDER BY round DESC LIMIT 1").fetchone()
+        return Round(**dict(row)) if row else None
+
+    def get_round(self, number: int, c: Optional[sqlite3.Connection] = None) -> Optional[Round]:
+        row = (c or self.conn()).execute("SELECT * FROM rounds WHERE round = ?", (number,)).fetchone()
+        return Round(**dict(row)) if row else None
+
+    def last_round(self, c: Optional[sqlite3.Connection] = None) -> Optional[Round]:
+        row = (c or self.conn()).execute("SELECT * FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
+        return Round(**dict(row)) if row else None
+
+    def insert_round(self, c: sqlite3.Connection, number: int, model_version: int, goal: int, slots: int,
+                     min_reports: int, noise_std: float, now: float) -> None:
+        c.execute(
+            "INSERT INTO rounds (round, model_version, state, goal_count, slots, min_reports, noise_std, opened_at)"
+            " VALUES (?, ?, 'open', ?, ?, ?, ?, ?)",
+            (number, model_version, goal, slots, min_reports, noise_std, now),
+        )
+
+    def finish_round(self, c: sqlite3.Connection, number: int, state: str, now: float,
+                     published_version: Optional[int], note: str) -> None:
+        c.execute("UPDATE rounds SET state = ?, closed_at = ?, published_version = ?, note = ? WHERE round = ?",
+                  (state, now, published_version, note, number))
+
+    def round_counts(self) -> dict[str, int]:
+        rows = self.conn().execute("SELECT state, COUNT(*) FROM rounds GROUP BY state").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- selection -----------------------------------------------------------------------------
+    def is_selected(self, number: int, device_id: str, c: Optional[sqlite3.Connection] = None) -> bool:
+        row = (c or self.conn()).execute("SELECT 1 FROM selections WHERE round = ? AND device_id = ?",
+                                         (number, device_id)).fetchone()
+        return row is not None
+
+    def select_device(self, c: sqlite3.Connection, number: int, device_id: str, now: float,
+                      deadline_if_first: float) -> None:
+        c.execute("INSERT INTO selections VALUES (?, ?, ?)", (number, device_id, now))
+        c.execute("UPDATE rounds SET selected = selected + 1, deadline = COALESCE(deadline, ?) WHERE round = ?",
+                  (deadline_if_first, number))
+
+    # -- updates -------------------------------------------------------------------------------
+    def get_update(self, number: int, device_id: str, c: Optional[sqlite3.Connection] = None) -> Optional[UpdateRecord]:
+        row = (c or self.conn()).execute("SELECT * FROM updates WHERE round = ? AND device_id = ?",
+                                         (number, device_id)).fetchone()
+        return UpdateRecord(**dict(row)) if row else None
+
+    def insert_update(self, c: sqlite3.Connection, number: int, device_id: str, upload_id: str, num_examples: int,
+                      weight: float, clip_to: Optional[float], norm: float, spool: Optional[str], now: float,
+                      round_complete: bool) -> int:
+        cur = c.execute(
+            "INSERT INTO updates (round, device_id, upload_id, num_examples, weight, clip_to, norm, spool,"
+            " received_at, round_complete) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (number, device_id, upload_id, num_examples, weight, clip_to, norm, spool, now, int(round_complete)),
+        )
+        c.execute("UPDATE rounds SET reports = reports + 1 WHERE round = ?", (number,))
+        return int(cur.lastrowid)
+
+    def updates_between(self, c: sqlite3.Connection, number: int, after_seq: int,
+                        upto_seq: Optional[int] = None) -> list[UpdateRecord]:
+        """Accepted updates of a round with after_seq < seq <= upto_seq, in acceptance order."""
+        hi = upto_seq if upto_seq is not None else 2**62
+        rows = c.execute("SELECT * FROM updates WHERE round = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                         (number, after_seq, hi)).fetchall()
+        return [UpdateRecord(**dict(r)) for r in rows]
+
+    def last_seq(self, c: sqlite3.Connection, number: int) -> int:
+        row = c.execute("SELECT MAX(seq) FROM updates WHERE round = ?", (number,)).fetchone()
+        return int(row[0] or 0)
+
+    def round_weights(self, c: sqlite3.Connection, number: int) -> list[float]:
+        return [float(r[0]) for r in c.execute("SELECT weight FROM updates WHERE round = ? ORDER BY seq", (number,))]
+
+    def set_checkpoint(self, c: sqlite3.Connection, number: int, seq: int, path: str, total_weight: float,
+                       count: int) -> None:
+        c.execute("UPDATE rounds SET ckpt_seq = ?, ckpt_path = ?, ckpt_weight = ?, ckpt_count = ? WHERE round = ?",
+                  (seq, path, total_weight, count, number))
+
+    def clear_spools(self, c: sqlite3.Connection, number: int, upto_seq: Optional[int] = None) -> None:
+        hi = upto_seq if upto_seq is not None else 2**62
+        c.execute("UPDATE updates SET spool = NULL WHERE round = ? AND seq <= ?", (number, hi))
+
+    def spool_owner(self, spool: str) -> Optional[tuple[int, int]]:
+        row = self.conn().execute("SELECT round, seq FROM updates WHERE spool = ?", (spool,)).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    # -- models --------------------------------------------------------------------------------
+    def insert_model(self, c: sqlite3.Connection, version: int, number: Optional[int], path: str, sha256: str,
+                     num_params: int, now: float, q: float, z: float, meta: dict) -> None:
+        c.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  (version, number, path, sha256, num_params, now, q, z, json.dumps(meta, sort_keys=True)))
+
+    def _model(self, row: Any) -> Optional[ModelRecord]:
+        if row is None:
+            return None
+        d = dict(row)
+        d["meta"] = json.loads(d["meta"])
+        return ModelRecord(**d)
+
+    def get_model(self, version: int, c: Optional[sqlite3.Connection] = None) -> Optional[ModelRecord]:
+        return self._model((c or self.conn()).execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone())
+
+    def latest_model(self, c: Optional[sqlite3.Connection] = None) -> Optional[ModelRecord]:
+        return self._model((c or self.conn()).execute("SELECT * FROM models ORDER BY version DESC LIMIT 1").fetchone())
+
+    def privacy_events(self, c: sqlite3.Connection) -> list[tuple[float, float]]:
+        """(q, z) of every published round, in order."""
+        rows = c.execute("SELECT q, z FROM models WHERE round IS NOT NULL ORDER BY version").fetchall()
+        return [(float(r[0]), float(r[1])) for r in rows]
+
+    # -- counters ------------------------------------------------------------------------------
+    def save_counters(self, c: sqlite3.Connection, pid: int, items: dict[tuple[str, str], float]) -> None:
+        c.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?, ?, ?)",
+                      [(pid, name, labels, value) for (name, labels), value in items.items()])
+
+    def all_counters(self) -> dict[tuple[str, str], float]:
+        out: dict[tuple[str, str], float] = {}
+        for name, labels, value in self.conn().execute("SELECT name, labels, SUM(value) FROM counters GROUP BY name, labels"):
+            out[(name, labels)] = float(value)
+        return out
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None:
+            c.close()
+            self._local.conn = None

@@ -1,0 +1,117 @@
+"""Upload validation at the door: every check an update passes before it may touch the sum.
+
+The checks run cheapest first and change nothing; the first that fails raises ApiError with the
+status docs/http_api.md gives it:
+
+1. the body parses as `fedmath.wire` (400 `malformed`) and names the round of the URL (400);
+2. a second upload by the same device for the round: the same `upload_id` gets the first answer
+   again, another id 409 `duplicate`;
+3. the round exists and is open (409 `round_closed`), the device was selected for it (403
+   `not_selected`), the update was computed from the round's model version (409 `stale_version`);
+4. `num_examples` within the plan's cap (400 `too_many_examples`), the plan's encoding
+   (400 `bad_encoding`), the payload decodes to the model's shapes (400 `bad_payload`) with
+   finite values only (400 `non_finite`);
+5. its L2 norm at most what the clip plus the plan's noise allows
+   (`fedmath.privacy.max_plausible_norm`): above it the update is refused (400 `norm_too_large`)
+   or, with `norm_policy="reclip"`, scaled down to that norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from fedmath import encodings, privacy, wire
+from fedmath.types import Shapes, Weights
+from server.errors import ApiError
+from server.storage import Round, UpdateRecord
+
+
+@dataclass(frozen=True)
+class CheckedUpdate:
+    header: wire.UploadHeader
+    payload: memoryview  # the encoded update exactly as received (what is spooled)
+    update: Weights  # decoded, before any re-clip
+    norm: float  # its L2 norm
+    clip_to: Optional[float]  # re-clip target when the norm was above the bound (reclip mode)
+
+
+def parse(body: bytes, url_round: int) -> tuple[wire.UploadHeader, memoryview]:
+    """Header and payload of an upload; the payload is a view into the body (no copy)."""
+    try:
+        n = int.from_bytes(body[4:8], "little") if len(body) >= 8 else -1
+        if body[:4] == wire.MAGIC and 0 <= n <= wire.MAX_HEADER_BYTES and 8 + n <= len(body):
+            header, _ = wire.unpack(bytes(body[: 8 + n]))  # fedmath.wire checks the header
+            payload = memoryview(body)[8 + n :]
+        else:
+            header, payload = wire.unpack(body)  # raises WireError saying what is wrong
+    except wire.WireError as e:
+        raise ApiError(400, "malformed", str(e)) from None
+    if header.round != url_round:
+        raise ApiError(400, "malformed", f"header says round {header.round} but the URL says round {url_round}")
+    return header, payload
+
+
+def check_round(header: wire.UploadHeader, device_id: str, rnd: Optional[Round], selected: bool,
+                existing: Optional[UpdateRecord], now: float) -> Optional[dict]:
+    """Checks against the round's state. Returns the earlier answer for an idempotent retry."""
+    if existing is not None:
+        if existing.upload_id == header.upload_id:
+            return {"accepted": True, "round_complete": bool(existing.round_complete)}
+        raise ApiError(409, "duplicate",
+                       f"device {device_id!r} already reported for round {header.round} with upload_id "
+                       f"{existing.upload_id!r}; this upload has {header.upload_id!r}")
+    if rnd is None:
+        raise ApiError(409, "round_closed", f"round {header.round} does not exist")
+    if rnd.state != "open":
+        raise ApiError(409, "round_closed", f"round {header.round} is {rnd.state}")
+    if rnd.reports >= rnd.goal_count:
+        raise ApiError(409, "round_closed", f"round {header.round} already has its {rnd.goal_count} reports")
+    if rnd.deadline is not None and now > rnd.deadline:
+        raise ApiError(409, "round_closed", f"round {header.round}'s reporting deadline {rnd.deadline:.3f} has passed")
+    if not selected:
+        raise ApiError(403, "not_selected", f"device {device_id!r} was not selected for round {header.round}")
+    if header.model_version != rnd.model_version:
+        raise ApiError(409, "stale_version",
+                       f"round {header.round} trains model version {rnd.model_version}, "
+                       f"the update was computed from version {header.model_version}")
+    return None
+
+
+def check_content(header: wire.UploadHeader, payload: memoryview, shapes: Shapes, *, max_examples: int,
+                  encoding: str, clip_norm: float, noise_std: float, norm_slack: float,
+                  norm_policy: str) -> CheckedUpdate:
+    """Checks of the update itself: examples cap, encoding, shapes, finiteness, norm."""
+    if header.num_examples > max_examples:
+        raise ApiError(400, "too_many_examples",
+                       f"num_examples {header.num_examples} exceeds the plan's cap of {max_examples}")
+    if header.encoding != encoding:
+        raise ApiError(400, "bad_encoding", f"the plan's encoding is {encoding!r}, the upload says {header.encoding!r}")
+    try:
+        update = encodings.decode(header.encoding, payload, shapes)
+    except encodings.EncodingError as e:
+        code = "non_finite" if "non-finite" in str(e) else "bad_payload"
+        raise ApiError(400, code, str(e)) from None
+    norm = privacy.global_l2_norm(update)
+    dim = int(sum(int(np.prod(s, dtype=np.int64)) for s in shapes))
+    bound = privacy.max_plausible_norm(clip_norm, noise_std, dim, norm_slack)
+    clip_to = None
+    if norm > bound:
+        if norm_policy == "reclip":
+            clip_to = bound
+        else:
+            raise ApiError(400, "norm_too_large",
+                           f"update L2 norm {norm:.6g} exceeds {bound:.6g}, the most a clip of {clip_norm:g} plus "
+                           f"noise std {noise_std:g} over {dim} values allows")
+    return CheckedUpdate(header, payload, update, norm, clip_to)
+
+
+def prepared(update: Weights, clip_to: Optional[float]) -> Weights:
+    """The update as it enters the sum: re-clipped when the record says so. Deterministic, so a
+    replay from the spool after a restart adds exactly the same numbers."""
+    if clip_to is None:
+        return update
+    clipped, _ = privacy.clip_by_global_norm(update, clip_to)
+    return clipped

@@ -1,0 +1,253 @@
+"""Phones against the real collector (server.app.create_app) served over HTTP from a thread.
+
+A fake model stands in for the TFLite runtime so that every number the phone uploads can be
+worked out by hand: each `train_step` moves the weights by lr * [1, 2] and lr * [2].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+
+import numpy as np
+import pytest
+from werkzeug.serving import make_server
+
+from data.special_ids import PAD_ID
+from device_sim import phone as ph
+from device_sim.fleet import fetch_published_weights, run_devices
+from device_sim.transport import Transport
+from fedmath import encodings
+
+SHAPES = [(2,), (1,)]
+INITIAL = [np.array([0.1, -0.2], np.float32), np.array([0.3], np.float32)]
+STEP = [np.array([1.0, 2.0], np.float32), np.array([2.0], np.float32)]
+
+
+class FakeModel:
+    """Stands in for TFLiteModel: w <- w + lr * STEP per step; records the batches it saw."""
+
+    def __init__(self) -> None:
+        self.w = [np.zeros(s, np.float32) for s in SHAPES]
+        self.batches: list[tuple[np.ndarray, np.ndarray]] = []
+        self.set_calls = 0
+
+    def set_weights(self, weights):
+        self.w = [np.array(a, np.float32) for a in weights]
+        self.set_calls += 1
+
+    def get_weights(self):
+        return [a.copy() for a in self.w]
+
+    def train_step(self, x, y, lr):
+        self.batches.append((np.array(x), np.array(y)))
+        self.w = [a + np.float32(lr) * s for a, s in zip(self.w, STEP)]
+        return 1.0 + len(self.batches)
+
+
+class FakeFactory:
+    def __init__(self) -> None:
+        self.models: list[FakeModel] = []
+        self.paths: list[str] = []
+
+    def __call__(self, path):
+        self.paths.append(path)
+        self.models.append(FakeModel())
+        return self.models[-1]
+
+
+def make_bundle(directory, shapes=SHAPES, initial=INITIAL, tflite=b"not really a tflite model"):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "trainable.tflite").write_bytes(tflite)
+    names = [f"w{i:03d}" for i in range(len(shapes))]
+    np.savez(directory / "weights.npz", **dict(zip(names, initial)))
+    manifest = {"model_version": 0,
+                "weights": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in zip(names, shapes)],
+                "files": {"trainable.tflite": hashlib.sha256(tflite).hexdigest()}}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def server_config(tmp_path, bundle_dir, **server):
+    privacy = server.pop("privacy", {"mode": "device", "clip_norm": 1.5, "noise_multiplier": 0.5})
+    collector = server.pop("collector", {})
+    cfg = {"goal_count": 1, "over_selection": 1.0, "local_epochs": 2, "batch_size": 2,
+           "learning_rate": 0.5, "max_examples": 3, **server}
+    return {"server": cfg, "privacy": privacy, "collector": {"weighting": "examples", **collector},
+            "bundle_dir": str(bundle_dir), "state_dir": str(tmp_path / "state")}
+
+
+class LiveServer:
+    """The real Flask app on a werkzeug server thread (127.0.0.1, free port)."""
+
+    def __init__(self, config: dict) -> None:
+        from server.app import create_app
+
+        self.app = create_app(test_config=config)
+        self.httpd = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def status(self) -> dict:
+        return Transport(self.url).status()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+@pytest.fixture()
+def live(tmp_path):
+    servers = []
+
+    def start(**server):
+        s = LiveServer(server_config(tmp_path, make_bundle(tmp_path / "bundle"), **server))
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def _examples(n=3, t=4):
+    x = np.arange(1, n * t + 1, dtype=np.int32).reshape(n, t) % 50 + 4
+    return x, np.roll(x, -1, axis=1)
+
+
+def test_phone_trains_clips_noises_and_uploads_hand_checked(live):
+    srv = live()
+    factory = FakeFactory()
+    x, y = _examples(n=5)  # 5 rows, but the plan caps at max_examples = 3
+    phone = ph.Phone("alice", x, y, Transport(srv.url), factory, np.random.default_rng(5))
+    out = phone.run_round()
+    assert out.status == ph.ACCEPTED, out
+    assert out.round_complete and out.num_examples == 3 and out.steps == 4
+
+    # Batches: rows [0, 1], then [2, PAD] (padded to the static batch of 2), for 2 epochs.
+    model = factory.models[0]
+    assert model.set_calls == 1 and factory.paths[0].endswith("trainable.tflite")
+    assert len(model.batches) == 4
+    np.testing.assert_array_equal(model.batches[0][0], x[:2])
+    np.testing.assert_array_equal(model.batches[1][0][0], x[2])
+    assert np.all(model.batches[1][0][1] == PAD_ID) and np.all(model.batches[1][1][1] == PAD_ID)
+
+    # delta = 4 steps * 0.5 * ([1, 2], [2]) = ([2, 4], [4]); norm 6 -> clipped to 1.5: ([.5, 1], [1]).
+    # noise std = z * C / sqrt(goal) = 0.5 * 1.5 / 1 = 0.75, drawn from the phone's rng in tensor order.
+    assert out.update_norm == pytest.approx(6.0)
+    noise = np.random.default_rng(5)
+    expected = [np.array([0.5, 1.0]) + noise.normal(0, 0.75, 2), np.array([1.0]) + noise.normal(0, 0.75, 1)]
+    new = fetch_published_weights(srv.url, 1, SHAPES)
+    for n, i, e in zip(new, INITIAL, expected):
+        np.testing.assert_allclose(n - i, e, atol=1e-6)
+
+    # bytes: 12 bytes of float32 weights down (+ the bundle), 12-byte payload up (+ header)
+    assert out.payload_bytes == 12 and out.bytes_up > 12 and out.bytes_down >= 12
+    assert srv.status()["model"]["version"] == 1
+
+
+def test_weights_and_bundle_are_cached_by_version(live):
+    srv = live(goal_count=2, over_selection=1.0, privacy={"mode": "none", "clip_norm": 100.0})
+    factory = FakeFactory()
+    x, y = _examples()
+    t = Transport(srv.url)
+    phone = ph.Phone("bob", x, y, t, factory, np.random.default_rng(0))
+    phone.ensure_registered()
+    shapes = SHAPES
+    first = phone._weights(0, shapes)
+    requests_after_first = t.stats.by_endpoint.get("weights", 0)
+    again = phone._weights(0, shapes)
+    assert again is first and t.stats.by_endpoint.get("weights", 0) == requests_after_first
+    p1 = phone._bundle()
+    assert phone._bundle() == p1 and t.stats.by_endpoint["bundle"] == len(b"not really a tflite model")
+
+
+def test_ineligible_phone_never_checks_in_or_trains(live):
+    srv = live()
+    factory = FakeFactory()
+    x, y = _examples()
+    phone = ph.Phone("carol", x, y, Transport(srv.url), factory, np.random.default_rng(0))
+    for cond in (ph.Conditions(idle=False), ph.Conditions(charging=False), ph.Conditions(unmetered=False)):
+        out = phone.run_round(cond)
+        assert out.status == ph.INELIGIBLE and out.bytes_up == 0 and out.bytes_down == 0
+    assert factory.models == []
+    assert srv.status()["round"]["selected"] == 0
+
+
+def test_phone_without_examples_is_ineligible(live):
+    srv = live()
+    phone = ph.Phone("dan", np.zeros((0, 4), np.int32), np.zeros((0, 4), np.int32), Transport(srv.url),
+                     FakeFactory(), np.random.default_rng(0))
+    assert phone.run_round().status == ph.INELIGIBLE
+
+
+def test_dropout_mid_training_leaves_no_upload(live):
+    srv = live()
+    factory = FakeFactory()
+    x, y = _examples()
+    phone = ph.Phone("erin", x, y, Transport(srv.url), factory, np.random.default_rng(0))
+    out = phone.run_round(fate=lambda plan, steps, n: ph.Fate(drop_after_steps=1))
+    assert out.status == ph.DROPPED and out.steps == 1 and out.payload_bytes == 0
+    st = srv.status()
+    assert st["round"]["selected"] == 1 and st["round"]["reports"] == 0 and st["model"]["version"] == 0
+    # and a straggler abandons before upload too
+    out = phone.run_round(fate=lambda plan, steps, n: ph.Fate(late=True))
+    assert out.status == ph.LATE and srv.status()["round"]["reports"] == 0
+
+
+def test_second_upload_for_a_closed_round_is_rejected_not_raised(live):
+    srv = live(goal_count=1, over_selection=2.0, privacy={"mode": "none", "clip_norm": 100.0})
+    x, y = _examples()
+    a = ph.Phone("f1", x, y, Transport(srv.url), FakeFactory(), np.random.default_rng(0))
+    b = ph.Phone("f2", x, y, Transport(srv.url), FakeFactory(), np.random.default_rng(1))
+    # both check in for round 0 (2 slots); a reports and closes it; b's upload is late
+    plan_b = {}
+
+    def fate_b(plan, steps, n):
+        plan_b["plan"] = plan
+        assert a.run_round().status == ph.ACCEPTED  # a finishes first, closing the round
+        return ph.Fate()
+
+    out = b.run_round(fate=fate_b)
+    assert out.status == ph.REJECTED and out.error in ("round_closed", "stale_version"), out
+    assert srv.status()["model"]["version"] == 1
+
+
+def test_fleet_runs_rounds_and_publishes_versions(live):
+    srv = live(goal_count=3, over_selection=1.34, privacy={"mode": "none", "clip_norm": 100.0})
+    clients = {f"u{i}": _examples(n=2 + i) for i in range(4)}
+    seen = []
+    result = run_devices(srv.url, clients, rounds=2, concurrency=2, model_factory=lambda p: FakeModel(),
+                         on_round=seen.append, progress=False)
+    s = result.summary()
+    assert s["rounds_completed"] == 2 and [r["model_version"] for r in s["rounds"]] == [1, 2]
+    assert all(r["accepted"] >= 3 for r in s["rounds"]) and len(seen) == 2
+    assert s["bytes_up"] > 0 and s["bytes_down"] > 0
+    assert srv.status()["model"]["version"] == 2
+
+
+def test_lossy_encodings_never_lengthen_the_clipped_update():
+    rng = np.random.default_rng(0)
+    plan = ph.Plan(round=0, model_version=0, local_epochs=1, batch_size=2, learning_rate=0.1,
+                   clip_norm=1.0, noise_std=0.0, encoding="int8", max_examples=0, deadline_unix=0)
+    phone = ph.Phone("g", *_examples(), Transport("http://127.0.0.1:9"), FakeFactory(), rng)
+    delta = [rng.normal(size=(50, 20)).astype(np.float32), rng.normal(size=(7,)).astype(np.float32)]
+    for name in ("int8", "topk:0.1", "topk_int8:0.1"):
+        payload, _ = phone.privatize_and_encode(delta, plan, name)
+        sent = encodings.decode(name, payload, [d.shape for d in delta])
+        assert np.sqrt(sum(float(np.sum(s.astype(np.float64) ** 2)) for s in sent)) <= 1.0 + 1e-5
+
+
+def test_phone_error_feedback_keeps_residual_across_sessions():
+    rng = np.random.default_rng(0)
+    plan = ph.Plan(round=0, model_version=0, local_epochs=1, batch_size=2, learning_rate=0.1,
+                   clip_norm=100.0, noise_std=0.0, encoding="topk", max_examples=0, deadline_unix=0)
+    phone = ph.Phone("h", *_examples(), Transport("http://127.0.0.1:9"), FakeFactory(), rng)
+    d1 = [np.array([3.0, 2.0, 1.0], np.float32)]
+    p1, _ = phone.privatize_and_encode(d1, plan, "topk:0.3")
+    np.testing.assert_array_equal(encodings.decode("topk", p1, [(3,)])[0], [3.0, 0, 0])
+    np.testing.assert_array_equal(phone.feedback.residual[0], [0.0, 2.0, 1.0])
+    p2, _ = phone.privatize_and_encode([np.array([1.0, 0.5, 2.0], np.float32)], plan, "topk:0.3")
+    np.testing.assert_array_equal(encodings.decode("topk", p2, [(3,)])[0], [0, 0, 3.0])
+    np.testing.assert_array_equal(phone.feedback.residual[0], [1.0, 2.5, 0.0])

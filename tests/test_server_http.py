@@ -1,0 +1,100 @@
+"""A real collector process: gunicorn on 127.0.0.1, a round over HTTP with `requests`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from fedmath import encodings
+from server.serve import free_port, gunicorn_argv
+from server.testing import TINY_SHAPES, config_dict, make_bundle, upload_body
+
+SHAPES = [s for _, s in TINY_SHAPES]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_server(tmp_path, workers=1, **sections):
+    bundle = str(tmp_path / "bundle")
+    if not os.path.exists(bundle):
+        make_bundle(bundle)
+    cfg = config_dict(bundle, str(tmp_path / "state"), **sections)
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps(cfg))
+    port = free_port()
+    log = open(tmp_path / "gunicorn.log", "ab")
+    proc = subprocess.Popen(gunicorn_argv(str(path), "127.0.0.1", port, workers, 4), cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if requests.get(url + "/v1/status", timeout=5).status_code == 200:
+                return proc, url
+        except requests.RequestException:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"gunicorn did not come up: {(tmp_path / 'gunicorn.log').read_text()}")
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_round_over_real_http(tmp_path, workers):
+    proc, url = start_server(tmp_path, workers=workers, server={"goal_count": 3}, privacy={"clip_norm": 1.0})
+    try:
+        s = requests.Session()
+        heads = []
+        for i in range(4):
+            r = s.post(url + "/v1/devices", json={"device_id": f"phone-{i}"})
+            assert r.status_code == 201
+            heads.append({"Authorization": f"Bearer {r.json()['token']}"})
+        plans = []
+        for h in heads:
+            r = s.post(url + "/v1/checkin", json={"idle": True, "charging": True, "unmetered": True,
+                                                 "num_examples": 8}, headers=h)
+            assert r.status_code == 200, r.text
+            plans.append(r.json()["plan"])
+        r = s.get(url + "/v1/model/0/weights", headers=heads[0])
+        assert r.status_code == 200
+        w0 = encodings.decode_float32(r.content, SHAPES)
+        assert s.get(url + "/v1/model/0/weights", headers={**heads[0], "If-None-Match": r.headers["ETag"]}).status_code == 304
+        rng = np.random.default_rng(0)
+        updates = [[rng.uniform(-0.1, 0.1, size=sh).astype(np.float32) for sh in SHAPES] for _ in range(3)]
+        examples = [3, 5, 8]
+        assert s.post(url + "/v1/rounds/0/updates", data=b"garbage", headers=heads[0]).status_code == 400
+        answers = []
+        for h, u, n in zip(heads, updates, examples):
+            r = s.post(url + "/v1/rounds/0/updates", data=upload_body(0, 0, u, n), headers=h)
+            assert r.status_code == 202, r.text
+            answers.append(r.json()["round_complete"])
+        assert answers == [False, False, True]
+        r = s.post(url + "/v1/rounds/0/updates", data=upload_body(0, 0, updates[0], 2), headers=heads[3])
+        assert r.status_code == 409 and r.json()["error"] == "round_closed"
+        assert s.get(url + "/v1/model", headers=heads[0]).json()["version"] == 1
+        w1 = encodings.decode_float32(s.get(url + "/v1/model/1/weights", headers=heads[0]).content, SHAPES)
+        for t in range(len(SHAPES)):
+            mean = sum(n * updates[i][t].astype(np.float64) for i, n in enumerate(examples)) / sum(examples)
+            np.testing.assert_allclose(w1[t], (w0[t] + mean).astype(np.float32), rtol=1e-6, atol=1e-7)
+        status = s.get(url + "/v1/status").json()
+        assert status["round"]["round"] == 1 and status["rounds_closed"] == 1
+        metrics = s.get(url + "/metrics").text
+        assert "fedkeys_updates_accepted_total 3" in metrics
+        assert 'fedkeys_updates_rejected_total{error="malformed"} 1' in metrics
+    finally:
+        stop(proc)

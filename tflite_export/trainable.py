@@ -1,0 +1,163 @@
+"""The trainable phone model: a `tf.Module` whose tf.function signatures become TFLite signatures.
+
+What a phone runs, as the TFLite on-device training guide lays it out (train / infer / save /
+restore, plus get_weights / set_weights so the federated plan can move weights in and out):
+
+    train(x int32[B,T], y int32[B,T], lr float32[])  -> {"loss": float32[]}
+        one plain SGD step  w <- w - lr * d masked_loss / d w  (the learning rate is an input,
+        so the server's plan sets it without a re-export)
+    infer(x int32[B,T])                               -> {"logits": float32[B,T,V]}
+    get_weights()                                     -> {w000_...: tensor, ...}
+    set_weights(w000_..., ...)                        -> {w000_...: tensor, ...} (what was set)
+    save(checkpoint_path string[])                    -> {"checkpoint_path": string[]}
+    restore(checkpoint_path string[])                 -> {"checkpoint_path": string[]}
+
+B is static (ServerConfig.batch_size): TFLite needs a static batch, and a phone pads its last
+batch with PAD rows, which `model.nwp.masked_loss` ignores, so the padded step equals the step
+TFF takes on the short batch. Weight names and order are `model.nwp.weight_names`, i.e. the
+canonical order `model.trainable_weights` used by TFF state, server payloads and weights.npz.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from configs.schema import ModelConfig
+from model.nwp import build_model, masked_loss, weight_names
+
+TRAIN = "train"
+INFER = "infer"
+GET_WEIGHTS = "get_weights"
+SET_WEIGHTS = "set_weights"
+SAVE = "save"
+RESTORE = "restore"
+
+
+def sgd_step(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> tf.Tensor:
+    """One plain SGD step on `masked_loss`; returns the loss before the step.
+
+    The tied embedding receives a sparse gradient (the lookup) and a dense one (the output
+    layer); they are summed densely so every platform applies the same arithmetic.
+    """
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = masked_loss(y, logits)
+    grads = tape.gradient(loss, model.trainable_weights)
+    for var, grad in zip(model.trainable_weights, grads):
+        var.assign_sub(lr * tf.convert_to_tensor(grad))
+    return loss
+
+
+def unroll_recurrence(model: tf.keras.Model) -> None:
+    """Make the model's recurrent layers unroll their T steps when traced.
+
+    Keras runs an LSTM as a `while` loop; the loop's gradient needs TensorList ops, which TFLite
+    only has through the Flex delegate (about 23 MB on Android against 0.8 MB for builtins).
+    Unrolled, the forward and backward passes are plain builtin ops (MatMul, Add, Logistic, ...)
+    and compute the same numbers; with T fixed (20 for fedkeys) the graph stays small.
+    The weights, their names and their order are unchanged.
+    """
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.RNN):
+            layer.unroll = True
+            # Keras' LSTM/GRU pick a fused (cuDNN-or-fallback) path when it can run; that path
+            # ignores `unroll`. This flag is the one Keras itself sets when unroll=True.
+            if hasattr(layer, "_could_use_gpu_kernel"):
+                layer._could_use_gpu_kernel = False
+
+
+class TrainableNWP(tf.Module):
+    """The next-word model with fixed-shape signatures for TFLite on-device training.
+
+    Args:
+        cfg: model sizes.
+        vocab_size: tokenizer vocabulary size, special ids included.
+        seq_len: T.
+        batch_size: the static on-device batch size B (the plan's ServerConfig.batch_size).
+        seed: initializer seed (the weights are normally replaced through `set_weights`).
+        unroll: unroll the LSTM over the T steps (see `unroll_recurrence`), which keeps the
+            `train` signature on builtin ops; False keeps Keras' while loop, whose gradient
+            needs about ten Select TF ops (TensorList*, BiasAddGrad, AddN, ...).
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int,
+                 seed: int = 0, unroll: bool = True) -> None:
+        super().__init__(name="trainable_nwp")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive static batch size, got {batch_size}")
+        self.vocab_size = int(vocab_size)
+        self.seq_len = int(seq_len)
+        self.batch_size = int(batch_size)
+        self.model = build_model(cfg, vocab_size, seq_len, batch_size=batch_size, seed=seed)
+        if unroll:
+            unroll_recurrence(self.model)
+        self.names = weight_names(self.model)
+        self.shapes = [tuple(int(d) for d in v.shape) for v in self.model.trainable_weights]
+        tokens = tf.TensorSpec([batch_size, seq_len], tf.int32)
+        weight_specs = [tf.TensorSpec(s, tf.float32, name=n) for n, s in zip(self.names, self.shapes)]
+
+        # Signatures are built here (not as decorated methods) because their input specs
+        # depend on the model's sizes and weight names.
+        self.train = tf.function(
+            self._train, input_signature=[tf.TensorSpec(tokens.shape, tf.int32, name="x"),
+                                          tf.TensorSpec(tokens.shape, tf.int32, name="y"),
+                                          tf.TensorSpec([], tf.float32, name="lr")])
+        self.infer = tf.function(
+            self._infer, input_signature=[tf.TensorSpec(tokens.shape, tf.int32, name="x")])
+        self.get_weights = tf.function(self._get_weights, input_signature=[])
+        self.set_weights = tf.function(self._set_weights, input_signature=weight_specs)
+        self.save = tf.function(
+            self._save, input_signature=[tf.TensorSpec([], tf.string, name="checkpoint_path")])
+        self.restore = tf.function(
+            self._restore, input_signature=[tf.TensorSpec([], tf.string, name="checkpoint_path")])
+
+    # --- signature bodies -------------------------------------------------------------------
+    def _train(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"loss": sgd_step(self.model, x, y, lr)}
+
+    def _infer(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"logits": self.model(x, training=False)}
+
+    def _get_weights(self) -> dict[str, tf.Tensor]:
+        return {n: tf.identity(v) for n, v in zip(self.names, self.model.trainable_weights)}
+
+    def _set_weights(self, *tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        for var, t in zip(self.model.trainable_weights, tensors):
+            var.assign(t)
+        return {n: tf.identity(v) for n, v in zip(self.names, self.model.trainable_weights)}
+
+    def _save(self, checkpoint_path: tf.Tensor) -> dict[str, tf.Tensor]:
+        tf.raw_ops.Save(filename=checkpoint_path, tensor_names=self.names,
+                        data=[v.read_value() for v in self.model.trainable_weights])
+        return {"checkpoint_path": checkpoint_path}
+
+    def _restore(self, checkpoint_path: tf.Tensor) -> dict[str, tf.Tensor]:
+        for name, var in zip(self.names, self.model.trainable_weights):
+            var.assign(tf.raw_ops.Restore(file_pattern=checkpoint_path, tensor_name=name,
+                                          dt=tf.float32))
+        return {"checkpoint_path": checkpoint_path}
+
+    # --- helpers ------------------------------------------------------------------------------
+    def signatures(self, names: Sequence[str] = (TRAIN, INFER, GET_WEIGHTS, SET_WEIGHTS, SAVE, RESTORE)
+                   ) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        """Concrete functions keyed by signature name, for tf.saved_model.save."""
+        return {n: getattr(self, n).get_concrete_function() for n in names}
+
+    def assign(self, arrays: Sequence[np.ndarray]) -> None:
+        """Set the weights from arrays in canonical order (checking their shapes)."""
+        check_weights(self.names, self.shapes, arrays)
+        for var, a in zip(self.model.trainable_weights, arrays):
+            var.assign(np.asarray(a, dtype=np.float32))
+
+
+def check_weights(names: Sequence[str], shapes: Sequence[tuple[int, ...]],
+                  arrays: Sequence[np.ndarray]) -> None:
+    """Raise ValueError unless `arrays` match `shapes` one for one."""
+    if len(arrays) != len(shapes):
+        raise ValueError(f"expected {len(shapes)} weight arrays ({', '.join(names)}), got {len(arrays)}")
+    for n, s, a in zip(names, shapes, arrays):
+        if tuple(np.shape(a)) != tuple(s):
+            raise ValueError(f"weight {n}: expected shape {tuple(s)}, got {tuple(np.shape(a))}")
