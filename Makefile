@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.install-stamp
 OUT    ?= runs/demo
 
-.PHONY: install demo test test-fast test-slow bench clean
+.PHONY: install chromium demo test test-fast test-slow bench clean
 
 install: $(STAMP)
 
@@ -24,7 +24,13 @@ $(STAMP): requirements.txt overrides.txt pyproject.toml
 demo: install
 	$(VENV)/bin/fedkeys demo --preset default --out $(OUT)
 
-test: install
+# The dashboard's browser test drives Debian's chromium: install it when missing (as root;
+# otherwise that one test skips and says why).
+chromium:
+	@test -x /usr/bin/chromium || { if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else echo "chromium missing and not root: tests/test_dashboard_browser.py will skip"; fi; }
+
+test: install chromium
 	$(PY) -m pytest -q tests
 
 test-fast: install

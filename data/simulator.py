@@ -12,9 +12,15 @@ So each simulated user has a persona, drawn once from `np.random.default_rng([se
   word preferences inside each topic (lognormal jitter on Zipf weights);
 - **people and phrases**: a handful of contacts, favourite reactions, a pet/street/place name
   of their own (pseudo-words from `rare_word`, the long tail a 2k vocabulary cannot hold);
-- **habits**: sentences per message, greetings, slang (`u`, `tmrw`), capitalisation,
-  end punctuation and emoticons, a typo rate and an autocorrect rate;
+- **style**: a personal ranking of frames, subjects, modals, determiners, time phrases,
+  greetings and connectors (Zipf over a per-user permutation), so users differ in function
+  words too; sentences per message, a quick-reply rate ("lol", "on my way"), slang (`u`,
+  `tmrw`), capitalisation, end punctuation, emoticons, a typo and an autocorrect rate;
 - **time**: sessions on days of a `HORIZON_DAYS` window around a preferred hour.
+
+The constants below are tuned so that `benchmarks/data_realism.py` puts the default population
+inside the range of two real per-user corpora on volume skew, words per message and user-vs-
+population JS divergence, with a Kneser-Ney trigram top-1 between 8% and 35% (docs/data.md).
 
 Long-range structure: each message picks a topic first (sticky within a session), and every
 content slot of every sentence in the message is filled from that topic, so the words after
@@ -27,7 +33,6 @@ a time (`iter_users`), and a population of 100,000 never sits in memory.
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import random
 from dataclasses import dataclass
@@ -36,9 +41,9 @@ from typing import Iterator
 import numpy as np
 
 from data.corpus import Message
-from data.lexicon import (CONNECTORS, DETERMINERS, FILLERS, GENERIC_FRAMES, GREETINGS, INTENSIFIERS, MODALS,
+from data.lexicon import (CONNECTORS, DETERMINERS, GENERIC_VERBS, FILLERS, GENERIC_FRAMES, GREETINGS, INTENSIFIERS, MOOD_MODALS, MOOD_Q_MODALS,
                           NAMES, NUMBERS, PREPOSITIONS, Q_SUBJECTS, QWORDS, REACTIONS, SLANG, SUBJECTS,
-                          TIMES, TOPICS, parse_frame)
+                          MOOD_TIMES, TOPICS, ing, parse_frame, plural)
 
 VOLUME_MEDIAN = 8.0  # messages of the median user
 VOLUME_SIGMA = 1.9  # lognormal sigma of messages per user: p99/p50 = exp(2.33 sigma)
@@ -46,19 +51,22 @@ VOLUME_CAP = 5000  # no user types more than this
 HORIZON_DAYS = 60  # timestamps fall in [0, HORIZON_DAYS days)
 TOPIC_ALPHA = 0.05  # Dirichlet concentration of a user's topic mix (small = specialised)
 ZIPF_S = 1.0  # Zipf exponent of word choice inside a slot
-PREFERENCE_SIGMA = 2.2  # lognormal jitter of a user's word weights (their vocabulary habits)
-HABIT_ZIPF_S = 2.0  # how strongly a user favours their own frames, subjects, modals, ...
+PREFERENCE_SIGMA = 1.2  # lognormal jitter of a user's word weights (their vocabulary habits)
+HABIT_ZIPF_S = 1.8  # how strongly a user favours their own frames, subjects, modals, ...
 TOPIC_STICKINESS = 0.6  # chance a message keeps the previous message's topic within a session
 SENTENCES_MEDIAN = 1.6  # median over users of the mean extra sentences per message
 TAIL_RATE = 0.08  # chance a noun or place slot holds a long-tail proper noun of the topic
 TAIL_EXPONENT = 0.7  # Pareto exponent of tail-noun ranks (smaller = heavier tail)
 TAIL_SIZE = 5000  # tail nouns per topic
+MOOD_FIDELITY = 0.9  # chance a clause's modal comes from the message's mood
+REUSE_RATE = {"n": 0.5, "p": 0.5, "name": 0.5, "subject": 0.7, "v": 0.15, "a": 0.15}  # a slot repeats a word of the message
 
 _FRAMES = tuple(parse_frame(f) for f in GENERIC_FRAMES)
-_Q_MODALS = MODALS[:8]  # the modals that can open a question
 _TOPIC_FRAME_SHARE = 0.2  # sentences from the message topic's own frames
+_OPENING_TOPIC_FRAME_SHARE = 0.5  # ... for a message's first sentence, which sets the scene
+_GENERIC_VERB_SHARE = 0.4  # verb slots filled with an everyday verb that fits any topic
 _GRAMMAR_SHARE = 0.45  # sentences from the phrase grammar; the rest from the shared frames
-_TIMES = tuple(parse_frame(t) for t in TIMES)
+_MOOD_TIMES = tuple(tuple(parse_frame(t) for t in group) for group in MOOD_TIMES)
 _SYLLABLES = ("ka ri to mo na le vi sa do ru be lo mi ta zen kor bri sh ul an el ov ix "
               "ra ny pe qui dal fen gor hal jin").split()
 _KEYS = "qwertyuiop asdfghjkl zxcvbnm"
@@ -125,6 +133,7 @@ class Persona:
     short_rate: float
     greeting_rate: float
     reaction_rate: float
+    closer_rate: float
     filler_rate: float
     connector_rate: float
     own_word_rate: float
@@ -183,6 +192,7 @@ def persona(seed: int, index: int) -> Persona:
         short_rate=float(rng.beta(0.6, 3.0)),
         greeting_rate=float(rng.beta(1.0, 3.0)),
         reaction_rate=float(rng.beta(1.5, 4.0)),
+        closer_rate=float(rng.beta(1.0, 3.0)),
         filler_rate=float(rng.beta(1.0, 5.0)),
         connector_rate=float(rng.beta(2.0, 3.0)),
         own_word_rate=float(rng.beta(1.5, 6.0)),
@@ -207,6 +217,8 @@ class _Writer:
         self.rng = np.random.default_rng(p.seed)
         self._cum: dict[tuple[int, str], list[float]] = {}
         self._habits: dict[int, list[float]] = {}
+        self.memory: dict[str, list[str]] = {}  # content words used so far in the current message
+        self.mood = 0  # the current message's mood (an index into MOOD_MODALS)
 
     def habit(self, items: tuple):
         """Pick from a style list (frames, subjects, modals, ...) with this user's own preferences.
@@ -238,10 +250,9 @@ class _Writer:
         for tok in frame:
             if tok[0] != "{":
                 out.append(tok)
-            elif tok == "{name}":
-                out.append(_pick(rnd, p.contacts, p.contact_cum).capitalize())
             elif tok == "{time}":
-                self.fill(self.habit(_TIMES), topic, out)
+                mood = self.mood if rnd.random() < MOOD_FIDELITY else int(rnd.random() * len(_MOOD_TIMES))
+                self.fill(self.habit(_MOOD_TIMES[mood]), topic, out)
             elif tok == "{num}":
                 out.append(_choice(rnd, NUMBERS))
             else:
@@ -250,21 +261,51 @@ class _Writer:
                     out.append(self.habit(FILLERS))
                 elif slot == "a" and out and out[-1] not in ("so", "too") and rnd.random() < p.filler_rate:
                     out.append(self.habit(INTENSIFIERS))
-                if slot in ("n", "p") and rnd.random() < p.own_word_rate * 0.5:
-                    out.append(_choice(rnd, p.own_words).capitalize())
-                elif slot in ("n", "p") and rnd.random() < TAIL_RATE:
-                    out.append(tail_word(topic, rnd.random()))
-                else:
-                    out.append(self.word(topic, slot))
+                out.append(self.content(topic, slot))
+
+    def content(self, topic: int, slot: str) -> str:
+        """A content word for a slot; words already used in this message come back (burstiness)."""
+        rnd, p = self.rnd, self.p
+        base = {"ns": "n", "vi": "v"}.get(slot, slot)
+        seen = self.memory.get(base)
+        if seen and rnd.random() < REUSE_RATE.get(base, 0.0):
+            word = _choice(rnd, seen)
+            if slot == "ns":
+                return plural(word) if word.islower() else word
+            return ing(word) if slot == "vi" else word
+        if slot == "name":
+            word = _pick(rnd, p.contacts, p.contact_cum).capitalize()
+        elif slot in ("n", "p") and rnd.random() < p.own_word_rate * 0.5:
+            word = _choice(rnd, p.own_words).capitalize()
+        elif slot in ("n", "p") and rnd.random() < TAIL_RATE:
+            word = tail_word(topic, rnd.random())
+        elif base == "v" and rnd.random() < _GENERIC_VERB_SHARE:
+            word = self.habit(GENERIC_VERBS)
+            word = ing(word) if slot == "vi" else word
+        else:
+            word = self.word(topic, slot)
+        if slot == base:
+            self.memory.setdefault(base, []).append(word)
+        return word
 
     def clause(self, topic: int) -> tuple[str, ...]:
-        """A frame from the phrase grammar of data/lexicon.py (statement or question)."""
+        """A frame from the phrase grammar of data/lexicon.py (statement or question).
+
+        The modal comes from the message's mood (`self.mood`) and the subject often repeats the
+        message's earlier subject: both tie a clause to words several positions back.
+        """
         rnd = self.rnd
         r = rnd.random
-        if r() < 0.3:
-            head = [self.habit(QWORDS), self.habit(_Q_MODALS), self.habit(Q_SUBJECTS)]
+        mood = self.mood if r() < MOOD_FIDELITY else int(r() * len(MOOD_MODALS))
+        question = r() < 0.3
+        pool = Q_SUBJECTS if question else SUBJECTS
+        seen = self.memory.get("subject")
+        subject = _choice(rnd, seen) if seen and r() < REUSE_RATE["subject"] else self.habit(pool)
+        self.memory.setdefault("subject", []).append(subject)
+        if question:
+            head = [self.habit(QWORDS), self.habit(MOOD_Q_MODALS[mood]), subject]
         else:
-            head = [self.habit(SUBJECTS), self.habit(MODALS)]
+            head = [subject, self.habit(MOOD_MODALS[mood])]
         det = self.habit(DETERMINERS)
         frame = head + ["{v}", det, "{ns}" if det == "some" else "{n}"]
         if r() < 0.4:
@@ -273,10 +314,10 @@ class _Writer:
             frame.append("{time}")
         return parse_frame(" ".join(frame))
 
-    def sentence(self, topic: int) -> list[str]:
+    def sentence(self, topic: int, first: bool = False) -> list[str]:
         rnd = self.rnd
         u = rnd.random()
-        if u < _TOPIC_FRAME_SHARE:
+        if u < (_OPENING_TOPIC_FRAME_SHARE if first else _TOPIC_FRAME_SHARE):
             frame = _choice(rnd, TOPICS[topic].frames)
         elif u < _TOPIC_FRAME_SHARE + _GRAMMAR_SHARE:
             frame = self.clause(topic)
@@ -324,24 +365,29 @@ class _Writer:
 
     def message(self, topic: int) -> str:
         rnd, p = self.rnd, self.p
+        self.memory = {}
+        self.mood = int(rnd.random() * len(MOOD_MODALS))
         if rnd.random() < p.short_rate:  # a quick reply: "lol", "on my way Sam"
             words = _choice(rnd, p.reactions).split()
             if rnd.random() < 0.3:
                 words.append(_pick(rnd, p.contacts, p.contact_cum).capitalize())
             return self.surface(words)
         parts: list[str] = []
-        if rnd.random() < p.greeting_rate:
+        greeted = rnd.random() < p.greeting_rate
+        if greeted:
             g = self.habit(GREETINGS)
-            parts.append(self.surface(g.split() + [_pick(rnd, p.contacts, p.contact_cum).capitalize()]))
+            parts.append(self.surface(g.split() + [self.content(topic, "name")]))
         if rnd.random() < p.reaction_rate * 0.5:
             parts.append(self.surface(_choice(rnd, p.reactions).split()))
         n_sent = 1 + _poisson(rnd, p.sentences_mean)
         for k in range(n_sent):
-            sentence = self.sentence(topic)
+            sentence = self.sentence(topic, first=k == 0)
             if k and rnd.random() < p.connector_rate:
                 sentence = self.habit(CONNECTORS).split() + sentence
             parts.append(self.surface(sentence))
-        if rnd.random() < p.reaction_rate * 0.5:
+        if rnd.random() < p.closer_rate * (2.0 if greeted else 1.0):  # set by the topic and the greeting
+            parts.append(self.surface(list(_choice(rnd, TOPICS[topic].closers))))
+        elif rnd.random() < p.reaction_rate * 0.5:
             parts.append(self.surface(_choice(rnd, p.reactions).split()))
         text = " ".join(parts)
         if rnd.random() < p.emoticon_rate:
@@ -393,7 +439,5 @@ def iter_users(seed: int, num_users: int, cap: int = 0, start: int = 0) -> Itera
     """Yield `(user_id, messages)` for users `start .. num_users - 1`, one at a time."""
     if num_users < 0:
         raise ValueError(f"num_users must be >= 0, got {num_users}")
-    for i in itertools.count(start):
-        if i >= num_users:
-            return
+    for i in range(start, num_users):
         yield user_id(i), user_messages(seed, i, cap)

@@ -26,12 +26,13 @@ import numpy as np
 
 from device_sim.phone import (ACCEPTED, DROPPED, FAILED, INELIGIBLE, LATE, NOT_SELECTED, REJECTED,
                               Conditions, DeviceStore, FateFn, ModelFactory, Outcome, Phone)
-from device_sim.transport import Transport
+from device_sim.transport import Transport, TransportError
 from fedmath import encodings
 from fedmath.types import Shapes, Weights
 
 Examples = tuple[np.ndarray, np.ndarray]  # (x, y) int32 [N, T]
 Cohort = Callable[[int], Sequence[str]]  # round index (0-based, this run) -> device ids that check in
+TransportFactory = Callable[[str], Any]  # server URL -> a Transport (or device_sim.loopback's stand-in)
 
 
 class ModelPool:
@@ -120,6 +121,14 @@ class FleetResult:
 
 
 def current_version(transport: Transport) -> int:
+    """The latest published model version: from GET /v1/status (no device token, not rate
+    limited) when it reports one, else GET /v1/model."""
+    try:
+        version = transport.status().get("model", {}).get("version")
+    except TransportError:
+        version = None
+    if isinstance(version, int):
+        return version
     return transport.model_info().version
 
 
@@ -141,13 +150,13 @@ def fetch_published_weights(server_url: str, version: int, shapes: Shapes,
 def make_phones(server_url: str, clients: Mapping[str, Examples], model_factory: ModelFactory, *,
                 seed: int = 0, store: DeviceStore | None = None, encoding: str | None = None,
                 error_feedback: bool | None = None,
-                transport_kwargs: Mapping[str, Any] | None = None) -> dict[str, Phone]:
+                transport_factory: TransportFactory = Transport) -> dict[str, Phone]:
     """One phone per client, each with its own transport and a noise stream from (seed, index)."""
     store = store or DeviceStore()
     phones = {}
     for i, (cid, (x, y)) in enumerate(sorted(clients.items())):
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, i, 7])
-        phones[cid] = Phone(cid, x, y, Transport(server_url, **dict(transport_kwargs or {})), model_factory,
+        phones[cid] = Phone(cid, x, y, transport_factory(server_url), model_factory,
                             rng, store=store, encoding=encoding, error_feedback=error_feedback)
     return phones
 
@@ -159,7 +168,8 @@ def run_devices(server_url: str, clients: Mapping[str, Examples], *, rounds: int
                 fate: Callable[[str, int], FateFn | None] | None = None,
                 on_round: Callable[[RoundReport], None] | None = None, max_waves: int = 20,
                 max_wait_s: float = 2.0, progress: bool = True, store: DeviceStore | None = None,
-                phones: Mapping[str, Phone] | None = None) -> FleetResult:
+                phones: Mapping[str, Phone] | None = None,
+                transport_factory: TransportFactory = Transport) -> FleetResult:
     """Run phones (one per client) against the server until `rounds` new versions are published.
 
     Args:
@@ -181,6 +191,7 @@ def run_devices(server_url: str, clients: Mapping[str, Examples], *, rounds: int
         progress: show a tqdm bar of sessions.
         store: shared on-"disk" store for bundle and weights.
         phones: reuse phones from an earlier call (keeps error-feedback residuals and caches).
+        transport_factory: URL -> transport (default HTTP; device_sim.loopback for in-process).
 
     Returns:
         A FleetResult with one RoundReport per round.
@@ -193,8 +204,8 @@ def run_devices(server_url: str, clients: Mapping[str, Examples], *, rounds: int
     factory = ModelPool(model_factory or tflite_factory())
     if phones is None:
         phones = make_phones(server_url, clients, factory, seed=seed, store=store, encoding=encoding,
-                             error_feedback=error_feedback)
-    probe = Transport(server_url)
+                             error_feedback=error_feedback, transport_factory=transport_factory)
+    probe = transport_factory(server_url)
     probe.register("fleet-probe")
     start_version = current_version(probe)
     reports: list[RoundReport] = []

@@ -376,5 +376,6 @@ class Phone:
             self.rounds_done.add(plan.round)
         else:
             out.status, out.error, out.detail = REJECTED, result.error or str(result.status), result.detail
-            if self.feedback is not None and before is not None:  # nothing was delivered
-                self.feedback.residual = before
+            if self.feedback is not None:  # nothing was delivered: back to the residual before
+                self.feedback.residual = before if before is not None else \
+                    [np.zeros(s, np.float32) for s in self.feedback.shapes]

@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import tensorflow_federated as tff
-
 from configs.schema import PrivacyConfig, TrainConfig
 from fedmath.accounting import dp_epsilon, sampling_probability
 
@@ -90,8 +88,14 @@ def check_dp(privacy: PrivacyConfig, train: TrainConfig, population: int) -> DpP
                   population, float(delta), float(q))
 
 
-def dp_aggregator(plan: DpPlan, privacy: PrivacyConfig) -> tff.aggregators.UnweightedAggregationFactory | None:
-    """TFF's DP aggregation factory for the plan (None when dp is off)."""
+def dp_aggregator(plan: DpPlan, privacy: PrivacyConfig):
+    """TFF's DP aggregation factory for the plan (None when dp is off).
+
+    Returns a `tff.aggregators.UnweightedAggregationFactory` (TFF is imported here only, so
+    `check_dp` and the accounting load without it).
+    """
+    import tensorflow_federated as tff
+
     factory = tff.aggregators.DifferentiallyPrivateFactory
     if plan.mode == "none":
         return None

@@ -31,6 +31,7 @@ from data.tfdata import client_dataset
 from federated import checkpoint
 from federated.algorithms import build_process
 from federated.privacy import check_dp
+from federated.runtime import install_cleanup
 from federated.sampling import sample_clients, select_clients
 from federated.tff_model import initial_weights, model_weights
 from fedmath.availability import SECONDS_PER_HOUR
@@ -143,6 +144,7 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
         The summary dict also written to summary.json (or a partial one when stopped early).
     """
     _check(cfg)
+    install_cleanup()
     t, seq_len = cfg.train, cfg.data.seq_len
     os.makedirs(out_dir, exist_ok=True)
     ckpt_dir = os.path.join(out_dir, "checkpoints")

@@ -4,6 +4,12 @@ Embedding -> LSTM -> projection to the embedding width -> output tied to the emb
 (Hard et al. 2018 tie input and output embeddings, as Press & Wolf 2017 propose). The weight
 order of `model.trainable_weights` is the canonical order of every weight list in fedkeys:
 TFF state, TFLite signatures, server payloads and weights.npz.
+
+`cell="cifg"` is Gboard's recurrent layer (Hard et al. 2018): a CIFG LSTM (coupled input and
+forget gates, i = 1 - f; Greff et al. 2017, "LSTM: A Search Space Odyssey") whose output is
+projected to the embedding width inside the recurrence (LSTMP, Sak et al. 2014), so the
+recurrent state is 96-dim, not 670-dim. With V=10,000, E=96, U=670 that is
+V*E + 3*U*(2E) + 3*U + U*E + V = 1,422,250 parameters: Gboard's "about 1.4M".
 """
 
 from __future__ import annotations
@@ -31,6 +37,56 @@ class TiedOutput(tf.keras.layers.Layer):
         return tf.matmul(h, self.embedding.embeddings, transpose_b=True) + self.bias
 
 
+def _unit_forget_bias(units: int):
+    """Bias initializer for [f, c, o] gates: forget gate 1.0 (Jozefowicz et al. 2015), others 0."""
+
+    def init(shape, dtype=None, **kwargs):
+        return tf.concat([tf.ones((units,), dtype or tf.float32), tf.zeros((2 * units,), dtype or tf.float32)], 0)
+
+    return init
+
+
+class CIFGCell(tf.keras.layers.Layer):
+    """One step of the projected CIFG LSTM (see the module docstring).
+
+        z       = x W + h R + b,  split into [f, c~, o]
+        f       = sigmoid(z_f);  c = f * c + (1 - f) * tanh(z_c)   (input gate = 1 - f)
+        o       = sigmoid(z_o);  h = (o * tanh(c)) P               (P: units -> proj_units)
+
+    State: (h [proj_units], c [units]); output: h.
+    """
+
+    def __init__(self, units: int, proj_units: int, seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if units < 1 or proj_units < 1:
+            raise ValueError(f"CIFGCell needs units >= 1 and proj_units >= 1, got {units} and {proj_units}")
+        self.units, self.proj_units, self.seed = units, proj_units, seed
+        self.state_size = [proj_units, units]
+        self.output_size = proj_units
+
+    def build(self, input_shape) -> None:
+        d, u, p = int(input_shape[-1]), self.units, self.proj_units
+        glorot = tf.keras.initializers.GlorotUniform
+        self.kernel = self.add_weight(name="kernel", shape=(d, 3 * u), initializer=glorot(seed=self.seed + 1))
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel", shape=(p, 3 * u), initializer=tf.keras.initializers.Orthogonal(seed=self.seed + 2))
+        self.bias = self.add_weight(name="bias", shape=(3 * u,), initializer=_unit_forget_bias(u))
+        self.projection = self.add_weight(name="projection", shape=(u, p), initializer=glorot(seed=self.seed + 3))
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor, states):
+        h, c = states[0], states[1]
+        z = tf.matmul(inputs, self.kernel) + tf.matmul(h, self.recurrent_kernel) + self.bias
+        z_f, z_c, z_o = tf.split(z, 3, axis=-1)
+        f = tf.sigmoid(z_f)
+        c = f * c + (1.0 - f) * tf.tanh(z_c)
+        h = tf.matmul(tf.sigmoid(z_o) * tf.tanh(c), self.projection)
+        return h, [h, c]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units, "proj_units": self.proj_units, "seed": self.seed}
+
+
 def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int | None = None,
                 seed: int = 0, unroll: bool = False) -> tf.keras.Model:
     """Build the uncompiled model mapping int32 [B, T] token ids to float32 [B, T, V] logits.
@@ -44,8 +100,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int
         unroll: unroll the recurrence over the T steps (static graph, no TensorList ops): what
             the TFLite train signature needs to convert with builtin ops only. Same weights.
     """
-    if cfg.cell != "lstm":
-        raise ValueError(f"ModelConfig.cell: expected 'lstm', got {cfg.cell!r}")
+    if cfg.cell not in ("lstm", "cifg"):
+        raise ValueError(f"ModelConfig.cell: expected 'lstm' or 'cifg', got {cfg.cell!r}")
     if vocab_size < 5 or seq_len < 1:
         raise ValueError(f"need vocab_size >= 5 and seq_len >= 1, got {vocab_size} and {seq_len}")
     init = tf.keras.initializers.GlorotUniform
@@ -54,6 +110,11 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int
         vocab_size, cfg.embedding_dim, embeddings_initializer=tf.keras.initializers.RandomUniform(
             -0.05, 0.05, seed=seed), name="embedding")
     h = embedding(tokens)
+    if cfg.cell == "cifg":  # projection inside the recurrence: the output already has the embedding width
+        h = tf.keras.layers.RNN(CIFGCell(cfg.lstm_units, cfg.embedding_dim, seed=seed, name="cifg_cell"),
+                                return_sequences=True, name="cifg")(h)
+        logits = TiedOutput(embedding, name="tied_output")(h)
+        return tf.keras.Model(tokens, logits, name="nwp_cifg")
     h = tf.keras.layers.LSTM(
         cfg.lstm_units, return_sequences=True, kernel_initializer=init(seed=seed + 1),
         recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed + 2), unroll=unroll,
@@ -93,3 +154,31 @@ def weight_names(model: tf.keras.Model) -> list[str]:
 
 def count_params(model: tf.keras.Model) -> int:
     return int(sum(int(tf.size(v)) for v in model.trainable_weights))
+
+
+def param_report(cfg: ModelConfig, vocab_size: int, seq_len: int) -> dict:
+    """Parameter count and per-weight shapes of the model `cfg` builds (for `--dry-run`).
+
+    Returns:
+        {"cell", "params", "bytes_float32", "bytes_int8", "weights": [{"name", "shape", "params"}]}.
+    """
+    model = build_model(cfg, vocab_size, seq_len)
+    names = weight_names(model)
+    weights = [{"name": n, "shape": list(v.shape), "params": int(tf.size(v))}
+               for n, v in zip(names, model.trainable_weights)]
+    total = sum(w["params"] for w in weights)
+    return {"cell": cfg.cell, "vocab_size": vocab_size, "embedding_dim": cfg.embedding_dim,
+            "units": cfg.lstm_units, "params": total, "bytes_float32": 4 * total, "bytes_int8": total,
+            "weights": weights}
+
+
+def hidden_states(model: tf.keras.Model, x: tf.Tensor) -> tf.Tensor:
+    """The [B, T, E] states that `tied_output` turns into logits, for either cell.
+
+    For callers that need the states before the output layer (e.g. a suggestion model that
+    scores only the last position): lstm -> embedding, lstm, projection; cifg -> embedding, cifg.
+    """
+    h = model.get_layer("embedding")(x)
+    if any(layer.name == "cifg" for layer in model.layers):
+        return model.get_layer("cifg")(h)
+    return model.get_layer("projection")(model.get_layer("lstm")(h))

@@ -20,6 +20,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from server.bundle import load_bundle
+from server.dashboard import dashboard
 from server.errors import ApiError
 from server.metrics import Metrics
 from server.pace import RateLimiter
@@ -57,6 +58,7 @@ def build_app(settings: Settings) -> Flask:
     }
     app.register_blueprint(bp, url_prefix="/v1")
     app.register_blueprint(ops)
+    app.register_blueprint(dashboard)  # the operator's page at /, reads only /v1/status and /metrics
 
     @app.errorhandler(ApiError)
     def api_error(e: ApiError):

@@ -270,11 +270,14 @@ class Collector:
                 seq = self.store.insert_update(c, r, device_id, header.upload_id, header.num_examples, weight,
                                                checked.clip_to, checked.norm, slot, now, complete)
                 try:
-                    cache = self._sum_upto(c, rnd, seq - 1)
-                    cache.rs.add(update, weight)
-                    cache.seq = seq
-                    if cache.rs.count - rnd.ckpt_count >= self.settings.collector.checkpoint_every:
-                        self._checkpoint(c, rnd, cache)
+                    cache = self._cache
+                    if cache is not None and cache.round == r and cache.rs.count == rnd.reports:
+                        cache.rs.add(update, weight)  # this worker's sum is current: add in memory
+                        cache.seq = seq
+                    else:  # another worker added since: catch up lazily, at the next checkpoint
+                        self._cache = None
+                    if rnd.reports + 1 - rnd.ckpt_count >= self.settings.collector.checkpoint_every:
+                        self._checkpoint(c, rnd, self._sum_upto(c, rnd, seq))
                 except BaseException:
                     self._cache = None  # the transaction rolls back; rebuild from disk next time
                     raise

@@ -32,6 +32,13 @@ def _device() -> str:
     return device
 
 
+def _number(value: int, what: str) -> int:
+    """A round or version number from the URL; beyond SQLite's range it cannot exist."""
+    if value >= 2**63:
+        raise ApiError(404, "not_found", f"no {what} {value}")
+    return value
+
+
 def _json_body() -> object:
     body = request.get_json(silent=True)
     if body is None:
@@ -71,13 +78,13 @@ def model():
 @bp.get("/model/<int:version>")
 def model_meta(version: int):
     _device()
-    return jsonify(collector().model_meta(version))
+    return jsonify(collector().model_meta(_number(version, "model version")))
 
 
 @bp.get("/model/<int:version>/weights")
 def model_weights(version: int):
     _device()
-    payload, sha = collector().weights_payload(version)
+    payload, sha = collector().weights_payload(_number(version, "model version"))
     resp = Response(payload, mimetype="application/octet-stream")
     resp.set_etag(sha)
     resp.headers["Cache-Control"] = "private, max-age=31536000, immutable"
@@ -105,7 +112,7 @@ def upload(round_number: int):
     body = request.get_data(cache=False)
     c = collector()
     c.tick()
-    answer = c.accept(device, round_number, body)
+    answer = c.accept(device, _number(round_number, "round"), body)
     m = _state("metrics")
     m.inc("fedkeys_updates_accepted_total")
     m.inc("fedkeys_update_bytes_total", len(body))

@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from fedmath import encodings, wire
+from server import process
 from fedmath.types import Weights
 
 TINY_SHAPES: list[tuple[str, tuple[int, ...]]] = [("embedding", (5, 3)), ("kernel", (3, 4)), ("bias", (4,))]
@@ -62,3 +63,16 @@ def random_update(shapes: Sequence[tuple[int, ...]], norm: float, rng: np.random
     u = [rng.normal(size=s) for s in shapes]
     total = np.sqrt(sum(float(np.sum(a * a)) for a in u))
     return [(a * (norm / total)).astype(np.float32) for a in u]
+
+
+class ServerProcess(process.ServerProcess):
+    """A collector for a raw config dict, written to ROOT/server.json (tests and benchmarks)."""
+
+    def __init__(self, root: str, config: dict, workers: int = 1, threads: int = 4, port: int = 0,
+                 access_log: bool = False) -> None:
+        os.makedirs(root, exist_ok=True)
+        self.root = root
+        path = os.path.join(root, "server.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        super().__init__(path, "127.0.0.1", port, workers, threads, os.path.join(root, "gunicorn.log"), access_log)

@@ -28,6 +28,8 @@ from fedmath.types import Shapes, Weights
 from server.errors import ApiError
 from server.storage import Round, UpdateRecord
 
+MAX_INT = 2**63  # SQLite's INTEGER range; round and version numbers beyond it cannot exist
+
 
 @dataclass(frozen=True)
 class CheckedUpdate:
@@ -49,6 +51,9 @@ def parse(body: bytes, url_round: int) -> tuple[wire.UploadHeader, memoryview]:
             header, payload = wire.unpack(body)  # raises WireError saying what is wrong
     except wire.WireError as e:
         raise ApiError(400, "malformed", str(e)) from None
+    for name in ("round", "model_version", "num_examples"):
+        if not 0 <= getattr(header, name) < MAX_INT:
+            raise ApiError(400, "malformed", f"header field {name!r} must be in [0, 2**63), got {getattr(header, name)}")
     if header.round != url_round:
         raise ApiError(400, "malformed", f"header says round {header.round} but the URL says round {url_round}")
     return header, payload

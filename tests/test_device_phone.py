@@ -70,7 +70,8 @@ def make_bundle(directory, shapes=SHAPES, initial=INITIAL, tflite=b"not really a
 
 
 def server_config(tmp_path, bundle_dir, **server):
-    privacy = server.pop("privacy", {"mode": "device", "clip_norm": 1.5, "noise_multiplier": 0.5})
+    # delta fixed: the default 1/N^1.1 is 1 for a population of one device
+    privacy = server.pop("privacy", {"mode": "device", "clip_norm": 1.5, "noise_multiplier": 0.5, "delta": 1e-5})
     collector = server.pop("collector", {})
     cfg = {"goal_count": 1, "over_selection": 1.0, "local_epochs": 2, "batch_size": 2,
            "learning_rate": 0.5, "max_examples": 3, **server}

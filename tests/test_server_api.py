@@ -318,3 +318,14 @@ def test_status_and_metrics(client, selected):
     assert "fedkeys_updates_accepted_total 1" in text
     assert "fedkeys_round_reports 1" in text
     assert '# TYPE fedkeys_http_requests_total counter' in text
+
+
+def test_numbers_beyond_sqlite_range_are_4xx(client, selected):
+    h = selected[0]
+    assert client.get(f"/v1/model/{2**64}/weights", headers=h).status_code == 404
+    assert client.get(f"/v1/model/{2**64}", headers=h).status_code == 404
+    big = 2**63
+    r = client.post(f"/v1/rounds/{big}/updates", data=upload_body(big, 0, small_update(1.0), 5), headers=h)
+    assert r.status_code in (400, 404)
+    r = client.post("/v1/rounds/0/updates", data=upload_body(0, 2**70, small_update(1.0), 5), headers=h)
+    assert r.status_code == 400 and r.json["error"] == "malformed"

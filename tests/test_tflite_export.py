@@ -247,3 +247,27 @@ def test_inference_models_load_without_flex_delegate(bundle):
         section = log.split(f"LOADING {p}\n", 1)[1].split(f"DONE {p}\n", 1)[0]
         assert flex_line not in section, section
     assert flex_line in log.split(f"LOADING {trainable}\n", 1)[1]  # the check can see Flex
+
+
+def test_context_batch_hand_checked():
+    from tflite_export.inference import context_batch
+
+    x = np.array([[2, 7, 8, 0], [2, 9, 0, 0]], np.int32)
+    y = np.array([[7, 8, 3, 0], [9, 3, 0, 0]], np.int32)
+    ctx, tgt = context_batch(x, y)
+    np.testing.assert_array_equal(ctx, [[2, 0, 0, 0], [2, 7, 0, 0], [2, 7, 8, 0], [2, 0, 0, 0], [2, 9, 0, 0]])
+    np.testing.assert_array_equal(tgt, [7, 8, 3, 9, 3])
+
+
+@pytest.mark.slow
+def test_tampered_bundle_is_refused(bundle, tmp_path):
+    import shutil
+
+    from tflite_export.bundle import read_manifest
+
+    out = str(tmp_path / "copy")
+    shutil.copytree(bundle[0], out)
+    with open(os.path.join(out, "weights.npz"), "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ValueError, match="weights.npz: expected sha256"):
+        read_manifest(out)

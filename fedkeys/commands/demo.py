@@ -52,4 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     write_summary(args.out, {"stage": "demo", "seconds": seconds, "rows": rows,
                              "beats_baseline": final["top1"] > trained["baseline_most_frequent"]["top1"]})
+    from report.html import write_report
+
+    print(f"report: {write_report(args.out)}")
     return 0

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from data.dataset import FederatedData
     from device_sim.fleet import fetch_published_weights, run_devices
     from fedkeys.commands.evaluate import evaluate_weights, heldout
-    from fedkeys.serving import ServerProcess, write_server_config
+    from server.process import ServerProcess, write_server_config
     from tflite_export.bundle import read_manifest
 
     data = FederatedData(data_dir)

@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedkeys.serving import ServerProcess, write_server_config
+    from server.process import write_server_config
+    from server.serve import free_port, gunicorn_argv
 
     cfg = stage_config(args, args.bundle)
     server = cfg.server
@@ -33,12 +34,10 @@ def run(args: argparse.Namespace) -> int:
     start(args, cfg)
     state = args.state or os.path.join(args.out, "state")
     config_path = write_server_config(os.path.join(args.out, "server.json"), server, cfg.privacy, args.bundle, state)
-    proc = ServerProcess(config_path, server.host, server.port, server.workers, server.threads,
-                         log_path=os.path.join(args.out, "server.log")).start()
-    write_summary(args.out, {"stage": "serve", "url": proc.url, "state_dir": os.path.abspath(state)})
-    print(f"serve: {proc.url} (log {os.path.join(args.out, 'server.log')}); Ctrl-C stops it")
-    try:
-        proc.proc.wait()
-    except KeyboardInterrupt:
-        proc.stop()
-    return 0
+    port = server.port or free_port(server.host)
+    url = f"http://{server.host}:{port}"
+    write_summary(args.out, {"stage": "serve", "url": url, "state_dir": os.path.abspath(state)})
+    print(f"serve: {url} (state {state}); Ctrl-C stops it", flush=True)
+    cmd = gunicorn_argv(config_path, server.host, port, server.workers, server.threads)
+    os.execv(cmd[0], cmd)  # gunicorn takes over this process, so signals reach it directly
+    return 0  # not reached

@@ -1,0 +1,131 @@
+"""TFF simulation overhead: wall time of a TFF round / the same clients' training as a plain loop.
+
+For each preset, one round's cohort (`federated.sampling.sample_clients`) is trained twice:
+(a) `process.next` of the run's `tff.learning` FedAvg process, and (b) in one process, a plain
+loop of one traced `tf.function` SGD step over each client's `data.tfdata.client_dataset`
+batches (same model, masked loss, epochs, batch size) followed by the numpy weighted mean. Both are warmed up first
+(tracing excluded); the median over `--repeats` rounds is reported. Goal: ratio <= 1.3.
+
+Usage: .venv/bin/python benchmarks/sim_overhead.py [--presets tiny,default] [--repeats 3]
+Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _data(cfg, root: str):
+    from data.dataset import FederatedData
+    from data.prepare import prepare
+
+    path = os.path.join(root, f"data_{cfg.preset}")
+    if not os.path.exists(os.path.join(path, "summary.json")):
+        prepare(cfg.data, path, progress=False)
+    return FederatedData(path)
+
+
+def measure(preset_name: str, root: str, repeats: int) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from configs.presets import preset
+    from federated.algorithms import build_process
+    from federated.privacy import check_dp
+    from federated.runtime import install_cleanup
+    from federated.sampling import sample_clients
+    from federated.tff_model import initial_weights, model_weights
+    from federated.training import ClientStore
+    from fedmath.aggregate import weighted_mean
+    from model.nwp import build_model, masked_loss
+
+    install_cleanup()
+    cfg = preset(preset_name)
+    t = cfg.train
+    data = _data(cfg, root)
+    vocab, seq = data.tokenizer.vocab_size, cfg.data.seq_len
+    users = sorted(data.users("train"))
+    store = ClientStore(data, seq, t.max_examples_per_client)
+    process = build_process(cfg, vocab, check_dp(cfg.privacy, t, len(users)))
+    init = initial_weights(cfg.model, vocab, seq, t.seed)
+    state = process.set_model_weights(process.initialize(), model_weights(init))
+
+    model = build_model(cfg.model, vocab, seq, seed=t.seed)
+    lr = tf.constant(t.client_learning_rate, tf.float32)
+
+    spec = tf.TensorSpec([None, seq], tf.int32)
+
+    @tf.function(input_signature=[spec, spec])
+    def sgd_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = masked_loss(yb, model(xb, training=True))
+        for v, g in zip(model.trainable_weights, tape.gradient(loss, model.trainable_weights)):
+            v.assign_sub(lr * tf.convert_to_tensor(g))
+        return loss
+
+    def local_train(ds):
+        # A Python loop over one traced step. (A tf.function taking the dataset as its
+        # argument is ~0.5 s per call here whatever the size: too slow to be the baseline.)
+        for xb, yb in ds:
+            sgd_step(xb, yb)
+
+    def plain_round(glob, clients):
+        deltas, rows = [], []
+        for u in clients:
+            for v, w in zip(model.trainable_weights, glob):
+                v.assign(w)
+            local_train(store.dataset(u, t.batch_size, t.local_epochs))
+            deltas.append([v.numpy() - w for v, w in zip(model.trainable_weights, glob)])
+            rows.append(store.examples(u)[0].shape[0])
+        return [w + d for w, d in zip(glob, weighted_mean(deltas, rows))]
+
+    def tff_round(st, clients):
+        return process.next(st, [store.dataset(u, t.batch_size, t.local_epochs) for u in clients]).state
+
+    cohorts = [sample_clients(users, t.clients_per_round, t.seed, r) for r in range(repeats + 1)]
+    for u in set(sum(cohorts, [])):
+        store.examples(u)  # load data outside the timings
+    state = tff_round(state, cohorts[0])  # warm-up (tracing, worker start)
+    glob = plain_round(init, cohorts[0])
+    tff_s, plain_s = [], []
+    for clients in cohorts[1:]:
+        tic = time.perf_counter()
+        state = tff_round(state, clients)
+        tff_s.append(time.perf_counter() - tic)
+        tic = time.perf_counter()
+        glob = plain_round(glob, clients)
+        plain_s.append(time.perf_counter() - tic)
+    examples = int(np.mean([sum(store.examples(u)[0].shape[0] for u in c) for c in cohorts[1:]]))
+    a, b = statistics.median(tff_s), statistics.median(plain_s)
+    return {"preset": preset_name, "clients_per_round": t.clients_per_round, "examples_per_round": examples,
+            "tff_round_s": round(a, 4), "plain_round_s": round(b, 4), "ratio": round(a / b, 3),
+            "tff_all_s": [round(x, 4) for x in tff_s], "plain_all_s": [round(x, 4) for x in plain_s]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="tiny,default")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="runs/bench/sim_overhead")
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    for name in args.presets.split(","):
+        r = measure(name, args.out, args.repeats)
+        results.append(r)
+        print(f"{name:8s} clients={r['clients_per_round']:3d} examples/round={r['examples_per_round']:6d} "
+              f"TFF {r['tff_round_s']:.3f}s  plain {r['plain_round_s']:.3f}s  ratio {r['ratio']:.2f}", flush=True)
+    print(json.dumps({"benchmark": "sim_overhead", "goal_ratio_max": 1.3, "results": results,
+                      "ok": all(r["ratio"] <= 1.3 for r in results)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

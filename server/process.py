@@ -1,0 +1,112 @@
+"""The collector under gunicorn as its own process, waited on until it answers.
+
+One launcher for `fedkeys devices`, the demo, the tests and the benchmarks, so every one of
+them talks to the same real WSGI server over real HTTP on 127.0.0.1. The process gets its
+own process group: `stop()` shuts gunicorn down, `kill()` SIGKILLs master and workers at once
+(a crash, for the fault benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import requests
+
+from configs import PrivacyConfig, ServerConfig
+from server.serve import free_port, gunicorn_argv
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_server_config(path: str, server: ServerConfig, privacy: PrivacyConfig, bundle_dir: str,
+                        state_dir: str, collector: dict[str, Any] | None = None) -> str:
+    """Write the JSON file `server.app.create_app(config_path=...)` reads; return its path."""
+    raw: dict[str, Any] = {"server": asdict(server), "privacy": asdict(privacy),
+                           "bundle_dir": os.path.abspath(bundle_dir), "state_dir": os.path.abspath(state_dir)}
+    if collector:
+        raw["collector"] = collector
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(raw, f, indent=2)
+    return path
+
+
+class ServerProcess:
+    """A gunicorn collector process; a context manager that stops it on exit."""
+
+    def __init__(self, config_path: str, host: str = "127.0.0.1", port: int = 0, workers: int = 1,
+                 threads: int = 4, log_path: str | None = None, access_log: bool = False) -> None:
+        self.config_path = os.path.abspath(config_path)
+        self.host, self.port = host, port or free_port(host)
+        self.workers, self.threads = workers, threads
+        self.log_path = log_path or os.path.join(os.path.dirname(self.config_path), "server.log")
+        self.access_log = access_log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def argv(self) -> list[str]:
+        argv = gunicorn_argv(self.config_path, self.host, self.port, self.workers, self.threads, sys.executable)
+        if not self.access_log:
+            i = argv.index("--access-logfile")
+            del argv[i : i + 2]
+        return argv
+
+    def start(self, timeout_s: float = 60.0) -> "ServerProcess":
+        """Start gunicorn and wait until GET /v1/status answers 200 (RuntimeError otherwise)."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv(), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if requests.get(self.url + "/v1/status", timeout=5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"the server did not answer on {self.url} within {timeout_s:.0f} s; see {self.log_path}")
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        return [p.pid for p in psutil.Process(self.proc.pid).children()] if self.proc else []
+
+    def kill(self) -> None:
+        """SIGKILL the master and every worker at once (a crash, not a shutdown)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def stop(self) -> None:
+        """Graceful shutdown (SIGTERM to the group), SIGKILL after 15 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
