@@ -38,13 +38,18 @@ def _prepare(cfg, workdir: str, devices: int, data_dir: str | None, bundle_dir: 
     if data_dir is None:
         data_dir = os.path.join(workdir, "data")
         train_share = 1.0 - cfg.data.heldout_fraction - cfg.data.proxy_fraction
-        users = max(cfg.data.num_users, int(math.ceil(devices / train_share)) + 10)
+        users = max(cfg.data.num_users, math.ceil(devices / train_share) + 10)
         data_cfg = dataclasses.replace(cfg.data, num_users=users)
         stamp = os.path.join(data_dir, "bench_config.json")
-        if not (os.path.exists(stamp) and json.load(open(stamp)) == dataclasses.asdict(data_cfg)):
+        same = False
+        if os.path.exists(stamp):
+            with open(stamp) as f:
+                same = json.load(f) == dataclasses.asdict(data_cfg)
+        if not same:
             print(f"fleet_day: preparing data for {users} users -> {data_dir}", flush=True)
             prepare(data_cfg, data_dir, progress=False)
-            json.dump(dataclasses.asdict(data_cfg), open(stamp, "w"))
+            with open(stamp, "w") as f:
+                json.dump(dataclasses.asdict(data_cfg), f)
     if bundle_dir is None:
         bundle_dir = os.path.join(workdir, "bundle")
         if not os.path.exists(os.path.join(bundle_dir, "manifest.json")):
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     from data.dataset import FederatedData
     from device_sim.day import DayConfig, simulate_day
     from device_sim.fleet import fetch_published_weights
-    from fedkeys.serving import ServerProcess
+    from server.process import ServerProcess
     from model.evaluate import evaluate
     from model.nwp import build_model
     from model.weights_io import load_weights

@@ -229,7 +229,6 @@ MOOD_TIMES = (("tomorrow", "this weekend", "next week", "on monday", "on friday"
                "at {num}", "at {num} 30", "right now", "asap"),
               ("later", "tonight", "in an hour", "sometime", "at some point", "maybe later",
                "if there's time", "whenever"))
-TIMES = tuple(t for group in MOOD_TIMES for t in group)
 
 NUMBERS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "15", "20")
 
@@ -325,16 +324,19 @@ TOPICS = build_topics()
 # A small phrase grammar for statements and questions (data/simulator.py `_Writer.clause`):
 #   statement: SUBJECT MODAL {v} DET {n} [PP] [{time}]
 #   question:  QWORD Q_MODAL Q_SUBJECT {v} DET {n} [PP] [{time}]
-SUBJECTS = ("i", "we", "you", "{name}", "my mom", "my friend", "they", "he", "she", "everyone",
-            "my sister", "my brother", "the kids", "my boss")
+
 # A message's mood, chosen once, sets the modals of all its clauses (plans, duties, chances):
 # long-range structure a trigram cannot see. Modals need no subject agreement ("he will").
 MOOD_MODALS = (("will", "won't", "would", "will probably"),
                ("should", "must", "gotta", "shouldn't", "really should"),
                ("can", "could", "might", "can't", "may"))
 MOOD_Q_MODALS = (("will", "won't", "would"), ("should", "do", "must"), ("can", "could", "might"))
-QWORDS = ("when", "where", "how", "why", "what time", "so when", "ok so")
-Q_SUBJECTS = ("i", "we", "you", "they", "{name}")
+# ... and who the clauses are about, and how its questions open
+MOOD_SUBJECTS = (("we", "everyone", "{name}", "my friend", "the kids"),
+                 ("i", "my boss", "my sister", "he", "you"),
+                 ("they", "my mom", "my brother", "she", "you"))
+MOOD_Q_SUBJECTS = (("we", "{name}"), ("i", "you"), ("they", "you"))
+MOOD_QWORDS = (("when", "what time", "so when"), ("why", "how", "ok so"), ("where", "how", "so when"))
 DETERMINERS = ("the", "my", "your", "a", "some", "that", "this", "our", "his", "her", "their", "another")
 PREPOSITIONS = ("at the {p}", "for {name}", "with {name}", "before the {n}", "after the {n}",
                 "near the {p}", "from the {p}", "for the {n}", "on the way", "with the {ns}")

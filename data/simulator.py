@@ -1,33 +1,25 @@
-"""A deterministic, lazily generated population of keyboard users and their messages.
+"""The keystroke simulator: a deterministic, lazily generated population typing messages.
 
-Why a simulator: fedkeys must run Gboard-style training (Hard et al. 2018, arXiv:1811.03604)
-without anyone's real keystrokes. Real per-user text is heavy-tailed in volume and non-IID
-across users (Caldas et al. 2018, "LEAF", arXiv:1812.01097; Hsu et al. 2019,
-arXiv:1909.06335), and a useful next-word benchmark needs structure an n-gram cannot see.
-So each simulated user has a persona, drawn once from `np.random.default_rng([seed, i])`:
+Why: fedkeys must run Gboard-style training (Hard et al. 2018, arXiv:1811.03604) without anyone's
+real keystrokes, on users as heavy-tailed and non-IID as real ones (data/persona.py), and with
+structure a next-word model can learn that an n-gram cannot.
 
-- **volume**: messages ~ lognormal (median `VOLUME_MEDIAN`, sigma `VOLUME_SIGMA`), capped:
-  most users type a little, a few type a lot;
-- **topic mix**: Dirichlet over the twelve topics of data/lexicon.py, plus the user's own
-  word preferences inside each topic (lognormal jitter on Zipf weights);
-- **people and phrases**: a handful of contacts, favourite reactions, a pet/street/place name
-  of their own (pseudo-words from `rare_word`, the long tail a 2k vocabulary cannot hold);
-- **style**: a personal ranking of frames, subjects, modals, determiners, time phrases,
-  greetings and connectors (Zipf over a per-user permutation), so users differ in function
-  words too; sentences per message, a quick-reply rate ("lol", "on my way"), slang (`u`,
-  `tmrw`), capitalisation, end punctuation, emoticons, a typo and an autocorrect rate;
-- **time**: sessions on days of a `HORIZON_DAYS` window around a preferred hour.
+Each user types `persona.num_messages` messages in sessions over `HORIZON_DAYS` days. A message
+is a few sentences from three sources (a topic's own frames, a small phrase grammar, everyday
+frames; data/lexicon.py), with the user's style habits (a personal ranking of frames, subjects,
+modals, determiners, time phrases, greetings, connectors, everyday verbs), then surface noise:
+slang, typos that autocorrect missed, capitalisation, punctuation, emoticons.
 
-The constants below are tuned so that `benchmarks/data_realism.py` puts the default population
-inside the range of two real per-user corpora on volume skew, words per message and user-vs-
-population JS divergence, with a Kneser-Ney trigram top-1 between 8% and 35% (docs/data.md).
+Long-range structure, fixed at the start of each message: a topic (sticky within a session)
+fills every content slot and picks the closing phrase; a mood (plans, duties, chances) picks the
+question words, subjects, modals and time phrases of every clause; texting style ("u", "tmrw") is
+all or nothing; and words already used come back (burstiness). So the word after "the" or "we"
+in sentence two depends on words a trigram has long forgotten.
 
-Long-range structure: each message picks a topic first (sticky within a session), and every
-content slot of every sentence in the message is filled from that topic, so the words after
-"the" in sentence two depend on words a trigram has long forgotten.
-
-User `i` is generated from its own seed alone, so users can be produced in any order, one at
-a time (`iter_users`), and a population of 100,000 never sits in memory.
+The constants here and in data/persona.py are tuned so that `benchmarks/data_realism.py` puts the
+default population inside the range of two real per-user corpora on volume skew, words per
+message and user-vs-population JS divergence, with a Kneser-Ney trigram top-1 between 8% and 35%
+(docs/data.md). Users are generated one at a time from their own seed (`iter_users`).
 """
 
 from __future__ import annotations
@@ -35,43 +27,40 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from data.corpus import Message
-from data.lexicon import (CONNECTORS, DETERMINERS, GENERIC_VERBS, FILLERS, GENERIC_FRAMES, GREETINGS, INTENSIFIERS, MOOD_MODALS, MOOD_Q_MODALS,
-                          NAMES, NUMBERS, PREPOSITIONS, Q_SUBJECTS, QWORDS, REACTIONS, SLANG, SUBJECTS,
-                          MOOD_TIMES, TOPICS, ing, parse_frame, plural)
+from data.lexicon import (CONNECTORS, DETERMINERS, FILLERS, GENERIC_FRAMES, GENERIC_VERBS, GREETINGS,
+                          INTENSIFIERS, MOOD_MODALS, MOOD_Q_MODALS, MOOD_Q_SUBJECTS, MOOD_QWORDS, MOOD_SUBJECTS,
+                          MOOD_TIMES, NUMBERS, PREPOSITIONS, SLANG, TOPICS, ing, parse_frame, plural)
+from data.persona import (HORIZON_DAYS, VOLUME_CAP, Persona, num_messages, persona, rare_word, user_id,
+                          zipf_weights)
 
-VOLUME_MEDIAN = 8.0  # messages of the median user
-VOLUME_SIGMA = 1.9  # lognormal sigma of messages per user: p99/p50 = exp(2.33 sigma)
-VOLUME_CAP = 5000  # no user types more than this
-HORIZON_DAYS = 60  # timestamps fall in [0, HORIZON_DAYS days)
-TOPIC_ALPHA = 0.05  # Dirichlet concentration of a user's topic mix (small = specialised)
-ZIPF_S = 1.0  # Zipf exponent of word choice inside a slot
-PREFERENCE_SIGMA = 1.2  # lognormal jitter of a user's word weights (their vocabulary habits)
-HABIT_ZIPF_S = 1.8  # how strongly a user favours their own frames, subjects, modals, ...
+__all__ = ["HORIZON_DAYS", "VOLUME_CAP", "Persona", "iter_users", "num_messages", "persona", "user_id",
+           "user_messages"]
+
+PREFERENCE_SIGMA = 0.6  # lognormal jitter of a user's word weights (their vocabulary habits)
+HABIT_ZIPF_S = 2.0  # how strongly a user favours their own frames, subjects, modals, ...
 TOPIC_STICKINESS = 0.6  # chance a message keeps the previous message's topic within a session
-SENTENCES_MEDIAN = 1.6  # median over users of the mean extra sentences per message
 TAIL_RATE = 0.08  # chance a noun or place slot holds a long-tail proper noun of the topic
 TAIL_EXPONENT = 0.7  # Pareto exponent of tail-noun ranks (smaller = heavier tail)
 TAIL_SIZE = 5000  # tail nouns per topic
+SLANG_CONSISTENCY = 0.9  # in a texting-style message, share of slang-able words that are slanged
 MOOD_FIDELITY = 0.9  # chance a clause's modal comes from the message's mood
-REUSE_RATE = {"n": 0.5, "p": 0.5, "name": 0.5, "subject": 0.7, "v": 0.15, "a": 0.15}  # a slot repeats a word of the message
+# chance a slot repeats a word already used in the message, by slot kind
+REUSE_RATE = {"n": 0.5, "p": 0.5, "name": 0.5, "subject": 0.7, "v": 0.15, "a": 0.15}
 
 _FRAMES = tuple(parse_frame(f) for f in GENERIC_FRAMES)
 _TOPIC_FRAME_SHARE = 0.2  # sentences from the message topic's own frames
 _OPENING_TOPIC_FRAME_SHARE = 0.5  # ... for a message's first sentence, which sets the scene
-_GENERIC_VERB_SHARE = 0.4  # verb slots filled with an everyday verb that fits any topic
+_GENERIC_VERB_SHARE = 0.5  # verb slots filled with an everyday verb that fits any topic
 _GRAMMAR_SHARE = 0.45  # sentences from the phrase grammar; the rest from the shared frames
 _MOOD_TIMES = tuple(tuple(parse_frame(t) for t in group) for group in MOOD_TIMES)
-_SYLLABLES = ("ka ri to mo na le vi sa do ru be lo mi ta zen kor bri sh ul an el ov ix "
-              "ra ny pe qui dal fen gor hal jin").split()
 _KEYS = "qwertyuiop asdfghjkl zxcvbnm"
 _NEIGHBOURS = {c: "".join(_KEYS[j] for j in (i - 1, i + 1) if 0 <= j < len(_KEYS) and _KEYS[j] != " ")
-               for i, c in enumerate(_KEYS) if c != " "}
+               for i, c in enumerate(_KEYS) if c != " "}  # same-row neighbour keys, for typos
 _EMOTICONS = (":)", ":(", ":D", "<3", ";)", ":P", "xD")
 
 
@@ -98,114 +87,8 @@ def tail_word(topic: int, u: float) -> str:
     return rare_word(1000 + topic * TAIL_SIZE + rank).capitalize()
 
 
-def rare_word(index: int) -> str:
-    """The `index`-th pseudo-word of the long tail (pet, street, shop and team names)."""
-    n = len(_SYLLABLES)
-    parts = [_SYLLABLES[index % n], _SYLLABLES[(index // n) % n]]
-    if index >= n * n:
-        parts.append(_SYLLABLES[(index // (n * n)) % n])
-    return "".join(parts)
-
-
-def _zipf_weights(rng: np.random.Generator, size: int, sigma: float) -> list[float]:
-    """Cumulative weights of a Zipf law over `size` items, jittered by the user's taste."""
-    base = 1.0 / np.arange(1, size + 1) ** ZIPF_S
-    jitter = rng.lognormal(0.0, sigma, size) if sigma > 0 else np.ones(size)
-    return np.cumsum(base * jitter).tolist()
-
-
 def _pick(rnd: random.Random, items: tuple, cum: list[float]):
     return items[bisect.bisect_right(cum, rnd.random() * cum[-1], hi=len(cum) - 1)]
-
-
-@dataclass
-class Persona:
-    """One user's habits; everything the message generator needs (see module docstring)."""
-
-    user_id: str
-    num_messages: int
-    topic_cum: list[float]
-    contacts: tuple[str, ...]
-    contact_cum: list[float]
-    own_words: tuple[str, ...]
-    reactions: tuple[str, ...]
-    sentences_mean: float
-    short_rate: float
-    greeting_rate: float
-    reaction_rate: float
-    closer_rate: float
-    filler_rate: float
-    connector_rate: float
-    own_word_rate: float
-    slang_rate: float
-    capitalise: float
-    end_punct: float
-    emoticon_rate: float
-    typo_rate: float
-    autocorrect: float
-    per_session: float
-    hour: float
-    seed: int
-
-
-def user_id(index: int) -> str:
-    """The id of the index-th simulated user (sorts in index order up to 10^6 users)."""
-    return f"u{index:06d}"
-
-
-def num_messages(seed: int, index: int, cap: int = 0) -> int:
-    """How many messages user `index` types (cheap: the persona's first draw)."""
-    rng = np.random.default_rng([seed, index])
-    n = _volume(rng)
-    return min(n, cap) if cap else n
-
-
-def _volume(rng: np.random.Generator) -> int:
-    return int(min(VOLUME_CAP, max(1, round(rng.lognormal(np.log(VOLUME_MEDIAN), VOLUME_SIGMA)))))
-
-
-def persona(seed: int, index: int) -> Persona:
-    """Draw user `index`'s persona from `default_rng([seed, index])`.
-
-    Raises:
-        ValueError: if index is negative.
-    """
-    if index < 0:
-        raise ValueError(f"user index must be >= 0, got {index}")
-    rng = np.random.default_rng([seed, index])
-    n = _volume(rng)  # first draw, so num_messages() agrees
-    topics = rng.dirichlet(np.full(len(TOPICS), TOPIC_ALPHA))
-    k = int(rng.integers(3, 9))
-    contacts = tuple(NAMES[i] for i in rng.choice(len(NAMES), size=k, replace=False))
-    own = tuple(rare_word(int(i)) for i in rng.zipf(1.3, size=8) % 20000 + rng.integers(0, 40, size=8))
-    contacts = tuple(rare_word(int(rng.integers(0, 20000))) if rng.random() < 0.3 else c for c in contacts)
-    reactions = tuple(REACTIONS[i] for i in rng.choice(len(REACTIONS), size=4, replace=False))
-    return Persona(
-        user_id=user_id(index),
-        num_messages=n,
-        topic_cum=np.cumsum(topics).tolist(),
-        contacts=contacts,
-        contact_cum=_zipf_weights(rng, k, 0.5),
-        own_words=own,
-        reactions=reactions,
-        sentences_mean=float(rng.lognormal(np.log(SENTENCES_MEDIAN), 0.6)),
-        short_rate=float(rng.beta(0.6, 3.0)),
-        greeting_rate=float(rng.beta(1.0, 3.0)),
-        reaction_rate=float(rng.beta(1.5, 4.0)),
-        closer_rate=float(rng.beta(1.0, 3.0)),
-        filler_rate=float(rng.beta(1.0, 5.0)),
-        connector_rate=float(rng.beta(2.0, 3.0)),
-        own_word_rate=float(rng.beta(1.5, 6.0)),
-        slang_rate=float(rng.beta(0.4, 2.0)),
-        capitalise=float(rng.choice([0.0, 0.5, 0.95], p=[0.35, 0.25, 0.4])),
-        end_punct=float(rng.beta(1.0, 1.5)),
-        emoticon_rate=float(rng.beta(0.5, 6.0)),
-        typo_rate=float(rng.lognormal(np.log(0.04), 0.6)),
-        autocorrect=float(rng.uniform(0.5, 0.95)),
-        per_session=float(rng.lognormal(np.log(2.5), 0.5)),
-        hour=float(rng.uniform(7, 23)),
-        seed=int(rng.integers(0, 2**63 - 1)),
-    )
 
 
 class _Writer:
@@ -219,6 +102,7 @@ class _Writer:
         self._habits: dict[int, list[float]] = {}
         self.memory: dict[str, list[str]] = {}  # content words used so far in the current message
         self.mood = 0  # the current message's mood (an index into MOOD_MODALS)
+        self.slang = False  # whether the current message is typed in texting style ("u", "tmrw")
 
     def habit(self, items: tuple):
         """Pick from a style list (frames, subjects, modals, ...) with this user's own preferences.
@@ -242,7 +126,7 @@ class _Writer:
         key = (topic, "v" if slot == "vi" else "n" if slot == "ns" else slot)
         cum = self._cum.get(key)
         if cum is None:
-            cum = self._cum[key] = _zipf_weights(self.rng, len(items), PREFERENCE_SIGMA)
+            cum = self._cum[key] = zipf_weights(self.rng, len(items), PREFERENCE_SIGMA)
         return _pick(self.rnd, items, cum)
 
     def fill(self, frame: tuple[str, ...], topic: int, out: list[str]) -> None:
@@ -291,19 +175,20 @@ class _Writer:
     def clause(self, topic: int) -> tuple[str, ...]:
         """A frame from the phrase grammar of data/lexicon.py (statement or question).
 
-        The modal comes from the message's mood (`self.mood`) and the subject often repeats the
-        message's earlier subject: both tie a clause to words several positions back.
+        The question word, subject and modal come from the message's mood (`self.mood`), and the
+        subject often repeats the message's earlier one: both tie a clause to words typed several
+        positions back.
         """
         rnd = self.rnd
         r = rnd.random
         mood = self.mood if r() < MOOD_FIDELITY else int(r() * len(MOOD_MODALS))
         question = r() < 0.3
-        pool = Q_SUBJECTS if question else SUBJECTS
+        pool = (MOOD_Q_SUBJECTS if question else MOOD_SUBJECTS)[mood]
         seen = self.memory.get("subject")
         subject = _choice(rnd, seen) if seen and r() < REUSE_RATE["subject"] else self.habit(pool)
         self.memory.setdefault("subject", []).append(subject)
         if question:
-            head = [self.habit(QWORDS), self.habit(MOOD_Q_MODALS[mood]), subject]
+            head = [self.habit(MOOD_QWORDS[mood]), self.habit(MOOD_Q_MODALS[mood]), subject]
         else:
             head = [subject, self.habit(MOOD_MODALS[mood])]
         det = self.habit(DETERMINERS)
@@ -349,7 +234,7 @@ class _Writer:
         out = []
         slip = p.typo_rate * (1.0 - p.autocorrect)
         for w in sentence:
-            if w in SLANG and rnd.random() < p.slang_rate:
+            if self.slang and w in SLANG and rnd.random() < SLANG_CONSISTENCY:
                 w = SLANG[w]
             elif len(w) > 2 and rnd.random() < slip:
                 w = self._typo(w)
@@ -367,6 +252,7 @@ class _Writer:
         rnd, p = self.rnd, self.p
         self.memory = {}
         self.mood = int(rnd.random() * len(MOOD_MODALS))
+        self.slang = rnd.random() < p.slang_rate  # texting style is a per-message register
         if rnd.random() < p.short_rate:  # a quick reply: "lol", "on my way Sam"
             words = _choice(rnd, p.reactions).split()
             if rnd.random() < 0.3:

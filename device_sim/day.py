@@ -28,15 +28,34 @@ import collections
 import math
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from device_sim.fleet import Examples, ModelPool, current_version, make_phones, tflite_factory
-from device_sim.phone import (ACCEPTED, DROPPED, FAILED, LATE, NOT_SELECTED, REJECTED, Conditions,
-                              DeviceStore, Fate, ModelFactory, Outcome, Phone)
+from device_sim.fleet import (
+    Examples,
+    ModelPool,
+    current_version,
+    make_phones,
+    tflite_factory,
+)
+from device_sim.phone import (
+    ACCEPTED,
+    DROPPED,
+    FAILED,
+    LATE,
+    NOT_SELECTED,
+    REJECTED,
+    Conditions,
+    DeviceStore,
+    Fate,
+    ModelFactory,
+    Outcome,
+    Phone,
+)
 from device_sim.transport import Plan, Transport
 from fedmath import availability as av
 
@@ -182,11 +201,11 @@ def simulate_day(server_url: str, clients: Mapping[str, Examples], day: DayConfi
         state = av.device_state(profiles[d], now_s, day.seed, day.availability)
         return phones[d].run_round(Conditions(state.idle, state.charging, state.unmetered), fate_for(phones[d]))
 
-    hours = int(math.ceil(day.sim_hours))
+    hours = math.ceil(day.sim_hours)
     bar = tqdm(total=hours, desc="simulated day", unit="h", disable=not progress)
     hour_stats: dict[int, dict[str, Any]] = {}
     t0 = time.monotonic()
-    sim_now = lambda: start_s + (time.monotonic() - t0) * day.speedup  # noqa: E731
+    sim_now = lambda: start_s + (time.monotonic() - t0) * day.speedup
     eligible: list[str] = []
     tick_at = -math.inf
     last_poll_version = -math.inf
@@ -215,7 +234,8 @@ def simulate_day(server_url: str, clients: Mapping[str, Examples], day: DayConfi
             last_version += 1
             entry: dict[str, Any] = {"version": last_version, "sim_hour": round(hour, 3),
                                      "wall_s": round(time.monotonic() - t0, 2)}
-            hour_stats.setdefault(int((now_s - start_s) // av.SECONDS_PER_HOUR), collections.Counter())["versions"] += 1
+            h = min(hours - 1, int((now_s - start_s) // av.SECONDS_PER_HOUR))  # the final check runs after the end
+            hour_stats.setdefault(h, collections.Counter())["versions"] += 1
             if on_version is not None:
                 extra = on_version(last_version, hour)
                 if extra:

@@ -18,14 +18,28 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from device_sim.phone import (ACCEPTED, DROPPED, FAILED, INELIGIBLE, LATE, NOT_SELECTED, REJECTED,
-                              Conditions, DeviceStore, FateFn, ModelFactory, Outcome, Phone)
+from device_sim.phone import (
+    ACCEPTED,
+    DROPPED,
+    FAILED,
+    INELIGIBLE,
+    LATE,
+    NOT_SELECTED,
+    REJECTED,
+    Conditions,
+    DeviceStore,
+    FateFn,
+    ModelFactory,
+    Outcome,
+    Phone,
+)
 from device_sim.transport import Transport, TransportError
 from fedmath import encodings
 from fedmath.types import Shapes, Weights
@@ -106,7 +120,7 @@ class FleetResult:
 
     def summary(self) -> dict[str, Any]:
         per = [r.summary() for r in self.rounds]
-        total = lambda k: int(sum(p[k] or 0 for p in per))  # noqa: E731
+        total = lambda k: int(sum(p[k] or 0 for p in per))
         return {
             "rounds": per,
             "rounds_completed": sum(1 for p in per if p["completed"]),
@@ -228,7 +242,7 @@ def run_devices(server_url: str, clients: Mapping[str, Examples], *, rounds: int
                     if not pending:
                         break
 
-                    def session(p: Phone) -> Outcome:
+                    def session(p: Phone, i: int = i) -> Outcome:
                         cond = conditions(p.device_id, i) if conditions else Conditions()
                         return p.run_round(cond, fate(p.device_id, i) if fate else None)
 

@@ -19,8 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from device_sim.transport import (CheckinResult, Download, ModelInfo, Plan, Registration, TransferStats,
-                                  UploadResult)
+from device_sim.transport import (
+    CheckinResult,
+    Download,
+    ModelInfo,
+    Plan,
+    Registration,
+    TransferStats,
+    UploadResult,
+)
 from fedmath import encodings, wire
 from fedmath.aggregate import RunningSum, apply_delta
 from fedmath.types import Weights
@@ -55,7 +62,7 @@ class LoopbackCollector:
         self.reported: set[str] = set()
         self.lock = threading.Lock()
 
-    def transport(self, url: str = "loopback") -> "LoopbackTransport":
+    def transport(self, url: str = "loopback") -> LoopbackTransport:
         return LoopbackTransport(self)
 
     def plan(self) -> Plan:

@@ -65,10 +65,10 @@ def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, con
 
     from data.dataset import FederatedData
     from device_sim.fleet import fetch_published_weights, run_devices
-    from fedkeys.serving import ServerProcess, write_server_config
     from federated.sampling import sample_clients
     from federated.tff_model import initial_weights
     from federated.training import run_federated
+    from server.process import ServerProcess, write_server_config
     from model.nwp import build_model, weight_names
     from model.weights_io import load_weights, save_weights
     from tflite_export.bundle import export_bundle

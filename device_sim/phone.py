@@ -27,16 +27,17 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from data.sequences import batches
+from device_sim.transport import Plan, Transport, TransportError
 from fedmath import encodings, privacy, wire
 from fedmath.error_feedback import ErrorFeedback
 from fedmath.types import Weights
-from device_sim.transport import Plan, Transport, TransportError
 
 # Outcome statuses
 ACCEPTED = "accepted"  # the server took the update

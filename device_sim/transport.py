@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -72,7 +73,7 @@ class Plan:
     deadline_unix: float
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "Plan":
+    def from_json(cls, raw: dict[str, Any]) -> Plan:
         try:
             return cls(
                 round=int(raw["round"]), model_version=int(raw["model_version"]),

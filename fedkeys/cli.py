@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in COMMANDS.items():
         p = sub.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__)
         p.add_argument("--preset", default="default", help="tiny (tests), default (demo) or gboard")
-        p.add_argument("--out", required=name not in ("serve", "report"), help="output directory")
+        p.add_argument("--out", required=name not in ("serve", "report", "train"), help="output directory")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override a config field, e.g. --set train.rounds=5 (repeatable)")
         module.add_arguments(p)

@@ -14,7 +14,7 @@ simulator and any simulation-side model of compression share one implementation.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

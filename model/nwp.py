@@ -112,7 +112,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int
     h = embedding(tokens)
     if cfg.cell == "cifg":  # projection inside the recurrence: the output already has the embedding width
         h = tf.keras.layers.RNN(CIFGCell(cfg.lstm_units, cfg.embedding_dim, seed=seed, name="cifg_cell"),
-                                return_sequences=True, name="cifg")(h)
+                                return_sequences=True, unroll=unroll, name="cifg")(h)
         logits = TiedOutput(embedding, name="tied_output")(h)
         return tf.keras.Model(tokens, logits, name="nwp_cifg")
     h = tf.keras.layers.LSTM(

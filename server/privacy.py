@@ -78,8 +78,8 @@ class ServerPrivacy:
 
     def epsilon(self, events: Sequence[tuple[float, float]], delta: float) -> Optional[float]:
         """Epsilon after these rounds, or None when not differentially private (no noise)."""
-        if self.mode == "none":
-            return None
+        if self.mode == "none" or not 0 < delta < 1:
+            return None  # no noise, or a population too small (N = 1 gives delta = 1) for any claim
         eps = accounting.dp_epsilon(list(events), delta)
         return None if math.isinf(eps) else eps
 

@@ -32,7 +32,6 @@ import numpy as np
 
 from fedmath import encodings
 from fedmath.aggregate import RunningSum, apply_delta
-from fedmath.types import Weights
 from server import files, pace, validation
 from server.bundle import Bundle, load_initial_weights
 from server.errors import ApiError
@@ -40,7 +39,7 @@ from server.privacy import ServerPrivacy
 from server.settings import Settings
 from server.storage import Round, SqliteStore
 
-ENCODING = "float32"
+SPOOL_ENCODING = "float32"  # spooled updates are stored decoded, so a replay needs no codec
 ORPHAN_AGE_S = 120.0  # an unreferenced spool file older than this is left over from a crash
 
 
@@ -165,7 +164,7 @@ class Collector:
         return {
             "round": rnd.round, "model_version": rnd.model_version, "local_epochs": s.local_epochs,
             "batch_size": s.batch_size, "learning_rate": s.learning_rate,
-            "clip_norm": self.settings.privacy.clip_norm, "noise_std": rnd.noise_std, "encoding": ENCODING,
+            "clip_norm": self.settings.privacy.clip_norm, "noise_std": rnd.noise_std, "encoding": self.settings.server.encoding,
             "max_examples": s.max_examples, "deadline_unix": rnd.deadline,
         }
 
@@ -252,14 +251,15 @@ class Collector:
         if answer is not None:
             return answer
         checked = validation.check_content(
-            header, payload, self.shapes, max_examples=self.settings.server.max_examples, encoding=ENCODING,
+            header, payload, self.shapes, max_examples=self.settings.server.max_examples,
             clip_norm=self.settings.privacy.clip_norm, noise_std=rnd.noise_std,
             norm_slack=self.settings.server.norm_slack, norm_policy=self.settings.collector.norm_policy)
         update = validation.prepared(checked.update, checked.clip_to)
         weight = self.dp.weight(header.num_examples)
         slot = self.slots.acquire(lambda name: self.store.spool_owner(name) is not None)
         try:
-            self.slots.write(slot, payload)
+            spooled = payload if header.encoding == SPOOL_ENCODING else encodings.encode_float32(checked.update)
+            self.slots.write(slot, spooled)
             with self.store.write() as c:
                 rnd = self.store.get_round(r, c)
                 answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id, c),
@@ -299,7 +299,7 @@ class Collector:
             self._cache = cache
         for rec in self.store.updates_between(c, rnd.round, cache.seq, upto_seq):
             with open(os.path.join(self.spool_dir, rec.spool), "rb") as f:
-                update = encodings.decode(ENCODING, f.read(), self.shapes)
+                update = encodings.decode(SPOOL_ENCODING, f.read(), self.shapes)
             cache.rs.add(validation.prepared(update, rec.clip_to), rec.weight)
             cache.seq = rec.seq
         return cache

@@ -8,7 +8,7 @@ status docs/http_api.md gives it:
    again, another id 409 `duplicate`;
 3. the round exists and is open (409 `round_closed`), the device was selected for it (403
    `not_selected`), the update was computed from the round's model version (409 `stale_version`);
-4. `num_examples` within the plan's cap (400 `too_many_examples`), the plan's encoding
+4. `num_examples` within the plan's cap (400 `too_many_examples`), a known encoding
    (400 `bad_encoding`), the payload decodes to the model's shapes (400 `bad_payload`) with
    finite values only (400 `non_finite`);
 5. its L2 norm at most what the clip plus the plan's noise allows
@@ -86,14 +86,19 @@ def check_round(header: wire.UploadHeader, device_id: str, rnd: Optional[Round],
 
 
 def check_content(header: wire.UploadHeader, payload: memoryview, shapes: Shapes, *, max_examples: int,
-                  encoding: str, clip_norm: float, noise_std: float, norm_slack: float,
+                  clip_norm: float, noise_std: float, norm_slack: float,
                   norm_policy: str) -> CheckedUpdate:
-    """Checks of the update itself: examples cap, encoding, shapes, finiteness, norm."""
+    """Checks of the update itself: examples cap, encoding, shapes, finiteness, norm.
+
+    Any encoding in `fedmath.encodings.DECODERS` is accepted, whatever the plan suggested: a
+    phone may send a smaller encoding than planned, and the server decodes what the header names.
+    """
     if header.num_examples > max_examples:
         raise ApiError(400, "too_many_examples",
                        f"num_examples {header.num_examples} exceeds the plan's cap of {max_examples}")
-    if header.encoding != encoding:
-        raise ApiError(400, "bad_encoding", f"the plan's encoding is {encoding!r}, the upload says {header.encoding!r}")
+    if header.encoding not in encodings.DECODERS:
+        raise ApiError(400, "bad_encoding",
+                       f"unknown encoding {header.encoding!r}; expected one of {sorted(encodings.DECODERS)}")
     try:
         update = encodings.decode(header.encoding, payload, shapes)
     except encodings.EncodingError as e:

@@ -115,8 +115,8 @@ def test_names_with_parameters():
 def test_error_feedback_carries_the_residual_across_rounds_by_hand():
     # top-1 of a 3-vector each round (fraction 0.3: k = ceil(0.9) = 1), residual kept on the device.
     fb = ErrorFeedback([(3,)])
-    codec = lambda u: enc.encode("topk:0.3", u)  # noqa: E731
-    decode = lambda p: enc.decode("topk", p, [(3,)])  # noqa: E731
+    codec = lambda u: enc.encode("topk:0.3", u)
+    decode = lambda p: enc.decode("topk", p, [(3,)])
 
     # round 1: delta [3, 2, 1] -> send [3, 0, 0], keep [0, 2, 1]
     sent1 = decode(fb.step([np.array([3.0, 2.0, 1.0], np.float32)], codec, decode))

@@ -61,7 +61,7 @@ def test_one_round_with_tflite_phones_publishes_a_new_version(stack, tmp_path):
         assert first["model_version"] == 1 and first["accepted"] >= cfg.server.goal_count
         assert first["mean_loss"] is not None and np.isfinite(first["mean_loss"])
 
-        names, initial = load_weights(os.path.join(bundle_dir, "weights.npz"))
+        _, initial = load_weights(os.path.join(bundle_dir, "weights.npz"))
         new = fetch_published_weights(srv.url, 1, [a.shape for a in initial])
         assert all(np.all(np.isfinite(w)) for w in new)
         moved = max(float(np.max(np.abs(a - b))) for a, b in zip(new, initial))

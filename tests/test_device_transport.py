@@ -74,7 +74,7 @@ def test_5xx_is_retried_with_backoff_then_succeeds(stub):
 
 
 def test_upload_waits_out_429_then_reports_rejection_as_a_result(stub):
-    url, script, seen = stub
+    url, script, _ = stub
     script["upload"] = [(429, {"error": "rate_limited"}, {"Retry-After": "2"}),
                         (409, {"error": "stale_version", "detail": "round 3 is closed"}, {})]
     sleeps: list = []

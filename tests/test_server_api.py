@@ -239,7 +239,8 @@ def _bad_bodies():
         "inf": (400, "non_finite", upload_body(0, 0, inf, 5)),
         "examples_cap": (400, "too_many_examples", upload_body(0, 0, good, 101)),
         "zero_examples": (400, "malformed", upload_body(0, 0, good, 1).replace(b'"num_examples": 1', b'"num_examples": 0')),
-        "encoding": (400, "bad_encoding", upload_body(0, 0, good, 5, encoding="int8")),
+        "encoding": (400, "bad_encoding", upload_body(0, 0, good, 5, encoding="bf16")),
+        "wrong_codec": (400, "bad_payload", upload_body(0, 0, good, 5, encoding="int8")),
         "norm": (400, "norm_too_large", upload_body(0, 0, [g * 1000 for g in good], 5)),
         "stale_version": (409, "stale_version", upload_body(0, 3, good, 5)),
     }
@@ -329,3 +330,24 @@ def test_numbers_beyond_sqlite_range_are_4xx(client, selected):
     assert r.status_code in (400, 404)
     r = client.post("/v1/rounds/0/updates", data=upload_body(0, 2**70, small_update(1.0), 5), headers=h)
     assert r.status_code == 400 and r.json["error"] == "malformed"
+
+
+def test_compressed_uploads_are_decoded_by_the_header_encoding(app, client):
+    """int8 and top-k uploads are decoded as their header says and averaged like float32 ones."""
+    heads = [register(client, f"c{i}") for i in range(2)]
+    for h in heads:
+        assert checkin(client, h).status_code == 200
+    rng = np.random.default_rng(3)
+    u1, u2 = small_update(1.0), small_update(-0.5)
+    bodies = []
+    for i, (u, name) in enumerate([(u1, "int8"), (u2, "topk:0.5")]):
+        payload = encodings.encode(name, u, rng)
+        header = wire.UploadHeader(round=0, model_version=0, num_examples=10, encoding=encodings.base_name(name),
+                                   upload_id=f"cmp-{i}")
+        bodies.append((wire.pack(header, payload), encodings.decode(name, payload, SHAPES)))
+    for (body, _), h in zip(bodies, heads):
+        assert client.post("/v1/rounds/0/updates", data=body, headers=h).status_code == 202
+    w0 = encodings.decode_float32(client.get("/v1/model/0/weights", headers=heads[0]).data, SHAPES)
+    got = encodings.decode_float32(client.get("/v1/model/1/weights", headers=heads[0]).data, SHAPES)
+    for a, g, d1, d2 in zip(w0, got, bodies[0][1], bodies[1][1]):
+        np.testing.assert_allclose(g, a + (d1 + d2) / 2, rtol=1e-6, atol=1e-7)

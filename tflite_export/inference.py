@@ -29,8 +29,7 @@ import tensorflow as tf
 from configs.schema import ModelConfig
 from data.special_ids import PAD_ID
 from model.metrics import NEVER_SUGGESTED
-from model.nwp import build_model
-from tflite_export.trainable import unroll_recurrence
+from model.nwp import build_model, hidden_states
 
 SUGGEST = "suggest"
 
@@ -55,10 +54,8 @@ class SuggestNWP(tf.Module):
             raise ValueError(f"top_k must be in [1, {vocab_size - len(NEVER_SUGGESTED)}], got {top_k}")
         self.top_k = int(top_k)
         self.seq_len = int(seq_len)
-        self.model = build_model(cfg, vocab_size, seq_len, batch_size=1)
+        self.model = build_model(cfg, vocab_size, seq_len, batch_size=1, unroll=unroll)
         self.model.set_weights([np.asarray(w, np.float32) for w in weights])
-        if unroll:
-            unroll_recurrence(self.model)
         mask = np.ones([vocab_size], np.float32)
         mask[list(NEVER_SUGGESTED)] = 0.0
         self.suggestible = tf.constant(mask)
@@ -67,8 +64,7 @@ class SuggestNWP(tf.Module):
 
     def _suggest(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
         m = self.model
-        h = m.get_layer("lstm")(m.get_layer("embedding")(x))
-        h = m.get_layer("projection")(h)                                   # [1, T, D]
+        h = hidden_states(m, x)                                            # [1, T, D]
         length = tf.reduce_sum(tf.cast(tf.not_equal(x, PAD_ID), tf.int32), axis=1)
         last = tf.maximum(length - 1, 0)                                   # [1]
         h_last = tf.gather(h, last, axis=1, batch_dims=1)                  # [1, D]

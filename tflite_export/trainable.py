@@ -51,24 +51,6 @@ def sgd_step(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -
     return loss
 
 
-def unroll_recurrence(model: tf.keras.Model) -> None:
-    """Make the model's recurrent layers unroll their T steps when traced.
-
-    Keras runs an LSTM as a `while` loop; the loop's gradient needs TensorList ops, which TFLite
-    only has through the Flex delegate (about 23 MB on Android against 0.8 MB for builtins).
-    Unrolled, the forward and backward passes are plain builtin ops (MatMul, Add, Logistic, ...)
-    and compute the same numbers; with T fixed (20 for fedkeys) the graph stays small.
-    The weights, their names and their order are unchanged.
-    """
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.RNN):
-            layer.unroll = True
-            # Keras' LSTM/GRU pick a fused (cuDNN-or-fallback) path when it can run; that path
-            # ignores `unroll`. This flag is the one Keras itself sets when unroll=True.
-            if hasattr(layer, "_could_use_gpu_kernel"):
-                layer._could_use_gpu_kernel = False
-
-
 class TrainableNWP(tf.Module):
     """The next-word model with fixed-shape signatures for TFLite on-device training.
 
@@ -78,9 +60,10 @@ class TrainableNWP(tf.Module):
         seq_len: T.
         batch_size: the static on-device batch size B (the plan's ServerConfig.batch_size).
         seed: initializer seed (the weights are normally replaced through `set_weights`).
-        unroll: unroll the LSTM over the T steps (see `unroll_recurrence`), which keeps the
-            `train` signature on builtin ops; False keeps Keras' while loop, whose gradient
-            needs about ten Select TF ops (TensorList*, BiasAddGrad, AddN, ...).
+        unroll: unroll the recurrence over the T steps (`build_model(unroll=True)`), which keeps
+            the `train` signature on builtin ops; False keeps Keras' while loop, whose gradient
+            needs about ten Select TF ops (TensorList*, BiasAddGrad, AddN, ...), which TFLite only
+            has through the Flex delegate (about 23 MB on Android against 0.8 MB for builtins).
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int,
@@ -91,9 +74,7 @@ class TrainableNWP(tf.Module):
         self.vocab_size = int(vocab_size)
         self.seq_len = int(seq_len)
         self.batch_size = int(batch_size)
-        self.model = build_model(cfg, vocab_size, seq_len, batch_size=batch_size, seed=seed)
-        if unroll:
-            unroll_recurrence(self.model)
+        self.model = build_model(cfg, vocab_size, seq_len, batch_size=batch_size, seed=seed, unroll=unroll)
         self.names = weight_names(self.model)
         self.shapes = [tuple(int(d) for d in v.shape) for v in self.model.trainable_weights]
         tokens = tf.TensorSpec([batch_size, seq_len], tf.int32)

@@ -2,17 +2,22 @@
 
 `fedkeys data --out DIR` writes per-user shards, splits.json and spm.model into DIR.
 `--source jsonl:PATH` reads a gzip or plain JSONL file of {"user","text"} lines instead.
+`fedkeys data stats --out DIR` streams any source and writes stats.json and a histogram of
+messages per user (100,000 synthetic users never sit in memory at once).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 
 from fedkeys.commands.common import run_config, start, write_summary
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=("prepare", "stats"), default="prepare",
+                   help="prepare (default): shards and vocabulary; stats: population statistics")
     p.add_argument("--source", help="synthetic (default) or jsonl:PATH; same as --set data.source=...")
     p.add_argument("--users", type=int, help="synthetic population size; same as --set data.num_users=N")
 
@@ -29,6 +34,13 @@ def with_cli_data_options(cfg, args):
 def run(args: argparse.Namespace) -> int:
     cfg = with_cli_data_options(run_config(args), args)
     start(args, cfg)
+    if args.action == "stats":
+        from data.stats import data_stats
+
+        stats = data_stats(cfg.data, args.out)
+        write_summary(args.out, {"stage": "data stats", **stats})
+        print(json.dumps(stats, indent=2, default=float))
+        return 0
     from data.prepare import prepare
 
     summary = prepare(cfg.data, args.out)

@@ -4,6 +4,11 @@
 bundle unless --server URL names a running one, then N phones (one per training user) check in,
 download the model, train through the TFLite `train` signature, clip, add noise and upload over
 HTTP for R rounds. Each published version is scored on held-out users.
+
+With --sim-hours H the phones instead live through H hours of an accelerated simulated clock
+(a day in about ten minutes): they become eligible when idle, charging and on an unmetered
+network (the availability model in fedmath/availability.py), straggle and drop out, and the
+summary counts rounds, reports, dropouts, stragglers and bytes over the day.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, help="phones (devices.num_devices)")
     p.add_argument("--rounds", type=int, help="rounds to run (devices.rounds)")
     p.add_argument("--concurrency", type=int, help="phones training at once (devices.concurrency)")
+    p.add_argument("--sim-hours", type=float, help="run over this many simulated hours instead of --rounds")
+    p.add_argument("--encoding", help="update encoding for every phone: float32, int8, topk:F, topk_int8:F")
 
 
 def _with_cli_options(cfg, args):
@@ -45,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     data = FederatedData(data_dir)
     users = sorted(data.users("train"))[: cfg.devices.num_devices]
-    if len(users) < cfg.server.goal_count:
+    if len(users) < cfg.server.goal_count and not args.sim_hours:
         raise ValueError(f"{len(users)} phones cannot reach the round goal of {cfg.server.goal_count} reports")
     clients = {u: data.client_examples(u, cfg.data.seq_len, max_examples=cfg.server.max_examples) for u in users}
     shapes = [tuple(w["shape"]) for w in read_manifest(args.bundle)["weights"]]
@@ -70,11 +77,27 @@ def run(args: argparse.Namespace) -> int:
             print(f"devices: round {report.round} published v{report.model_version}: "
                   f"top-1 {ev['top1']:.4f}, top-3 {ev['top3']:.4f}", flush=True)
 
+    base: dict[str, Any] = {"stage": "devices", "data_dir": data_dir, "server": url,
+                            "bundle_dir": os.path.abspath(args.bundle)}
+    if args.sim_hours:
+        from device_sim.day import DayConfig, simulate_day
+
+        def on_version(version: int, sim_hour: float) -> dict[str, float]:
+            return evaluate_weights(cfg, data, fetch_published_weights(url, version, shapes), xy)
+
+        with server:
+            day = simulate_day(url, clients, DayConfig(sim_hours=args.sim_hours, seed=cfg.devices.seed),
+                               concurrency=cfg.devices.concurrency, encoding=args.encoding, on_version=on_version)
+        summary = {**base, "sim_hours": args.sim_hours, **day.summary()}
+        write_summary(args.out, summary)
+        print(f"devices: {summary['rounds_completed']} rounds in {args.sim_hours:g} simulated hours, "
+              f"{summary['accepted']} accepted, {summary['dropouts']} dropouts, {summary['stragglers']} stragglers, "
+              f"{summary['bytes_up']:,} bytes up -> {args.out}")
+        return 0
     with server:
         result = run_devices(url, clients, rounds=cfg.devices.rounds, concurrency=cfg.devices.concurrency,
-                             seed=cfg.devices.seed, on_round=score)
-    summary: dict[str, Any] = {"stage": "devices", "data_dir": data_dir, "server": url,
-                               "bundle_dir": os.path.abspath(args.bundle), **result.summary()}
+                             seed=cfg.devices.seed, encoding=args.encoding, on_round=score)
+    summary = {**base, **result.summary()}
     for r in summary["rounds"]:
         r["eval"] = scores.get(r["model_version"])
     write_summary(args.out, summary)

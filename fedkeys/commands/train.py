@@ -1,12 +1,15 @@
 """Train the next-word LSTM with TFF federated averaging over the training users.
 
 `fedkeys train --data DATA_DIR --out RUN_DIR` writes metrics.csv, weights.npz and summary.json.
-`--dry-run` prints the model's parameter count for the preset and trains nothing.
+`--centralized` trains the same model on the pooled training users instead (the baseline),
+`--resume` continues a killed run from its last checkpoint, `--dp fixed|adaptive` turns on
+TFF's DP aggregator with privacy accounting, and `--dry-run` prints the model's size.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from fedkeys.commands.common import run_config, stage_config, start, write_summary
@@ -15,6 +18,11 @@ from fedkeys.commands.common import run_config, stage_config, start, write_summa
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="a directory made by `fedkeys data`")
     p.add_argument("--dry-run", action="store_true", help="print the model size and exit")
+    p.add_argument("--centralized", action="store_true", help="train on the pooled training users (baseline)")
+    p.add_argument("--examples", type=int, help="--centralized: examples to process (default: matched to FL)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--dp", choices=("none", "fixed", "adaptive"), help="same as --set privacy.dp=...")
+    p.add_argument("--algorithm", help="fedavg, fedavgm, fedadam, fedyogi or fedprox (train.algorithm)")
 
 
 def dry_run(cfg) -> int:
@@ -30,14 +38,27 @@ def dry_run(cfg) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(run_config(args))
-    if not args.data:
-        raise ValueError("train needs --data DATA_DIR (the output of `fedkeys data`)")
+    if not args.data or not args.out:
+        raise ValueError("train needs --data DATA_DIR (the output of `fedkeys data`) and --out RUN_DIR")
     cfg = stage_config(args, args.data, whole=False)
-    start(args, cfg)
+    if args.dp:
+        cfg = dataclasses.replace(cfg, privacy=dataclasses.replace(cfg.privacy, dp=args.dp))
+    if args.algorithm:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, algorithm=args.algorithm))
     from data.dataset import FederatedData
-    from federated.training import run_federated
 
-    result = run_federated(cfg, FederatedData(args.data), args.out)
+    data = FederatedData(args.data)
+    if args.centralized:
+        from model.centralized import train_centralized
+
+        start(args, cfg)
+        result = train_centralized(cfg, data, args.out, examples=args.examples)
+    else:
+        from federated.training import run_federated
+
+        if not args.resume:
+            start(args, cfg)  # a resumed run keeps (and checks) the config.json it started with
+        result = run_federated(cfg, data, args.out, resume=args.resume)
     write_summary(args.out, {"stage": "train", "data_dir": os.path.abspath(args.data), **result})
     final = result.get("final_eval", {})
     print(f"train: held-out top-1 {final.get('top1', float('nan')):.4f}, "
