@@ -105,3 +105,64 @@ class NextWordAccumulator:
         if self.has_log_prob:
             out["perplexity"] = math.exp(self.neg_log_prob / self.words) if self.words else float("nan")
         return out
+
+
+class KeystrokeSavings:
+    """Keystroke savings rate with a suggestion strip of `slots` words.
+
+    For each target word w of L letters, typed letter by letter: before each keystroke
+    (having typed the prefix w[:j], j = 0 .. L-1) the strip shows the `slots` most probable
+    suggestible vocabulary words that start with w[:j]. The first time w is in the strip the
+    user taps it, having spent j + 1 keystrokes instead of L, so L - (j + 1) are saved. A word
+    never offered (for example an OOV word, target UNK) costs its full L. The rate is
+    saved keystrokes / letters typed without suggestions, over all counted targets (the same
+    targets as top-k recall: PAD and EOS excluded). Letters of an UNK target are unknown, so
+    UNK targets count 0 saved of `unk_letters` (default 5, about an average English word).
+    """
+
+    def __init__(self, words: Sequence[str], slots: int = 3, unk_letters: int = 5) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        self.words = list(words)
+        self.slots = slots
+        self.unk_letters = unk_letters
+        self.saved = 0
+        self.typed = 0
+
+    def _saved_for(self, order: np.ndarray, target: int) -> tuple[int, int]:
+        word = self.words[target]
+        length = len(word)
+        for j in range(length):
+            prefix = word[:j]
+            strip = []
+            for i in order:
+                if self.words[i].startswith(prefix):
+                    strip.append(int(i))
+                    if len(strip) == self.slots:
+                        break
+            if target in strip:
+                return length - (j + 1), length
+        return 0, length
+
+    def update_logits(self, logits: np.ndarray, y: np.ndarray) -> None:
+        """Add a batch of logits [..., V] with targets [...]."""
+        if logits.shape[:-1] != y.shape:
+            raise ValueError(f"logits {logits.shape} do not match targets {y.shape}")
+        if logits.shape[-1] != len(self.words):
+            raise ValueError(f"logits have {logits.shape[-1]} ids but the vocabulary has {len(self.words)} words")
+        mask = target_mask(y)
+        scores = np.array(logits[mask], dtype=np.float64)
+        scores[:, list(NEVER_SUGGESTED)] = -np.inf
+        for row, target in zip(scores, y[mask]):
+            if target == UNK_ID:
+                self.typed += self.unk_letters
+                continue
+            order = np.argsort(-row, kind="stable")
+            order = order[np.isfinite(row[order])]
+            saved, typed = self._saved_for(order, int(target))
+            self.saved += saved
+            self.typed += typed
+
+    def result(self) -> dict[str, float]:
+        return {"keystroke_savings": self.saved / self.typed if self.typed else 0.0,
+                "letters": float(self.typed)}

@@ -71,3 +71,33 @@ def test_rejects_mismatched_shapes_and_bad_k():
         acc.update_logits(np.zeros((2, 8)), np.zeros(3, int))
     with pytest.raises(ValueError, match="k must be"):
         suggestions(np.zeros((1, 8)), 5)
+
+
+def test_keystroke_savings_hand_computed():
+    from model.metrics import KeystrokeSavings
+
+    #        0      1      2      3      4       5      6       7
+    words = ["<p>", "<u>", "<s>", "</s>", "the", "then", "they", "hello"]
+    ks = KeystrokeSavings(words, slots=1)
+    # Scores: "then" > "the" > "they" > "hello".
+    row = np.array([0, 9, 0, 0, 3.0, 4.0, 2.0, 1.0])
+    # Target "the" (3 letters): j=0 strip ["then"]; j=1 prefix "t" -> ["then"]; j=2 prefix "th" -> ["then"]:
+    # never offered with one slot -> 0 saved of 3.
+    # Target "hello" (5 letters): j=0 -> ["then"]; j=1 prefix "h" -> ["hello"]: tapped after 2 keystrokes,
+    # 3 saved of 5.
+    # Target UNK: 0 saved of 5 (unk_letters). Target EOS: not counted.
+    ks.update_logits(np.stack([row, row, row, row]), np.array([4, 7, 1, 3]))
+    r = ks.result()
+    assert r["letters"] == 3 + 5 + 5
+    assert r["keystroke_savings"] == pytest.approx(3 / 13)
+    # With a three-slot strip "the" is offered before any letter: 3 - 1 = 2 saved.
+    ks3 = KeystrokeSavings(words, slots=3)
+    ks3.update_logits(row[None], np.array([4]))
+    assert ks3.result()["keystroke_savings"] == pytest.approx(2 / 3)
+
+
+def test_keystroke_savings_rejects_vocabulary_mismatch():
+    from model.metrics import KeystrokeSavings
+
+    with pytest.raises(ValueError, match="vocabulary has 2 words"):
+        KeystrokeSavings(["a", "b"]).update_logits(np.zeros((1, 8)), np.array([4]))

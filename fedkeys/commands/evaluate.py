@@ -33,6 +33,20 @@ def evaluate_weights(cfg, data, weights, xy=None) -> dict[str, float]:
     return evaluate(model, weights, x, y)
 
 
+def keystroke_savings(cfg, data, weights, xy=None, max_rows: int = 200) -> dict[str, float]:
+    """Keystroke savings with a three-slot strip (model.metrics.KeystrokeSavings) on the first
+    `max_rows` held-out sequences (it ranks the vocabulary per letter, so it is the slow metric)."""
+    from model.metrics import KeystrokeSavings
+    from model.nwp import build_model
+
+    x, y = xy if xy is not None else heldout(cfg, data)
+    model = build_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len)
+    model.set_weights([w for w in weights])
+    ks = KeystrokeSavings(data.tokenizer.words, slots=3)
+    ks.update_logits(model.predict(x[:max_rows], batch_size=64, verbose=0), y[:max_rows])
+    return ks.result()
+
+
 def baseline(cfg, data, xy=None) -> dict[str, float]:
     """The most-frequent-word baseline, trained on the training users, scored the same way."""
     from model.evaluate import most_frequent_word_baseline
@@ -52,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     data = FederatedData(data_dir)
     xy = heldout(cfg, data)
     _, weights = load_weights(args.weights or os.path.join(args.run_dir, "weights.npz"))
-    scores = {"model": evaluate_weights(cfg, data, weights, xy), "most_frequent_word": baseline(cfg, data, xy)}
-    print(table([(name, f"{s['top1']:.4f}", f"{s['top3']:.4f}", f"{s.get('perplexity', float('nan')):.1f}")
-                 for name, s in scores.items()], ("model", "top-1", "top-3", "perplexity")))
+    scores = {"model": {**evaluate_weights(cfg, data, weights, xy), **keystroke_savings(cfg, data, weights, xy)},
+              "most_frequent_word": baseline(cfg, data, xy)}
+    print(table([(name, f"{s['top1']:.4f}", f"{s['top3']:.4f}", f"{s.get('perplexity', float('nan')):.1f}",
+                  f"{s['keystroke_savings']:.4f}" if "keystroke_savings" in s else "")
+                 for name, s in scores.items()], ("model", "top-1", "top-3", "perplexity", "keystroke savings")))
     write_summary(args.out, {"stage": "evaluate", "data_dir": data_dir, "scores": scores})
     return 0
