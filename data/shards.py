@@ -74,7 +74,8 @@ def read_shard(path: str) -> list[Message]:
                 obj = json.loads(line)
                 out.append((float(obj["t"]), str(obj["text"])))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{lineno}: expected {{\"user\", \"t\", \"text\"}}, got {line[:80]!r} ({e})") from None
+                raise ValueError(
+                    f"{path}:{lineno}: expected {{\"user\", \"t\", \"text\"}}, got {line[:80]!r} ({e})") from None
     return out
 
 
