@@ -320,7 +320,6 @@ def crash_round(root: str, goal: int, kills: int, workers: int, seed: int) -> di
     srv = ServerProcess(root, cfg, workers=workers, threads=4).start()
     url = srv.url
     ups = clean_updates(goal, seed + 1)
-    done = threading.Event()
     progress = [0]  # upload attempts sent
     lock = threading.Lock()
     outcomes: list[dict] = []

@@ -89,6 +89,14 @@ def spread_indices(n: int, k: int) -> np.ndarray:
     return (np.arange(k, dtype=np.int64) * n) // k
 
 
+def check_batching(x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+    """Raise ValueError unless x and y are [N, T] arrays of one shape and batch_size >= 1."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"expected x and y of the same shape [N, T], got {x.shape} and {y.shape}")
+
+
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int, pad_last: bool = False) -> list[Batch]:
     """Consecutive batches of `(x, y)`, in order (no shuffle).
 
@@ -106,10 +114,7 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, pad_last: bool = Fals
     Raises:
         ValueError: if the shapes differ or batch_size < 1.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if x.shape != y.shape or x.ndim != 2:
-        raise ValueError(f"expected x and y of the same shape [N, T], got {x.shape} and {y.shape}")
+    check_batching(x, y, batch_size)
     out: list[Batch] = []
     for start in range(0, x.shape[0], batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]

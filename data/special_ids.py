@@ -15,3 +15,4 @@ EOS_ID = 3  # end of a message: never counted as a word target
 
 SPECIAL_IDS = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
 SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
+SPECIAL_ID_NAMES = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}  # as manifest.json stores them

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from data.sequences import check_batching
+
 
 def client_dataset(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Batches of one client's examples, in order, the last one possibly short.
@@ -25,9 +27,6 @@ def client_dataset(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dat
     Raises:
         ValueError: if the shapes differ or batch_size < 1.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if x.shape != y.shape or x.ndim != 2:
-        raise ValueError(f"expected x and y of the same shape [N, T], got {x.shape} and {y.shape}")
+    check_batching(x, y, batch_size)
     ds = tf.data.Dataset.from_tensor_slices((x.astype(np.int32), y.astype(np.int32)))
     return ds.batch(batch_size)

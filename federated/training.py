@@ -23,7 +23,6 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_federated as tff
 
 from configs.io import read_config, to_dict, write_config
 from configs.schema import RunConfig

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedmath.digest import sha256_file
 from fedmath.types import Weights
 
 MANIFEST = "manifest.json"
@@ -36,16 +37,6 @@ class Bundle:
         if name not in self.files:
             return None
         return os.path.join(self.directory, name)
-
-
-def _sha256_file(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_bundle(directory: str) -> Bundle:
@@ -79,7 +70,7 @@ def load_bundle(directory: str) -> Bundle:
             raise ValueError(f"{path}: file name {name!r} must be a plain name inside the bundle")
         if os.path.isfile(os.path.join(directory, name)):
             servable[name] = str(sha)
-    servable[MANIFEST] = _sha256_file(path)
+    servable[MANIFEST] = sha256_file(path)
     return Bundle(directory, manifest, tuple(names), tuple(shapes), servable)
 
 

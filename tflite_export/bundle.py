@@ -15,7 +15,6 @@ trainable.tflite and spm.model. Neither guesses a shape, a name or a special id.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from configs.schema import RunConfig
-from data.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from data.special_ids import SPECIAL_ID_NAMES
+from fedmath.digest import sha256_file
 from model.weights_io import load_weights, save_weights
 
 MANIFEST = "manifest.json"
@@ -34,15 +34,6 @@ WEIGHTS = "weights.npz"
 INFER_FLOAT = "infer.tflite"
 INFER_INT8 = "infer_int8.tflite"
 FORMAT = "fedkeys-bundle/1"
-SPECIAL_IDS = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_bytes(path: str, content: bytes) -> None:
@@ -128,7 +119,7 @@ def export_bundle(cfg: RunConfig, weights_path: str | None, tokenizer_path: str,
         "seq_len": int(seq_len),
         "batch_size": int(batch_size),
         "learning_rate": float(cfg.server.learning_rate),
-        "special_ids": dict(SPECIAL_IDS),
+        "special_ids": dict(SPECIAL_ID_NAMES),
         "num_params": int(sum(int(np.size(a)) for a in arrays)),
         "weights": [{"name": n, "shape": list(s), "dtype": "float32"}
                     for n, s in zip(module.names, module.shapes)],

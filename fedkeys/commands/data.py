@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 
 from fedkeys.commands.common import run_config, start, write_summary
 
@@ -18,7 +19,9 @@ from fedkeys.commands.common import run_config, start, write_summary
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=("prepare", "stats"), default="prepare",
                    help="prepare (default): shards and vocabulary; stats: population statistics")
-    p.add_argument("--source", help="synthetic (default) or jsonl:PATH; same as --set data.source=...")
+    p.add_argument("--source", help="synthetic (default), jsonl:PATH, tff:stackoverflow or tff:shakespeare")
+    p.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "fedkeys", "tff"),
+                   help="tff: sources: where TFF's download is cached")
     p.add_argument("--users", type=int, help="synthetic population size; same as --set data.num_users=N")
 
 
@@ -31,8 +34,19 @@ def with_cli_data_options(cfg, args):
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes)) if changes else cfg
 
 
+def resolve_tff_source(cfg, args):
+    """A tff:NAME source becomes the JSONL that federated.datasets writes from TFF's loader."""
+    if not cfg.data.source.startswith("tff:"):
+        return cfg
+    from federated.datasets import export_tff_source
+
+    name = cfg.data.source.split(":", 1)[1]
+    path = export_tff_source(name, args.cache_dir, os.path.join(args.out, f"tff_{name}.jsonl.gz"), cfg.data.max_users)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=f"jsonl:{path}"))
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = with_cli_data_options(run_config(args), args)
+    cfg = resolve_tff_source(with_cli_data_options(run_config(args), args), args)
     start(args, cfg)
     if args.action == "stats":
         from data.stats import data_stats
