@@ -23,6 +23,15 @@ def _sizes(shapes: Shapes) -> list[int]:
     return [int(np.prod(s, dtype=np.int64)) for s in shapes]
 
 
+def unflatten(flat: np.ndarray, shapes: Shapes, dtype: type = np.float32) -> Weights:
+    """Cut a flat vector into tensors of `shapes`, in order (its size must be their total)."""
+    out, start = [], 0
+    for shape, n in zip(shapes, _sizes(shapes)):
+        out.append(flat[start : start + n].reshape(shape).astype(dtype))
+        start += n
+    return out
+
+
 def encode_float32(update: Weights) -> bytes:
     """Concatenate the tensors as little-endian float32, in order."""
     return b"".join(np.ascontiguousarray(u, dtype="<f4").tobytes() for u in update)
@@ -36,11 +45,7 @@ def decode_float32(payload: bytes, shapes: Shapes) -> Weights:
     flat = np.frombuffer(payload, dtype="<f4")
     if not np.all(np.isfinite(flat)):
         raise EncodingError(f"update holds {int(np.sum(~np.isfinite(flat)))} non-finite values")
-    out, start = [], 0
-    for shape, n in zip(shapes, sizes):
-        out.append(flat[start : start + n].reshape(shape).astype(np.float32))
-        start += n
-    return out
+    return unflatten(flat, shapes, np.float32)
 
 
 ENCODERS: dict[str, Callable[..., bytes]] = {"float32": encode_float32}

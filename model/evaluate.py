@@ -50,7 +50,10 @@ def evaluate(model, weights: Sequence[np.ndarray] | None, x: np.ndarray, y: np.n
             v.assign(a)
     static = model.inputs[0].shape[0]
     step = static or batch_size
-    forward = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+    forward = getattr(model, "_fedkeys_forward", None)
+    if forward is None:  # traced once per model, not once per evaluation (each round calls this)
+        forward = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+        model._fedkeys_forward = forward
     acc = NextWordAccumulator(ks=(1, 3))
     for start in range(0, len(x), step):
         xb, yb = x[start:start + step], y[start:start + step]

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fedmath import encodings
 from fedmath.types import Shapes, Weights
 
 
@@ -87,11 +88,7 @@ def read_sums(path: str, shapes: Shapes) -> list[np.ndarray]:
     sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
     if flat.size != sum(sizes):
         raise ValueError(f"checkpoint {path} holds {flat.size} values, the model has {sum(sizes)}")
-    out, start = [], 0
-    for shape, n in zip(shapes, sizes):
-        out.append(flat[start : start + n].reshape(shape).astype(np.float64))
-        start += n
-    return out
+    return encodings.unflatten(flat, shapes, np.float64)
 
 
 class SpoolSlots:
