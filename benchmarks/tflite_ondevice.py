@@ -61,10 +61,6 @@ def bench_preset(name: str, users: int, train_steps: int, eval_rows: int, repeat
 
     cfg = configs.preset(name)
     notes = []
-    if cfg.model.cell != "lstm":
-        notes.append(f"model/nwp.py has no {cfg.model.cell!r} cell yet: measured with the plain "
-                     f"LSTM at the same sizes ({cfg.model.lstm_units} units, {cfg.model.embedding_dim}-dim embedding)")
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, cell="lstm"))
     if users:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_users=users))
     data_dir = os.path.join(work, name, "data")
