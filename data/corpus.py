@@ -28,20 +28,19 @@ def _open_text(path: str) -> IO[str]:
     return open(path, "r", encoding="utf-8")
 
 
-def iter_jsonl(path: str) -> Iterator[tuple[int, str, str]]:
-    """Yield `(line_index, user, text)` for every non-blank line of a JSONL file.
+def iter_json_objects(path: str) -> Iterator[tuple[int, dict]]:
+    """Yield `(1-based line number, object)` for every non-blank line of a JSONL file.
 
     Args:
         path: gzip (detected by its magic bytes) or plain UTF-8 JSONL.
 
     Raises:
         FileNotFoundError: if the file is missing.
-        ValueError: on a malformed line, naming the path and the 1-based line number.
+        ValueError: on an unreadable line, invalid JSON or a non-object, naming the path and line.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"corpus file not found: {path}")
     with _open_text(path) as f:
-        index = 0
         lineno = 0
         while True:
             try:
@@ -59,13 +58,23 @@ def iter_jsonl(path: str) -> Iterator[tuple[int, str, str]]:
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got invalid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            user, text = obj.get("user"), obj.get("text")
-            if not isinstance(user, str) or not user:
-                raise ValueError(f"{path}:{lineno}: expected a non-empty string 'user', got {user!r}")
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{lineno}: expected a string 'text', got {text!r}")
-            yield index, user, text
-            index += 1
+            yield lineno, obj
+
+
+def iter_jsonl(path: str) -> Iterator[tuple[int, str, str]]:
+    """Yield `(line_index, user, text)` for every non-blank line of a {"user","text"} JSONL file.
+
+    Raises:
+        FileNotFoundError: if the file is missing.
+        ValueError: on a malformed line, naming the path and the 1-based line number.
+    """
+    for index, (lineno, obj) in enumerate(iter_json_objects(path)):
+        user, text = obj.get("user"), obj.get("text")
+        if not isinstance(user, str) or not user:
+            raise ValueError(f"{path}:{lineno}: expected a non-empty string 'user', got {user!r}")
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{lineno}: expected a string 'text', got {text!r}")
+        yield index, user, text
 
 
 def load_jsonl(path: str, min_messages: int = 1, max_users: int = 0,

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from data.corpus import iter_json_objects
+
 Partition = dict[str, list[int]]  # client id -> record indices, ascending
 SCHEMES = ("iid", "dirichlet", "natural")
 
@@ -117,20 +119,13 @@ def partition_jsonl(in_path: str, out_path: str, scheme: str, field: str = "", n
         raise ValueError(f"scheme {scheme!r} needs field=<record key>, got none")
     texts: list[str] = []
     values: list[Any] = []
-    with open(in_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{in_path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise ValueError(f"{in_path}:{lineno}: expected an object with a string 'text', got {line[:80]!r}")
-            if field and field not in obj:
-                raise ValueError(f"{in_path}:{lineno}: expected field {field!r}, got keys {sorted(obj)}")
-            texts.append(obj["text"])
-            values.append(obj.get(field))
+    for lineno, obj in iter_json_objects(in_path):
+        if not isinstance(obj.get("text"), str):
+            raise ValueError(f"{in_path}:{lineno}: expected an object with a string 'text', got keys {sorted(obj)}")
+        if field and field not in obj:
+            raise ValueError(f"{in_path}:{lineno}: expected field {field!r}, got keys {sorted(obj)}")
+        texts.append(obj["text"])
+        values.append(obj.get(field))
     if scheme == "iid":
         parts = iid(len(texts), num_clients, seed)
     elif scheme == "dirichlet":

@@ -30,6 +30,7 @@ from configs.schema import ModelConfig
 from data.special_ids import PAD_ID
 from model.metrics import NEVER_SUGGESTED
 from model.nwp import build_model, hidden_states
+from tflite_export.runtime import load_interpreter
 
 SUGGEST = "suggest"
 
@@ -106,14 +107,9 @@ class Suggester:
     """
 
     def __init__(self, path_or_bytes: str | bytes, num_threads: int | None = 1) -> None:
-        if isinstance(path_or_bytes, (bytes, bytearray)):
-            content = bytes(path_or_bytes)
-        else:
-            with open(path_or_bytes, "rb") as f:
-                content = f.read()
         # No Flex delegate: the tensorflow wheel's Interpreter only loads it for Flex ops,
         # and convert_builtins has already refused any custom op.
-        self.interpreter = tf.lite.Interpreter(model_content=content, num_threads=num_threads)
+        self.interpreter = load_interpreter(path_or_bytes, num_threads)
         self.runner = self.interpreter.get_signature_runner(SUGGEST)
         self.seq_len = int(self.runner.get_input_details()["x"]["shape"][1])
         self.top_k = int(self.runner.get_output_details()["ids"]["shape"][1])

@@ -24,6 +24,16 @@ from data.special_ids import PAD_ID
 PathOrBytes = str | os.PathLike | bytes
 
 
+def load_interpreter(path_or_bytes: PathOrBytes, num_threads: int | None = None) -> tf.lite.Interpreter:
+    """A `tf.lite.Interpreter` over a .tflite file or its bytes."""
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        content = bytes(path_or_bytes)
+    else:
+        with open(path_or_bytes, "rb") as f:
+            content = f.read()
+    return tf.lite.Interpreter(model_content=content, num_threads=num_threads)
+
+
 class TFLiteModel:
     """The trainable model's signatures (`train`, `infer`, `get_weights`, `set_weights`,
     optionally `save`, `restore`) as numpy calls.
@@ -39,14 +49,9 @@ class TFLiteModel:
     REQUIRED = ("train", "infer", "get_weights", "set_weights")
 
     def __init__(self, path_or_bytes: PathOrBytes, num_threads: int | None = None) -> None:
-        if isinstance(path_or_bytes, (bytes, bytearray)):
-            content = bytes(path_or_bytes)
-        else:
-            with open(path_or_bytes, "rb") as f:
-                content = f.read()
         # The tensorflow wheel's Interpreter attaches the Flex delegate by itself when the
         # model holds Flex ops (only save/restore do in fedkeys' export).
-        self._interpreter = tf.lite.Interpreter(model_content=content, num_threads=num_threads)
+        self._interpreter = load_interpreter(path_or_bytes, num_threads)
         signatures = self._interpreter.get_signature_list()
         missing = [s for s in self.REQUIRED if s not in signatures]
         if missing:
