@@ -48,15 +48,12 @@ def run_encoding(cfg, encoding: str, bundle_dir: str, clients: dict, cohorts: li
         fleet = run_devices("loopback", clients, rounds=len(cohorts), concurrency=concurrency, encoding=encoding,
                             cohort=lambda r: cohorts[r], transport_factory=lb.transport, progress=False)
         return lb.weights, fleet.summary()
-    from server.process import ServerProcess
+    from server.process import ServerProcess, write_server_config
 
-    server_cfg = {"server": dataclasses.asdict(dataclasses.replace(cfg.server, goal_count=k, over_selection=1.0)),
-                  "privacy": dataclasses.asdict(dataclasses.replace(cfg.privacy, noise_multiplier=0.0)),
-                  "bundle_dir": os.path.abspath(bundle_dir),
-                  "state_dir": os.path.abspath(os.path.join(workdir, f"state_{encoding.replace(':', '_')}_{int(time.time())}"))}
-    path = os.path.join(workdir, "server.json")
-    with open(path, "w") as f:
-        json.dump(server_cfg, f)
+    path = write_server_config(
+        os.path.join(workdir, "server.json"), dataclasses.replace(cfg.server, goal_count=k, over_selection=1.0),
+        dataclasses.replace(cfg.privacy, noise_multiplier=0.0), bundle_dir,
+        os.path.join(workdir, f"state_{encoding.replace(':', '_')}_{int(time.time())}"))
     with ServerProcess(path, log_path=os.path.join(workdir, "server.log")) as srv:
         fleet = run_devices(srv.url, clients, rounds=len(cohorts), concurrency=concurrency, encoding=encoding,
                             cohort=lambda r: cohorts[r], progress=False)

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     from data.dataset import FederatedData
     from device_sim.day import DayConfig, simulate_day
     from device_sim.fleet import fetch_published_weights
-    from server.process import ServerProcess
+    from server.process import ServerProcess, write_server_config
     from model.evaluate import evaluate
     from model.nwp import build_model
     from model.weights_io import load_weights
@@ -112,12 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     keras_model = build_model(cfg.model, int(data.tokenizer.vocab_size), seq_len)
 
     state_dir = os.path.join(args.workdir, f"server_state_{int(time.time())}")
-    config_path = os.path.join(args.workdir, "server.json")
-    server_cfg = {"server": dataclasses.asdict(cfg.server), "privacy": dataclasses.asdict(cfg.privacy),
-                  "collector": {"report_deadline_s": args.report_deadline_s, "population": args.devices},
-                  "bundle_dir": os.path.abspath(bundle_dir), "state_dir": os.path.abspath(state_dir)}
-    with open(config_path, "w") as f:
-        json.dump(server_cfg, f, indent=2)
+    config_path = write_server_config(
+        os.path.join(args.workdir, "server.json"), cfg.server, cfg.privacy, bundle_dir, state_dir,
+        collector={"report_deadline_s": args.report_deadline_s, "population": args.devices})
     setup_s = time.perf_counter() - t_setup
 
     day = DayConfig(sim_hours=args.sim_hours, start_hour=args.start_hour, speedup=args.speedup,

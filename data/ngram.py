@@ -28,9 +28,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from data.special_ids import PAD_ID, SPECIAL_IDS
 
-NEVER_SUGGESTED = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+NEVER_SUGGESTED = SPECIAL_IDS  # the strip never shows a special id
 _START = -1  # the left context of a window's first token (like a second <s> pad in Chen-Goodman)
 
 

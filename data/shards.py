@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Iterable, Sequence
+from typing import Iterable
 from urllib.parse import quote
 
 from data.corpus import Message
@@ -82,8 +82,3 @@ def read_shard(path: str) -> list[Message]:
 def read_texts(path: str) -> list[str]:
     """Just the message texts of one shard, in order."""
     return [text for _, text in read_shard(path)]
-
-
-def write_split_shards(data_dir: str, split: str, users: Sequence[tuple[str, Sequence[Message]]]) -> int:
-    """Write many users' shards into one split; return the number of messages written."""
-    return sum(write_shard(shard_path(data_dir, split, u), u, msgs) for u, msgs in users)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Iterable
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 # A letter or digit is [^\W_] (word characters minus underscore).
@@ -48,8 +47,3 @@ def words(text: str) -> list[str]:
 def normalise(text: str) -> str:
     """The message as its words joined by single spaces (what SentencePiece is trained on)."""
     return " ".join(words(text))
-
-
-def count_words(texts: Iterable[str]) -> int:
-    """Total number of normalised words in `texts`."""
-    return sum(len(words(t)) for t in texts)

@@ -166,8 +166,6 @@ def simulate_day(server_url: str, clients: Mapping[str, Examples], day: DayConfi
     phones: dict[str, Phone] = make_phones(server_url, clients, factory, seed=day.seed, store=store,
                                            encoding=encoding, error_feedback=error_feedback)
     profiles = {d: av.device_profile(d, day.seed, day.availability) for d in phones}
-    for d, p in phones.items():
-        p.profile = profiles[d]
     seq_len = seq_len or next(iter(clients.values()))[0].shape[1]
     max_inflight = max_inflight or 2 * concurrency
     probe = Transport(server_url)

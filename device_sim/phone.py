@@ -29,7 +29,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -161,10 +161,6 @@ class DeviceStore:
                 self._weights.popitem(last=False)
 
 
-def _tensor_norm(arrays: Weights) -> float:
-    return privacy.global_l2_norm(arrays)
-
-
 def encode_within_norm(name: str, update: Weights, rng: np.random.Generator,
                        max_tries: int = 4) -> tuple[bytes, Weights]:
     """Encode `update`, making sure the decoded update is no longer than `update`.
@@ -177,12 +173,12 @@ def encode_within_norm(name: str, update: Weights, rng: np.random.Generator,
         (payload, decoded) with ||decoded|| <= ||update|| (1e-6 relative slack).
     """
     shapes = [np.shape(u) for u in update]
-    limit = _tensor_norm(update)
+    limit = privacy.global_l2_norm(update)
     target = update
     for _ in range(max_tries):
         payload = encodings.encode(name, target, rng=rng)
         decoded = encodings.decode(name, payload, shapes)
-        got = _tensor_norm(decoded)
+        got = privacy.global_l2_norm(decoded)
         if got <= limit * (1 + 1e-6) or got == 0:
             return payload, decoded
         target = [(np.asarray(t, np.float64) * (limit / got) * (1 - 1e-4)).astype(np.float32) for t in target]
@@ -203,13 +199,12 @@ class Phone:
         encoding: overrides the plan's encoding (e.g. "topk:0.05"); None = use the plan's.
         error_feedback: keep a residual across rounds; None = on for lossy encodings with
             top-k (where it matters), off otherwise.
-        profile: optional `fedmath.availability.DeviceProfile` (kept for the fleet's clock).
     """
 
     def __init__(self, device_id: str, x: np.ndarray, y: np.ndarray, transport: Transport,
                  model_factory: ModelFactory, rng: np.random.Generator, *,
                  store: DeviceStore | None = None, encoding: str | None = None,
-                 error_feedback: bool | None = None, profile: Any = None) -> None:
+                 error_feedback: bool | None = None) -> None:
         x, y = np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32)
         if x.shape != y.shape or x.ndim != 2:
             raise ValueError(f"expected x and y of the same shape [N, T], got {x.shape} and {y.shape}")
@@ -223,13 +218,11 @@ class Phone:
         self.store = store or DeviceStore()
         self.encoding = encoding
         self.error_feedback = error_feedback
-        self.profile = profile
         self.registered = False
         self.bundle_path: str | None = None  # trainable.tflite, once downloaded
         self.weights_version: int | None = None  # the version this phone holds
         self.weights_etag: str | None = None
         self.feedback: ErrorFeedback | None = None
-        self.rounds_done: set[int] = set()  # rounds this phone uploaded to
 
     @property
     def num_examples(self) -> int:
@@ -247,19 +240,20 @@ class Phone:
             self.bundle_path = self.store.put_file(TFLITE_FILE, dl.content or b"")
         return self.bundle_path
 
-    def _weights(self, version: int, shapes: Sequence[tuple[int, ...]]) -> Weights:
-        """The weights of `version`: from the store when this phone already holds them."""
+    def _weights(self, version: int, model: TrainableModel) -> Weights:
+        """The weights of `version`: from the shared store when any phone already decoded them."""
         if self.weights_version == version and self.weights_etag is not None:
             held = self.store.get_weights(version, self.weights_etag)
             if held is not None:
                 return held
-        etag = self.weights_etag if self.weights_version == version else None
-        dl = self.transport.weights(version, etag=etag)
-        if dl.content is None:  # 304, but the shared store evicted it: fetch unconditionally
-            dl = self.transport.weights(version)
-        weights = encodings.decode_float32(dl.content or b"", shapes)
-        self.weights_version, self.weights_etag = version, dl.etag or f"v{version}"
-        self.store.put_weights(version, self.weights_etag, weights)
+        dl = self.transport.weights(version)
+        etag = dl.etag or f"v{version}"
+        weights = self.store.get_weights(version, etag)  # another phone decoded this version already
+        if weights is None:
+            shapes = [tuple(np.shape(w)) for w in model.get_weights()]
+            weights = encodings.decode_float32(dl.content or b"", shapes)
+            self.store.put_weights(version, etag, weights)
+        self.weights_version, self.weights_etag = version, etag
         return weights
 
     def _uses_feedback(self, encoding: str) -> bool:
@@ -280,7 +274,7 @@ class Phone:
                 self.feedback = ErrorFeedback(shapes)
             fb = self.feedback
             delta = fb.correct(delta)
-        norm = _tensor_norm(delta)
+        norm = privacy.global_l2_norm(delta)
         if plan.clip_norm > 0:
             delta, norm = privacy.clip_by_global_norm(delta, plan.clip_norm)
         delta = privacy.add_gaussian_noise(delta, plan.noise_std, self.rng)
@@ -339,8 +333,7 @@ class Phone:
         verdict = fate(plan, steps_total, n) if fate is not None else Fate()
 
         model = self.model_factory(self._bundle())
-        shapes = [tuple(np.shape(w)) for w in model.get_weights()]
-        downloaded = self._weights(plan.model_version, shapes)
+        downloaded = self._weights(plan.model_version, model)
         model.set_weights(downloaded)
 
         t0 = time.perf_counter()
@@ -374,7 +367,6 @@ class Phone:
         out.round_complete = result.round_complete
         if result.accepted:
             out.status = ACCEPTED
-            self.rounds_done.add(plan.round)
         else:
             out.status, out.error, out.detail = REJECTED, result.error or str(result.status), result.detail
             if self.feedback is not None:  # nothing was delivered: back to the residual before

@@ -36,7 +36,7 @@ from federated.tff_model import initial_weights, model_weights
 from fedmath.availability import SECONDS_PER_HOUR
 from model.evaluate import evaluate, most_frequent_word_baseline
 from model.nwp import build_model, count_params, weight_names
-from model.weights_io import save_weights
+from model.weights_io import save_model_weights
 
 METRIC_FIELDS = ("round", "clients", "selected", "dropped", "examples", "train_loss", "top1", "top3",
                  "perplexity", "words", "epsilon", "delta", "clip", "seconds")
@@ -72,14 +72,18 @@ class ClientStore:
         return client_dataset(x, y, batch_size).repeat(epochs)
 
 
-def cohort(cfg: RunConfig, users: Sequence[str], store: ClientStore, round_num: int) -> tuple[list[str], int, int]:
-    """(reporting clients in aggregation order, selected count, dropped count) for a round."""
+def cohort(cfg: RunConfig, users: Sequence[str], counts: dict[str, int] | None,
+           round_num: int) -> tuple[list[str], int, int]:
+    """(reporting clients in aggregation order, selected count, dropped count) for a round.
+
+    `counts` (each user's examples, computed once per run) is needed by availability selection only.
+    """
     t = cfg.train
     if t.selection == "uniform":
         chosen = sample_clients(users, t.clients_per_round, t.seed, round_num)
         return chosen, len(chosen), 0
     if t.selection == "availability":
-        sel = select_clients(users, t.clients_per_round, t.seed, round_num, example_counts=store.counts(users),
+        sel = select_clients(users, t.clients_per_round, t.seed, round_num, example_counts=counts,
                              round_interval_s=t.round_interval_s, start_time_s=t.sim_start_h * SECONDS_PER_HOUR,
                              over_selection=t.over_selection,
                              dropout_rate=None if t.dropout_rate < 0 else t.dropout_rate,
@@ -180,9 +184,10 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=t.rounds, initial=start_round, desc=f"TFF {t.algorithm}", unit="round")
+    counts = store.counts(users) if t.selection == "availability" else None  # fixed for the run
     for r in rounds_iter:
         tic = time.perf_counter()
-        clients, selected, dropped = cohort(cfg, users, store, r)
+        clients, selected, dropped = cohort(cfg, users, counts, r)
         row: dict[str, Any] = {"round": r + 1, "clients": len(clients), "selected": selected, "dropped": dropped}
         if clients:
             datasets = [store.dataset(u, t.batch_size, t.local_epochs) for u in clients]
@@ -227,7 +232,7 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
 
     weights = trainable()
     names = weight_names(eval_model)
-    weights_path = save_weights(os.path.join(out_dir, "weights.npz"), names, weights)
+    weights_path = save_model_weights(os.path.join(out_dir, "weights.npz"), eval_model, weights)
     final = next((x for x in reversed(rows) if "top1" in x), None)
     final_eval = {k: final[k] for k in ("top1", "top3", "perplexity", "words")} if final else \
         {k: v for k, v in evaluate(eval_model, weights, eval_x, eval_y).items() if k != "tokens"}

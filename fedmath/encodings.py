@@ -19,6 +19,10 @@ class EncodingError(ValueError):
     """A payload that does not decode to the expected tensors."""
 
 
+class NonFiniteError(EncodingError):
+    """A payload that decodes, but to NaN or infinite values."""
+
+
 def _sizes(shapes: Shapes) -> list[int]:
     return [int(np.prod(s, dtype=np.int64)) for s in shapes]
 
@@ -44,7 +48,7 @@ def decode_float32(payload: bytes, shapes: Shapes) -> Weights:
         raise EncodingError(f"float32 payload must be {expected} bytes for the model's shapes, got {len(payload)}")
     flat = np.frombuffer(payload, dtype="<f4")
     if not np.all(np.isfinite(flat)):
-        raise EncodingError(f"update holds {int(np.sum(~np.isfinite(flat)))} non-finite values")
+        raise NonFiniteError(f"update holds {int(np.sum(~np.isfinite(flat)))} non-finite values")
     return unflatten(flat, shapes, np.float32)
 
 
@@ -230,7 +234,7 @@ def _decode_topk(payload: bytes, shapes: Shapes, int8_values: bool, name: str) -
         else:
             vals = np.frombuffer(take(4 * k, f"tensor {t} values"), dtype="<f4")
             if not np.all(np.isfinite(vals)):
-                raise EncodingError(f"{name} tensor {t}: {int(np.sum(~np.isfinite(vals)))} non-finite values")
+                raise NonFiniteError(f"{name} tensor {t}: {int(np.sum(~np.isfinite(vals)))} non-finite values")
         dense = np.zeros(n, dtype=np.float32)
         dense[idx] = vals
         out.append(dense.reshape(shape))

@@ -24,8 +24,8 @@ import tensorflow as tf
 from configs.io import write_config
 from configs.schema import RunConfig
 from model.evaluate import evaluate
-from model.nwp import build_model, count_params, masked_loss, weight_names
-from model.weights_io import save_weights
+from model.nwp import build_model, count_params, masked_loss
+from model.weights_io import save_model_weights
 
 
 def pooled_training_examples(cfg: RunConfig, data: Any) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
@@ -127,8 +127,7 @@ def train_centralized(cfg: RunConfig, data: Any, out_dir: str, examples: int | N
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    names = weight_names(model)
-    save_weights(os.path.join(out_dir, "weights.npz"), names, [v.numpy() for v in model.trainable_weights])
+    save_model_weights(os.path.join(out_dir, "weights.npz"), model)
     final = rows[-1]
     summary = {"stage": "centralized", "examples_processed": seen, "steps": steps, "learning_rate": lr,
                "momentum": momentum, "batch_size": t.batch_size, "pooled_examples": int(len(x)),

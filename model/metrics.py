@@ -18,9 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from data.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from data.special_ids import EOS_ID, PAD_ID, SPECIAL_IDS, UNK_ID
 
-NEVER_SUGGESTED = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+NEVER_SUGGESTED = SPECIAL_IDS  # the strip never shows a special id
 NOT_TARGETS = (PAD_ID, EOS_ID)
 
 

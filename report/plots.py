@@ -8,13 +8,12 @@ directly (no pyplot), so no global backend or figure state is touched.
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from matplotlib.figure import Figure
 
-from report.runs import Curve, Run, fleet_rounds
+from report.runs import Curve, Run, _finite, fleet_rounds
 
 WIDTH, HEIGHT, DPI = 7.5, 3.4, 100
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -29,15 +28,11 @@ class Plot:
     note: str = ""  # why there is no plot, or what to read from it
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Figure, rect: tuple[float, float, float, float] | None = None) -> bytes:
     buf = io.BytesIO()
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _color(run: Run, curve: Curve) -> str:
@@ -81,10 +76,7 @@ def plot_accuracy(run: Run) -> Plot:
             ax.set_ylabel("held-out accuracy")
     handles, labels = fig.axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return Plot("accuracy", "Next-word accuracy against rounds", buf.getvalue(),
+    return Plot("accuracy", "Next-word accuracy against rounds", _png(fig, rect=(0, 0.1, 1, 1)),
                 "held-out users, whole words; horizontal lines are models without rounds")
 
 

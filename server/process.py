@@ -78,11 +78,6 @@ class ServerProcess:
         self.kill()
         raise RuntimeError(f"the server did not answer on {self.url} within {timeout_s:.0f} s; see {self.log_path}")
 
-    def worker_pids(self) -> list[int]:
-        import psutil
-
-        return [p.pid for p in psutil.Process(self.proc.pid).children()] if self.proc else []
-
     def kill(self) -> None:
         """SIGKILL the master and every worker at once (a crash, not a shutdown)."""
         if self.proc is None:

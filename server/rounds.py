@@ -32,6 +32,7 @@ import numpy as np
 
 from fedmath import encodings
 from fedmath.aggregate import RunningSum, apply_delta
+from fedmath.types import Weights
 from server import files, pace, validation
 from server.bundle import Bundle, load_initial_weights
 from server.errors import ApiError
@@ -45,6 +46,11 @@ ORPHAN_AGE_S = 120.0  # an unreferenced spool file older than this is left over 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def weights_sha256(weights: Weights) -> str:
+    """The ETag of a model version: sha256 of its float32 download payload."""
+    return hashlib.sha256(encodings.encode_float32(weights)).hexdigest()
 
 
 @dataclass
@@ -89,7 +95,7 @@ class Collector:
                 weights = load_initial_weights(self.bundle)
                 path = os.path.join(self.models_dir, "v0.npz")
                 files.write_npz(path, self.bundle.names, weights, self.fsync)
-                sha = hashlib.sha256(encodings.encode_float32(weights)).hexdigest()
+                sha = weights_sha256(weights)
                 meta = {"version": 0, "round": None, "source": "bundle", "epsilon": None if self.dp.mode == "none" else 0.0,
                         "delta": None, "privacy": self.dp.describe()}
                 self.store.insert_model(c, 0, None, path, sha, self.dim, now, 0.0, 0.0, meta)
@@ -364,7 +370,7 @@ class Collector:
         new = apply_delta(old, step, self.settings.server.server_learning_rate)
         path = os.path.join(self.models_dir, f"v{version}.npz")
         files.write_npz(path, self.bundle.names, new, self.fsync)
-        sha = hashlib.sha256(encodings.encode_float32(new)).hexdigest()
+        sha = weights_sha256(new)
         population = self.dp.population_size(self.store.count_devices(c))
         q, z = self.dp.round_event(self.store.round_weights(c, rnd.round), population, rnd.noise_std)
         events = self.store.privacy_events(c) + [(q, z)]

@@ -177,10 +177,6 @@ class SqliteStore:
             else:
                 c.execute("COMMIT")
 
-    @property
-    def lock(self) -> threading.RLock:
-        return self._lock
-
     # -- devices -------------------------------------------------------------------------------
     def add_device(self, c: sqlite3.Connection, device_id: str, token_sha256: str, now: float) -> bool:
         """Register a device, or give a registered one a new token (revoking the old). True if new."""

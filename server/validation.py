@@ -101,9 +101,10 @@ def check_content(header: wire.UploadHeader, payload: memoryview, shapes: Shapes
                        f"unknown encoding {header.encoding!r}; expected one of {sorted(encodings.DECODERS)}")
     try:
         update = encodings.decode(header.encoding, payload, shapes)
+    except encodings.NonFiniteError as e:
+        raise ApiError(400, "non_finite", str(e)) from None
     except encodings.EncodingError as e:
-        code = "non_finite" if "non-finite" in str(e) else "bad_payload"
-        raise ApiError(400, code, str(e)) from None
+        raise ApiError(400, "bad_payload", str(e)) from None
     norm = privacy.global_l2_norm(update)
     dim = int(sum(int(np.prod(s, dtype=np.int64)) for s in shapes))
     bound = privacy.max_plausible_norm(clip_norm, noise_std, dim, norm_slack)

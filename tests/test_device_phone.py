@@ -155,10 +155,10 @@ def test_weights_and_bundle_are_cached_by_version(live):
     t = Transport(srv.url)
     phone = ph.Phone("bob", x, y, t, factory, np.random.default_rng(0))
     phone.ensure_registered()
-    shapes = SHAPES
-    first = phone._weights(0, shapes)
+    model = FakeModel()  # gives the shapes to decode with
+    first = phone._weights(0, model)
     requests_after_first = t.stats.by_endpoint.get("weights", 0)
-    again = phone._weights(0, shapes)
+    again = phone._weights(0, model)
     assert again is first and t.stats.by_endpoint.get("weights", 0) == requests_after_first
     p1 = phone._bundle()
     assert phone._bundle() == p1 and t.stats.by_endpoint["bundle"] == len(b"not really a tflite model")

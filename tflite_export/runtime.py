@@ -113,15 +113,11 @@ class TFLiteModel:
     def train(self, x: np.ndarray, y: np.ndarray, lr: float, epochs: int = 1) -> list[float]:
         """`epochs` passes of consecutive batches, in order (no shuffle, as data.tfdata);
         returns the loss of each step."""
+        from data.sequences import batches  # train_step pads the short last batch
+
         x, y = np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32)
-        if x.shape != y.shape:
-            raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
-        losses = []
-        for _ in range(epochs):
-            for start in range(0, x.shape[0], self.batch_size):
-                end = start + self.batch_size
-                losses.append(self.train_step(x[start:end], y[start:end], lr))
-        return losses
+        steps = batches(x, y, self.batch_size)
+        return [self.train_step(xb, yb, lr) for _ in range(epochs) for xb, yb in steps]
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Logits float32 [n, T, V] for n <= batch_size rows (padded internally)."""

@@ -69,11 +69,13 @@ def run(args: argparse.Namespace) -> int:
 
     scores: dict[int, dict[str, float]] = {}
 
+    def evaluate_version(version: int, sim_hour: float | None = None) -> dict[str, float]:
+        scores[version] = evaluate_weights(cfg, data, fetch_published_weights(url, version, shapes), xy)
+        return scores[version]
+
     def score(report) -> None:
         if report.model_version is not None:
-            weights = fetch_published_weights(url, report.model_version, shapes)
-            scores[report.model_version] = evaluate_weights(cfg, data, weights, xy)
-            ev = scores[report.model_version]
+            ev = evaluate_version(report.model_version)
             print(f"devices: round {report.round} published v{report.model_version}: "
                   f"top-1 {ev['top1']:.4f}, top-3 {ev['top3']:.4f}", flush=True)
 
@@ -82,12 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.sim_hours:
         from device_sim.day import DayConfig, simulate_day
 
-        def on_version(version: int, sim_hour: float) -> dict[str, float]:
-            return evaluate_weights(cfg, data, fetch_published_weights(url, version, shapes), xy)
-
         with server:
             day = simulate_day(url, clients, DayConfig(sim_hours=args.sim_hours, seed=cfg.devices.seed),
-                               concurrency=cfg.devices.concurrency, encoding=args.encoding, on_version=on_version)
+                               concurrency=cfg.devices.concurrency, encoding=args.encoding, on_version=evaluate_version)
         summary = {**base, "sim_hours": args.sim_hours, **day.summary()}
         write_summary(args.out, summary)
         print(f"devices: {summary['rounds_completed']} rounds in {args.sim_hours:g} simulated hours, "

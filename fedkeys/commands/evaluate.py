@@ -7,6 +7,7 @@ held-out users of the run's data, with the most-frequent-word baseline beside it
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from typing import Any
 
@@ -23,25 +24,31 @@ def heldout(cfg, data) -> tuple[Any, Any]:
     return data.pooled_examples("heldout", cfg.data.seq_len, max_examples=cfg.train.eval_max_examples)
 
 
+@functools.lru_cache(maxsize=4)
+def _eval_model(model_cfg, vocab_size: int, seq_len: int):
+    """One Keras model per architecture for the whole process: each evaluation only assigns
+    weights, so the model is built (and its forward pass traced) once, not once per round."""
+    from model.nwp import build_model
+
+    return build_model(model_cfg, vocab_size, seq_len)
+
+
 def evaluate_weights(cfg, data, weights, xy=None) -> dict[str, float]:
     """Top-1, top-3 and perplexity of `weights` (canonical order) on held-out users."""
     from model.evaluate import evaluate
-    from model.nwp import build_model
 
     x, y = xy if xy is not None else heldout(cfg, data)
-    model = build_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len)
-    return evaluate(model, weights, x, y)
+    return evaluate(_eval_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len), weights, x, y)
 
 
 def keystroke_savings(cfg, data, weights, xy=None, max_rows: int = 200) -> dict[str, float]:
     """Keystroke savings with a three-slot strip (model.metrics.KeystrokeSavings) on the first
     `max_rows` held-out sequences (it ranks the vocabulary per letter, so it is the slow metric)."""
     from model.metrics import KeystrokeSavings
-    from model.nwp import build_model
 
     x, y = xy if xy is not None else heldout(cfg, data)
-    model = build_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len)
-    model.set_weights([w for w in weights])
+    model = _eval_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len)
+    model.set_weights(list(weights))
     ks = KeystrokeSavings(data.tokenizer.words, slots=3)
     ks.update_logits(model.predict(x[:max_rows], batch_size=64, verbose=0), y[:max_rows])
     return ks.result()

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import os
 
-from fedkeys.commands.common import run_config, stage_config, start, write_summary
+from fedkeys.commands.common import run_config, stage_config, write_summary
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,12 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def dry_run(cfg) -> int:
-    from model.nwp import build_model, count_params
+    from model.nwp import param_report
 
-    model = build_model(cfg.model, cfg.data.vocab_size, cfg.data.seq_len)
-    print(f"preset {cfg.preset}: {cfg.model.cell} model, vocab {cfg.data.vocab_size}, "
-          f"embedding {cfg.model.embedding_dim}, units {cfg.model.lstm_units}: "
-          f"{count_params(model):,} trainable parameters")
+    r = param_report(cfg.model, cfg.data.vocab_size, cfg.data.seq_len)
+    print(f"preset {cfg.preset}: {r['cell']} model, vocab {r['vocab_size']}, embedding {r['embedding_dim']}, "
+          f"units {r['units']}: {r['params']:,} trainable parameters")
     return 0
 
 
@@ -51,13 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if args.centralized:
         from model.centralized import train_centralized
 
-        start(args, cfg)
         result = train_centralized(cfg, data, args.out, examples=args.examples)
     else:
         from federated.training import run_federated
 
-        if not args.resume:
-            start(args, cfg)  # a resumed run keeps (and checks) the config.json it started with
         result = run_federated(cfg, data, args.out, resume=args.resume)
     write_summary(args.out, {"stage": "train", "data_dir": os.path.abspath(args.data), **result})
     final = result.get("final_eval", {})
