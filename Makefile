@@ -38,7 +38,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow and not e2e and not browser" tests
 
 bench: install
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -22,30 +22,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAKESPEARE = os.path.join(os.path.dirname(REPO), "shared", "corpora", "shakespeare_gutenberg",
-                           "shakespeare_gutenberg.jsonl.gz")
-
-
-def dataset_config(name: str, base):
-    if name == "default":
-        return base
-    if name == "shakespeare":
-        if not os.path.exists(SHAKESPEARE):
-            raise FileNotFoundError(f"Shakespeare corpus not found at {SHAKESPEARE}")
-        return dataclasses.replace(base, data=dataclasses.replace(base.data, source=f"jsonl:{SHAKESPEARE}",
-                                                                  min_messages=5))
-    raise ValueError(f"unknown dataset {name!r}; expected default or shakespeare")
+from benchmarks._datasets import dataset_config, prepared, trigram_scores  # noqa: E402
 
 
 def run_one(name: str, args) -> dict:
     from configs.presets import preset
-    from data.dataset import FederatedData
-    from data.ngram import KneserNeyTrigram, score
-    from data.prepare import prepare
     from federated.training import run_federated
     from model.centralized import train_centralized
-    from model.metrics import NextWordAccumulator
 
     cfg = dataset_config(name, preset("default"))
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
@@ -53,18 +36,13 @@ def run_one(name: str, args) -> dict:
         client_learning_rate=args.client_lr, server_learning_rate=1.0, server_momentum=0.9,
         local_epochs=args.epochs, eval_every=max(1, args.rounds // 4), checkpoint_every=0))
     root = os.path.join(args.out, name)
-    data_dir = os.path.join(root, "data")
-    if not os.path.exists(os.path.join(data_dir, "summary.json")):
-        prepare(cfg.data, data_dir, progress=False)
-    data = FederatedData(data_dir)
+    data = prepared(cfg, os.path.join(root, "data"))
     fl = run_federated(cfg, data, os.path.join(root, "fl"), progress=not args.quiet)
     central = train_centralized(cfg, data, os.path.join(root, "central"), examples=fl["examples_processed"],
                                 learning_rate=args.central_lr, momentum=args.central_momentum,
                                 progress=not args.quiet)
     vocab = data.tokenizer.vocab_size
-    tri = KneserNeyTrigram(vocab).fit([toks for u in data.users("train") for toks in data.tokens(u)])
-    ex, ey = data.pooled_examples("heldout", cfg.data.seq_len, cfg.train.eval_max_examples)
-    trigram = score(tri, ex, ey, NextWordAccumulator(ks=(1, 3)))
+    trigram = trigram_scores(cfg, data)
     f1, c1, t1 = fl["final_eval"]["top1"], central["final_eval"]["top1"], trigram["top1"]
     return {"dataset": name, "train_users": fl["population"], "vocab_size": vocab, "rounds": args.rounds,
             "clients_per_round": args.clients, "examples_processed": fl["examples_processed"],

@@ -4,10 +4,30 @@ in-process (validation, aggregation, durable storage: `Collector.accept`), for t
 10, 100 and 1,000 accepted updates (flat = the running sum keeps memory O(model)).
 
     .venv/bin/python benchmarks/server_ingest.py [--updates 1000] [--sizes default,gboard]
-        [--workers 2] [--threads 4] [--clients 4] [--durability process|power] [--dir DIR]
+        [--workers 1] [--threads 2] [--clients 2] [--durability process|power] [--dir DIR]
 
 One round of `--updates` reports (goal count = updates, no over-selection) per size and mode; the
-round's publication is inside the timed window. Prints a table and ends with one JSON line.
+round's publication is inside the timed window. Both modes hand `Collector.accept` a body in a
+reused buffer (the HTTP server reads each body into its thread's buffer, the in-process loop
+rewrites the header of one), so neither times building bodies. The HTTP client sends
+pre-encoded wire headers and the payload over one keep-alive `http.client` connection per
+client thread. Besides updates/s, CPU milliseconds per update are reported (server workers and
+client; the in-process loop), which a machine shared with other jobs disturbs far less than
+wall time; the load average before and after is in the JSON line. Prints a table and ends with
+one JSON line.
+
+Workers and threads (defaults 1 x 2, 2 client threads, for 2 cores). One worker: its in-memory
+running sum is always current, so every update is added once; with two workers each one's sum
+goes stale whenever the other accepts and catches up at checkpoints by reading the other's
+spooled updates back (about one more read and add per update), and the two wait for SQLite's
+write lock in its sleeping busy handler instead of on a process lock. Two threads: the heavy
+steps (socket read, norm, spool write, add) are numpy or system calls that release the GIL, so
+two requests overlap on two cores; more threads add GIL hand-offs and a body buffer each (one
+float32 upload), not throughput. Two client threads keep both server threads busy.
+`--workers 2 --threads 4 --clients 4` is the setup measured before (issue 6).
+
+Peak RSS: a server thread's body buffer is allocated at its first upload and kept, and the mark
+after the last update includes the round's publication (the new model next to the old one).
 """
 
 from __future__ import annotations
@@ -80,16 +100,23 @@ def bench_inprocess(root: str, size: str, n: int, durability: str, payload: byte
         col.register(d)
         col.checkin(d, ELIGIBLE)
     heads = [header_bytes(0, 16, uuid.uuid4().hex) for _ in ids]
+    k = len(heads[0])
+    assert all(len(h) == k for h in heads)
+    body = bytearray(k + len(payload))  # one body: only its header changes from upload to upload
+    body[k:] = payload
+    view = memoryview(body)
     rss = {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i, d in enumerate(ids):
-        answer = col.accept(d, 0, heads[i] + payload)
+        body[:k] = heads[i]
+        answer = col.accept(d, 0, view)
         assert answer["accepted"], answer
         if i + 1 in MARKS:
             rss[i + 1] = hwm_bytes(os.getpid())
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert col.status()["model"]["version"] == 1
-    return {"updates": n, "seconds": dt, "updates_per_s": n / dt, "peak_rss_mb": {k: v / 2**20 for k, v in rss.items()}}
+    return {"updates": n, "seconds": dt, "updates_per_s": n / dt, "cpu_ms_per_update": 1000 * cpu / n,
+            "peak_rss_mb": {k: v / 2**20 for k, v in rss.items()}}
 
 
 def start_server(root: str, cfg: dict, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
@@ -119,6 +146,11 @@ def server_hwm(proc: subprocess.Popen) -> int:
     return max((hwm_bytes(k.pid) for k in kids), default=0)
 
 
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User plus system CPU time of these processes (and of their threads)."""
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
 def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, workers: int, threads: int,
                clients: int) -> dict:
     cfg = make_config(root, size, n, durability, workers, threads)
@@ -133,23 +165,24 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
             r = s.post(url + "/v1/checkin", json=ELIGIBLE, headers={"Authorization": f"Bearer {t}"})
             assert r.status_code == 200, r.text
         port = int(url.rsplit(":", 1)[1])
+        heads = [header_bytes(0, 16, uuid.uuid4().hex) for _ in range(n)]  # encoded before the clock starts
+        auth = [f"Bearer {t}" for t in tokens]
+        length = str(len(heads[0]) + len(payload))
         local = threading.local()
         done = [0]
         lock = threading.Lock()
         rss: dict[int, int] = {}
         errors: list[str] = []
-        length = None
 
         def send(i: int) -> None:
             conn = getattr(local, "conn", None)
             if conn is None:
                 conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            head = header_bytes(0, 16, uuid.uuid4().hex)
-            conn.putrequest("POST", "/v1/rounds/0/updates")
-            conn.putheader("Authorization", f"Bearer {tokens[i]}")
+            conn.putrequest("POST", "/v1/rounds/0/updates", skip_accept_encoding=True)
+            conn.putheader("Authorization", auth[i])
             conn.putheader("Content-Type", "application/octet-stream")
-            conn.putheader("Content-Length", str(len(head) + len(payload)))
-            conn.endheaders(head)
+            conn.putheader("Content-Length", length)
+            conn.endheaders(heads[i])
             conn.send(payload)
             resp = conn.getresponse()
             body = resp.read()
@@ -162,16 +195,19 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
             if k in MARKS:
                 rss[k] = server_hwm(proc)
 
-        t0 = time.perf_counter()
+        server_procs = psutil.Process(proc.pid).children()
+        me = psutil.Process()
+        t0, s0, c0 = time.perf_counter(), cpu_seconds(server_procs), cpu_seconds([me])
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(send, range(n)))
         dt = time.perf_counter() - t0
+        server_cpu, client_cpu = cpu_seconds(server_procs) - s0, cpu_seconds([me]) - c0
         if errors:
             raise RuntimeError(f"{len(errors)} uploads failed, first: {errors[0]}")
-        version = s.get(url + "/v1/model", headers={"Authorization": f"Bearer {tokens[0]}"}).json()["version"]
+        version = s.get(url + "/v1/model", headers={"Authorization": auth[0]}).json()["version"]
         assert version == 1, version
-        length = len(payload) + len(header_bytes(0, 16, "x" * 32))
-        return {"updates": n, "seconds": dt, "updates_per_s": n / dt, "body_bytes": length,
+        return {"updates": n, "seconds": dt, "updates_per_s": n / dt, "body_bytes": int(length),
+                "server_cpu_ms_per_update": 1000 * server_cpu / n, "client_cpu_ms_per_update": 1000 * client_cpu / n,
                 "peak_rss_mb": {k: v / 2**20 for k, v in rss.items()}, "workers": workers, "threads": threads,
                 "clients": clients}
     finally:
@@ -186,13 +222,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="default,gboard")
     p.add_argument("--updates", type=int, default=1000)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=4)
-    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--workers", type=int, default=1, help="gunicorn workers (see the docstring for the choice)")
+    p.add_argument("--threads", type=int, default=2, help="threads per worker")
+    p.add_argument("--clients", type=int, default=2, help="client threads, one keep-alive connection each")
     p.add_argument("--durability", default="process", choices=["process", "power"])
     p.add_argument("--dir", default=None, help="where state goes (default: a temp dir on the default disk)")
     args = p.parse_args()
     results = {}
+    load_before = os.getloadavg()
     base = tempfile.mkdtemp(prefix="fedkeys-ingest-", dir=args.dir)
     try:
         for size in args.sizes.split(","):
@@ -209,11 +246,14 @@ def main() -> None:
             print(f"{'':8s} peak RSS of a server worker after 10/100/1000 updates: "
                   + " / ".join(f"{over_http['peak_rss_mb'].get(k, float('nan')):.0f}" for k in MARKS) + " MB (HTTP), "
                   + " / ".join(f"{inproc['peak_rss_mb'].get(k, float('nan')):.0f}" for k in MARKS) + " MB (in-process)")
+            print(f"{'':8s} CPU per update: HTTP {over_http['server_cpu_ms_per_update']:.2f} ms server + "
+                  f"{over_http['client_cpu_ms_per_update']:.2f} ms client, in-process {inproc['cpu_ms_per_update']:.2f} ms")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     summary = {"benchmark": "server_ingest", "cpus": os.cpu_count(), "python": platform.python_version(),
                "durability": args.durability, "updates": args.updates, "workers": args.workers,
-               "threads": args.threads, "clients": args.clients, "results": results}
+               "threads": args.threads, "clients": args.clients, "loadavg_before": load_before,
+               "loadavg_after": os.getloadavg(), "results": results}
     print(json.dumps(summary))
 
 

@@ -50,8 +50,7 @@ def bench_preset(name: str, users: int, train_steps: int, eval_rows: int, repeat
     import tensorflow as tf
 
     import configs
-    from data.dataset import FederatedData
-    from data.prepare import prepare
+    from benchmarks._datasets import prepared
     from model.nwp import build_model, weight_names
     from model.weights_io import save_weights
     from tflite_export.bundle import export_bundle
@@ -65,8 +64,7 @@ def bench_preset(name: str, users: int, train_steps: int, eval_rows: int, repeat
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_users=users))
     data_dir = os.path.join(work, name, "data")
     t0 = time.perf_counter()
-    prepare(cfg.data, data_dir, progress=False)
-    data = FederatedData(data_dir)
+    data = prepared(cfg, data_dir)  # reused when --work already holds it
     vocab, seq_len, batch = data.tokenizer.vocab_size, cfg.data.seq_len, cfg.server.batch_size
     x_train, y_train = data.pooled_examples("train", seq_len)
     x_held, y_held = data.pooled_examples("heldout", seq_len, max_examples=eval_rows)
@@ -139,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions per figure (median)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="TFLite train-step threads (default: all cores, as Keras uses)")
-    p.add_argument("--work", default="", help="keep data and bundles here (default: a temp dir)")
+    p.add_argument("--work", default="", help="keep data and bundles here, and reuse prepared data found there "
+                                              "(default: a temp dir)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="fedkeys_bench_") as tmp:

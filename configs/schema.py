@@ -98,7 +98,9 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024 * 1024  # uploads larger than this get 413
     norm_slack: float = 6.0  # accept ||update|| <= C + norm_slack * sigma_device * sqrt(dim)
     retry_after_s: int = 1  # suggested wait for devices turned away
-    encoding: str = "float32"  # plan: update encoding ("float32", "int8", "topk:F", "topk_int8:F"); any is decoded
+    # plan: update encoding ("float32", "int8", "topk:F", "topk_int8:F", "hadamard:BITS",
+    # "hadamard_sr:LEVELS"; fedmath/encodings.py); the collector decodes any of them
+    encoding: str = "float32"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -262,31 +263,71 @@ def decode_topk_int8(payload: bytes, shapes: Shapes) -> Weights:
     return _decode_topk(payload, shapes, int8_values=True, name="topk_int8")
 
 
-ENCODERS.update({"int8": encode_int8, "topk": encode_topk, "topk_int8": encode_topk_int8})
-DECODERS.update({"int8": decode_int8, "topk": decode_topk, "topk_int8": decode_topk_int8})
+def parse_finite(text: str, expected: str) -> float:
+    """The finite number in an encoding name's parameter, or EncodingError naming `expected`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise EncodingError(f"expected {expected} after ':', got {text!r}")
+    return value
 
-_TAKES_RNG = {"int8", "topk", "topk_int8"}
-_TAKES_FRACTION = {"topk", "topk_int8"}
+
+def _parse_fraction(text: str) -> float:
+    return _topk_fraction(parse_finite(text, "a fraction in (0, 1]"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: what phones can send and the server decodes (server/validation.py looks names
+# up in DECODERS). fedmath/hadamard.py registers "hadamard" and "hadamard_sr" when imported,
+# which the last line of this module does.
+# ---------------------------------------------------------------------------------------------
+
+TAKES_RNG: set[str] = set()  # encoders that take rng= (stochastic rounding, rotation seeds)
+PARAMETERS: dict[str, tuple[str, Callable[[str], Any]]] = {}  # name -> (keyword, parser of the text after ':')
+NORM_BOUNDED: set[str] = set()  # encoders that take max_norm= and shrink their payload to fit it
 LOSSLESS = frozenset({"float32"})  # encodings whose decode(encode(u)) == u exactly
 
 
-def parse_name(name: str) -> tuple[str, float | None]:
-    """Split "topk:0.05" into ("topk", 0.05); a plain name has no parameter.
+def register(name: str, encoder: Callable[..., bytes], decoder: Callable[[bytes, Shapes], Weights], *,
+             parameter: tuple[str, Callable[[str], Any]] | None = None, takes_rng: bool = False,
+             norm_bounded: bool = False) -> None:
+    """Add an encoding: `encoder(update, [parameter=...], [rng=...], [max_norm=...]) -> bytes`,
+    `decoder(payload, shapes) -> Weights` raising EncodingError (NonFiniteError for NaN/Inf)."""
+    ENCODERS[name], DECODERS[name] = encoder, decoder
+    if parameter is not None:
+        PARAMETERS[name] = parameter
+    if takes_rng:
+        TAKES_RNG.add(name)
+    if norm_bounded:
+        NORM_BOUNDED.add(name)
+
+
+register("int8", encode_int8, decode_int8, takes_rng=True)
+register("topk", encode_topk, decode_topk, parameter=("fraction", _parse_fraction), takes_rng=True)
+register("topk_int8", encode_topk_int8, decode_topk_int8, parameter=("fraction", _parse_fraction), takes_rng=True)
+
+
+def parse_name(name: str) -> tuple[str, Any]:
+    """Split "topk:0.05" into ("topk", 0.05), "hadamard:1.75" into ("hadamard", 1.75); a plain
+    name has no parameter (None).
 
     Raises:
-        EncodingError: an unknown base name, or a parameter on an encoding that takes none.
+        EncodingError: an unknown base name, a bad parameter, or a parameter on an encoding
+            that takes none.
     """
     base, sep, param = str(name).partition(":")
     if base not in ENCODERS:
         raise EncodingError(f"unknown encoding {name!r}; expected one of {sorted(ENCODERS)}")
     if not sep:
         return base, None
-    if base not in _TAKES_FRACTION:
+    if base not in PARAMETERS:
         raise EncodingError(f"encoding {base!r} takes no parameter, got {name!r}")
     try:
-        return base, _topk_fraction(float(param))
-    except ValueError:
-        raise EncodingError(f"encoding {name!r}: expected a fraction in (0, 1] after ':'") from None
+        return base, PARAMETERS[base][1](param)
+    except EncodingError as e:
+        raise EncodingError(f"encoding {name!r}: {e}") from None
 
 
 def base_name(name: str) -> str:
@@ -294,26 +335,35 @@ def base_name(name: str) -> str:
     return parse_name(name)[0]
 
 
-def encode(name: str, update: Weights, rng: np.random.Generator | None = None) -> bytes:
-    """Encode `update` with the encoding `name` ("float32", "int8", "topk[:f]", "topk_int8[:f]").
+def encode(name: str, update: Weights, rng: np.random.Generator | None = None,
+           max_norm: float | None = None) -> bytes:
+    """Encode `update` with the encoding `name`.
 
     Args:
-        name: a registry name, optionally with a top-k fraction ("topk:0.05").
+        name: a registry name, optionally with its parameter: "float32", "int8", "topk[:f]",
+            "topk_int8[:f]", "hadamard[:bits]", "hadamard_sr[:levels]".
         update: the tensors, in manifest order.
-        rng: draws stochastic rounding (int8 encodings); a fresh generator when None.
+        rng: draws stochastic rounding and rotation seeds; a fresh generator when None.
+        max_norm: for encodings in NORM_BOUNDED, the largest L2 norm the decoded update may
+            have (the payload's scales are shrunk to fit); ignored by the others.
     """
-    base, fraction = parse_name(name)
+    base, param = parse_name(name)
     kwargs: dict = {}
-    if base in _TAKES_RNG:
+    if base in TAKES_RNG:
         kwargs["rng"] = rng
-    if base in _TAKES_FRACTION and fraction is not None:
-        kwargs["fraction"] = fraction
+    if param is not None:
+        kwargs[PARAMETERS[base][0]] = param
+    if base in NORM_BOUNDED and max_norm is not None:
+        kwargs["max_norm"] = max_norm
     return ENCODERS[base](update, **kwargs)
 
 
 def decode(name: str, payload: bytes, shapes: Shapes) -> Weights:
-    """Decode a payload; `name` may carry a top-k fraction, which decoding does not need."""
+    """Decode a payload; `name` may carry a parameter, which decoding does not need."""
     base, _, _ = str(name).partition(":")
     if base not in DECODERS:
         raise EncodingError(f"unknown encoding {name!r}; expected one of {sorted(DECODERS)}")
     return DECODERS[base](payload, shapes)
+
+
+from fedmath import hadamard as _hadamard  # noqa: F401  registers "hadamard" and "hadamard_sr"

@@ -38,15 +38,18 @@ def pack(header: UploadHeader, payload: bytes) -> bytes:
     return MAGIC + struct.pack("<I", len(raw)) + raw + payload
 
 
-def unpack(body: bytes) -> tuple[UploadHeader, bytes]:
-    """Split a body into its header and payload, validating the header's fields."""
+def unpack(body: bytes | memoryview) -> tuple[UploadHeader, bytes | memoryview]:
+    """Split a body into its header and payload, validating the header's fields.
+
+    The payload is `body[8 + n:]`: a copy for `bytes`, a view (no copy) for a memoryview.
+    """
     if len(body) < 8 or body[:4] != MAGIC:
         raise WireError(f"body must start with {MAGIC!r} and a 4-byte header length")
     (n,) = struct.unpack("<I", body[4:8])
     if n > MAX_HEADER_BYTES or 8 + n > len(body):
         raise WireError(f"header length {n} is larger than the body or the {MAX_HEADER_BYTES}-byte limit")
     try:
-        raw = json.loads(body[8 : 8 + n].decode())
+        raw = json.loads(bytes(body[8 : 8 + n]).decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise WireError(f"header is not UTF-8 JSON: {e}") from None
     if not isinstance(raw, dict):

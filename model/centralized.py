@@ -57,6 +57,32 @@ def _index_stream(n: int, rng: np.random.Generator):
         yield from rng.permutation(n).tolist()
 
 
+def _train_step(model: tf.keras.Model, opt: tf.keras.optimizers.Optimizer):
+    """One traced optimizer step on `masked_loss` (training=True, so dropout is on if built)."""
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = masked_loss(yb, model(xb, training=True))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_weights), model.trainable_weights))
+        return loss
+
+    return step
+
+
+def _write_run(out_dir: str, model: tf.keras.Model, rows: list[dict], summary: dict) -> dict:
+    """metrics.csv (one row per evaluation), weights.npz and summary.json; returns the summary."""
+    with open(os.path.join(out_dir, "metrics.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    save_model_weights(os.path.join(out_dir, "weights.npz"), model)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    return summary
+
+
 def train_centralized(cfg: RunConfig, data: Any, out_dir: str, examples: int | None = None,
                       learning_rate: float | None = None, momentum: float = 0.0, evals: int = 5,
                       progress: bool = True) -> dict:
@@ -90,13 +116,7 @@ def train_centralized(cfg: RunConfig, data: Any, out_dir: str, examples: int | N
     model = build_model(cfg.model, vocab, cfg.data.seq_len, seed=t.seed)
     opt = tf.keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
     eval_x, eval_y = data.pooled_examples("heldout", cfg.data.seq_len, t.eval_max_examples)
-
-    @tf.function(reduce_retracing=True)
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = masked_loss(yb, model(xb, training=True))
-        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_weights), model.trainable_weights))
-        return loss
+    step = _train_step(model, opt)
 
     rng = np.random.default_rng(t.seed)
     stream = _index_stream(len(x), rng)
@@ -123,18 +143,101 @@ def train_centralized(cfg: RunConfig, data: Any, out_dir: str, examples: int | N
                 bar.set_postfix(top1=f"{res['top1']:.3f}")
     if bar is not None:
         bar.close()
-    with open(os.path.join(out_dir, "metrics.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    save_model_weights(os.path.join(out_dir, "weights.npz"), model)
     final = rows[-1]
     summary = {"stage": "centralized", "examples_processed": seen, "steps": steps, "learning_rate": lr,
                "momentum": momentum, "batch_size": t.batch_size, "pooled_examples": int(len(x)),
                "epochs": seen / len(x), "params": count_params(model),
                "final_eval": {k: final[k] for k in ("top1", "top3", "perplexity", "words")},
                "seconds": round(time.perf_counter() - started, 2), "weights": "weights.npz"}
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
-    return summary
+    return _write_run(out_dir, model, rows, summary)
+
+
+def split_validation_users(users: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(fit users, validation users): a seeded `fraction` of `users` held back for early stopping."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    order = sorted(users)
+    np.random.default_rng(seed).shuffle(order)
+    n_val = max(1, int(round(fraction * len(order))))
+    if n_val >= len(order):
+        raise ValueError(f"need at least 2 training users to hold some back for validation, got {len(order)}")
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def _pool(data: Any, users: list[str], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = zip(*(data.client_examples(u, seq_len) for u in users))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def train_converged(cfg: RunConfig, data: Any, out_dir: str, learning_rate: float = 1.0, max_epochs: int = 30,
+                    patience: int = 3, decay: float = 0.5, validation_fraction: float = 0.1,
+                    clip_norm: float = 5.0, dropout: float = 0.0, progress: bool = True) -> dict:
+    """Train centrally to convergence: the best the model does on this data, no budget matched.
+
+    What "structure beyond trigrams" is measured with (issue 3) and what Gboard's server-trained
+    baseline was (Hard et al. 2018 train to convergence): plain SGD over every window of the
+    training users (no per-client cap, as the n-gram sees all their text), gradients clipped to
+    global norm `clip_norm` (without it an LSTM's occasional exploding step undoes epochs of
+    training; Zaremba et al. 2014 clip at 5), optional `dropout` (`build_model`), learning rate times
+    `decay` after each epoch that does not improve validation perplexity, stop after `patience`
+    such epochs, keep the best epoch's weights (Zaremba et al. 2014's schedule, with early
+    stopping). Validation users are a seeded `validation_fraction` of the training users held
+    back from fitting, so the held-out users are scored once, at the end, never selected on.
+
+    Returns:
+        The summary (also summary.json): final_eval on held-out users, best_epoch, epochs run,
+        and per-epoch validation figures in metrics.csv.
+    """
+    t = cfg.train
+    if learning_rate <= 0 or max_epochs < 1 or patience < 1 or not 0 < decay <= 1 or clip_norm <= 0:
+        raise ValueError(f"need learning_rate > 0, max_epochs >= 1, patience >= 1, decay in (0, 1], clip_norm > 0;"
+                         f" got {learning_rate}, {max_epochs}, {patience}, {decay}, {clip_norm}")
+    os.makedirs(out_dir, exist_ok=True)
+    write_config(cfg, out_dir)
+    fit_users, val_users = split_validation_users(data.users("train"), validation_fraction, t.seed)
+    x, y = _pool(data, fit_users, cfg.data.seq_len)
+    vx, vy = _pool(data, val_users, cfg.data.seq_len)
+    hx, hy = data.pooled_examples("heldout", cfg.data.seq_len, t.eval_max_examples)
+    tf.random.set_seed(t.seed)
+    model = build_model(cfg.model, int(data.tokenizer.vocab_size), cfg.data.seq_len, seed=t.seed, dropout=dropout)
+    lr = tf.Variable(learning_rate, dtype=tf.float32, trainable=False)
+    opt = tf.keras.optimizers.SGD(learning_rate=lambda: lr, global_clipnorm=clip_norm)
+    step = _train_step(model, opt)
+
+    rng = np.random.default_rng(t.seed)
+    rows: list[dict] = []
+    best, best_weights, bad = (-1.0, 0.0), None, 0
+    started = time.perf_counter()
+    epochs = range(1, max_epochs + 1)
+    if progress:
+        from tqdm.auto import tqdm
+        epochs = tqdm(epochs, desc="centralized (to convergence)", unit="epoch")
+    for epoch in epochs:
+        order, losses = rng.permutation(len(x)), []
+        for i in range(0, len(order), t.batch_size):
+            idx = order[i:i + t.batch_size]
+            losses.append(float(step(tf.constant(x[idx]), tf.constant(y[idx]))))
+        val = evaluate(model, None, vx, vy)
+        rows.append({"epoch": epoch, "learning_rate": float(lr.numpy()), "train_loss": float(np.mean(losses)),
+                     **{f"val_{k}": val[k] for k in ("top1", "top3", "perplexity")}})
+        if progress:
+            epochs.set_postfix(val_top1=f"{val['top1']:.3f}", lr=f"{float(lr.numpy()):.3g}")
+        score = (val["top1"], -val["perplexity"])
+        if score > best:
+            best, best_weights, bad = score, [v.numpy() for v in model.trainable_weights], 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+            lr.assign(lr * decay)
+    best_epoch = max(rows, key=lambda r: (r["val_top1"], -r["val_perplexity"]))["epoch"]
+    model.set_weights(best_weights)
+    final = evaluate(model, None, hx, hy)
+    summary = {"stage": "centralized_converged", "learning_rate": learning_rate, "decay": decay,
+               "patience": patience, "clip_norm": clip_norm, "dropout": dropout, "epochs_run": len(rows),
+               "best_epoch": best_epoch,
+               "fit_users": len(fit_users), "validation_users": len(val_users), "fit_examples": int(len(x)),
+               "batch_size": t.batch_size, "params": count_params(model),
+               "final_eval": {k: final[k] for k in ("top1", "top3", "perplexity", "words")},
+               "seconds": round(time.perf_counter() - started, 2), "weights": "weights.npz"}
+    return _write_run(out_dir, model, rows, summary)

@@ -34,7 +34,11 @@ class TiedOutput(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, h: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(h, self.embedding.embeddings, transpose_b=True) + self.bias
+        # One 2-D matmul over all B*T positions: TFLite runs it as FULLY_CONNECTED, where a
+        # rank-3 matmul (and its gradient) becomes a slower BATCH_MATMUL.
+        width = int(self.embedding.output_dim)
+        logits = tf.matmul(tf.reshape(h, [-1, width]), self.embedding.embeddings, transpose_b=True) + self.bias
+        return tf.reshape(logits, tf.concat([tf.shape(h)[:-1], [int(self.embedding.input_dim)]], 0))
 
 
 def _unit_forget_bias(units: int):
@@ -75,9 +79,12 @@ class CIFGCell(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor, states):
+        return self.step(tf.matmul(inputs, self.kernel) + self.bias, states)
+
+    def step(self, zx: tf.Tensor, states):
+        """One step given the input's share of the gates, zx = x W + b (see `UnrolledRNN`)."""
         h, c = states[0], states[1]
-        z = tf.matmul(inputs, self.kernel) + tf.matmul(h, self.recurrent_kernel) + self.bias
-        z_f, z_c, z_o = tf.split(z, 3, axis=-1)
+        z_f, z_c, z_o = tf.split(zx + tf.matmul(h, self.recurrent_kernel), 3, axis=-1)
         f = tf.sigmoid(z_f)
         c = f * c + (1.0 - f) * tf.tanh(z_c)
         h = tf.matmul(tf.sigmoid(z_o) * tf.tanh(c), self.projection)
@@ -87,8 +94,55 @@ class CIFGCell(tf.keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "proj_units": self.proj_units, "seed": self.seed}
 
 
+def _lstm_step(cell: tf.keras.layers.LSTMCell, zx: tf.Tensor, states):
+    """Keras LSTMCell's step (gates [i, f, c, o], sigmoid and tanh) given zx = x W + b."""
+    h, c = states[0], states[1]
+    z_i, z_f, z_c, z_o = tf.split(zx + tf.matmul(h, cell.recurrent_kernel), 4, axis=-1)
+    c = tf.sigmoid(z_f) * c + tf.sigmoid(z_i) * tf.tanh(z_c)
+    h = tf.sigmoid(z_o) * tf.tanh(c)
+    return h, [h, c]
+
+
+class UnrolledRNN(tf.keras.layers.Layer):
+    """A recurrence unrolled over the T steps, with the input projection hoisted out of the loop.
+
+    Same cell, same weights (and weight names) and same arithmetic as `tf.keras.layers.RNN`
+    (`return_sequences=True`, zero initial state), but x W + b is one [B*T, D] x [D, G] matmul for
+    all steps, and so is its gradient, instead of T small ones. This is the graph phones run
+    (tflite_export: builtin ops only, no TensorList), where each op has a fixed cost: it cuts the
+    train signature by about 20% against Keras' own unroll (benchmarks/tflite_ondevice.py).
+    """
+
+    def __init__(self, cell: tf.keras.layers.Layer, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(cell, (tf.keras.layers.LSTMCell, CIFGCell)):
+            raise TypeError(f"UnrolledRNN: expected an LSTMCell or a CIFGCell, got {type(cell).__name__}")
+        self.cell = cell
+
+    def build(self, input_shape) -> None:
+        with tf.name_scope(self.cell.name):  # as tf.keras.layers.RNN does, so weight names match
+            self.cell.build(tf.TensorShape(input_shape)[-1:])
+        super().build(input_shape)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        steps, width = int(x.shape[1]), int(x.shape[2])
+        kernel = self.cell.kernel
+        zx = tf.matmul(tf.reshape(x, [-1, width]), kernel) + self.cell.bias
+        zx = tf.unstack(tf.reshape(zx, [-1, steps, int(kernel.shape[-1])]), axis=1)
+        batch = tf.shape(x)[0]
+        states = [tf.zeros(tf.stack([batch, n])) for n in tf.nest.flatten(self.cell.state_size)]
+        outputs = []
+        for z in zx:
+            if isinstance(self.cell, CIFGCell):
+                h, states = self.cell.step(z, states)
+            else:
+                h, states = _lstm_step(self.cell, z, states)
+            outputs.append(h)
+        return tf.stack(outputs, axis=1)
+
+
 def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int | None = None,
-                seed: int = 0, unroll: bool = False) -> tf.keras.Model:
+                seed: int = 0, unroll: bool = False, dropout: float = 0.0) -> tf.keras.Model:
     """Build the uncompiled model mapping int32 [B, T] token ids to float32 [B, T, V] logits.
 
     Args:
@@ -97,28 +151,44 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int
         seq_len: T, the number of tokens per example.
         batch_size: a static batch size (TFLite signatures need one), or None.
         seed: initializer seed, so two builds with the same seed start from the same weights.
-        unroll: unroll the recurrence over the T steps (static graph, no TensorList ops): what
-            the TFLite train signature needs to convert with builtin ops only. Same weights.
+        unroll: unroll the recurrence over the T steps (`UnrolledRNN`: static graph, no
+            TensorList ops): what the TFLite signatures need to convert with builtin ops only.
+            Same weights, same names, same function.
+        dropout: dropout rate on the embedded input and the recurrent output, active only when
+            called with training=True (Zaremba et al. 2014). Only the centralized baseline uses
+            it (`model.centralized.train_converged`); federated and phone training use 0, where
+            the model has no Dropout layers at all. No weights, so the same weight names.
     """
     if cfg.cell not in ("lstm", "cifg"):
         raise ValueError(f"ModelConfig.cell: expected 'lstm' or 'cifg', got {cfg.cell!r}")
     if vocab_size < 5 or seq_len < 1:
         raise ValueError(f"need vocab_size >= 5 and seq_len >= 1, got {vocab_size} and {seq_len}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+    def drop(x: tf.Tensor, name: str) -> tf.Tensor:
+        return tf.keras.layers.Dropout(dropout, seed=seed, name=name)(x) if dropout else x
+
     init = tf.keras.initializers.GlorotUniform
     tokens = tf.keras.Input(shape=(seq_len,), batch_size=batch_size, dtype=tf.int32, name="tokens")
     embedding = tf.keras.layers.Embedding(
         vocab_size, cfg.embedding_dim, embeddings_initializer=tf.keras.initializers.RandomUniform(
             -0.05, 0.05, seed=seed), name="embedding")
-    h = embedding(tokens)
+    h = drop(embedding(tokens), "embedding_dropout")
     if cfg.cell == "cifg":  # projection inside the recurrence: the output already has the embedding width
-        h = tf.keras.layers.RNN(CIFGCell(cfg.lstm_units, cfg.embedding_dim, seed=seed, name="cifg_cell"),
-                                return_sequences=True, unroll=unroll, name="cifg")(h)
+        cell = CIFGCell(cfg.lstm_units, cfg.embedding_dim, seed=seed, name="cifg_cell")
+        h = (UnrolledRNN(cell, name="cifg") if unroll
+             else tf.keras.layers.RNN(cell, return_sequences=True, name="cifg"))(h)
+        h = drop(h, "cifg_dropout")
         logits = TiedOutput(embedding, name="tied_output")(h)
         return tf.keras.Model(tokens, logits, name="nwp_cifg")
-    h = tf.keras.layers.LSTM(
-        cfg.lstm_units, return_sequences=True, kernel_initializer=init(seed=seed + 1),
-        recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed + 2), unroll=unroll,
-        name="lstm")(h)
+    lstm_init = {"kernel_initializer": init(seed=seed + 1),
+                 "recurrent_initializer": tf.keras.initializers.Orthogonal(seed=seed + 2)}
+    if unroll:
+        h = UnrolledRNN(tf.keras.layers.LSTMCell(cfg.lstm_units, name="lstm_cell", **lstm_init), name="lstm")(h)
+    else:
+        h = tf.keras.layers.LSTM(cfg.lstm_units, return_sequences=True, name="lstm", **lstm_init)(h)
+    h = drop(h, "lstm_dropout")
     h = tf.keras.layers.Dense(cfg.embedding_dim, kernel_initializer=init(seed=seed + 3),
                               name="projection")(h)
     logits = TiedOutput(embedding, name="tied_output")(h)

@@ -19,6 +19,8 @@ from typing import Any, Optional
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from fedmath import wire
+from server.body import BodyBuffers
 from server.bundle import load_bundle
 from server.dashboard import dashboard
 from server.errors import ApiError
@@ -55,6 +57,8 @@ def build_app(settings: Settings) -> Flask:
         "metrics": metrics,
         "device_limiter": RateLimiter(cv.rate_limit_per_s, cv.rate_limit_burst),
         "register_limiter": RateLimiter(cv.register_rate_per_s, cv.register_burst),
+        # a thread keeps a body buffer as large as a float32 upload of this model (and its header)
+        "bodies": BodyBuffers(keep_bytes=8 + wire.MAX_HEADER_BYTES + 4 * collector.dim),
     }
     app.register_blueprint(bp, url_prefix="/v1")
     app.register_blueprint(ops)

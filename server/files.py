@@ -8,14 +8,13 @@ power cut needs and a process crash does not (the page cache outlives the proces
 
 from __future__ import annotations
 
-import io
 import os
+import threading
 import uuid
-from typing import Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
-from fedmath import encodings
 from fedmath.types import Shapes, Weights
 
 
@@ -29,11 +28,20 @@ def _fsync_dir(directory: str) -> None:
 
 def atomic_write(path: str, chunks: Sequence[bytes | memoryview], fsync: bool) -> None:
     """Write `chunks` to `path` via a temporary file and a rename."""
+
+    def write(f: BinaryIO) -> None:
+        for c in chunks:
+            f.write(c)
+
+    atomic_write_with(path, write, fsync)
+
+
+def atomic_write_with(path: str, write: Callable[[BinaryIO], object], fsync: bool) -> None:
+    """Let `write(f)` fill a temporary file, then rename it to `path`."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
     with open(tmp, "wb") as f:
-        for c in chunks:
-            f.write(c)
+        write(f)
         if fsync:
             f.flush()
             os.fsync(f.fileno())
@@ -53,9 +61,8 @@ def remove_quietly(path: str | None) -> None:
 
 def write_npz(path: str, names: Sequence[str], arrays: Weights, fsync: bool) -> None:
     """Model weights as an uncompressed .npz keyed by the manifest names (in order)."""
-    buf = io.BytesIO()
-    np.savez(buf, **{n: np.asarray(a, np.float32) for n, a in zip(names, arrays)})
-    atomic_write(path, [buf.getbuffer()], fsync)
+    atomic_write_with(path, lambda f: np.savez(f, **{n: np.asarray(a, np.float32) for n, a in zip(names, arrays)}),
+                      fsync)
 
 
 def read_npz(path: str, names: Sequence[str]) -> Weights:
@@ -63,18 +70,23 @@ def read_npz(path: str, names: Sequence[str]) -> Weights:
         return [np.asarray(npz[n], np.float32) for n in names]
 
 
-def write_sums(path: str, sums: Sequence[np.ndarray], fsync: bool) -> None:
-    """A running-sum checkpoint: the float64 tensors concatenated, raw little-endian, written in
-    place (the caller alternates between two files, so the one the store points at is intact)."""
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int = 0) -> int:
+    """Write all of `data` at `offset` (pwrite may write less than asked); returns its length."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+    return len(view)
+
+
+def write_in_place(path: str, chunks: Sequence[bytes | memoryview], fsync: bool) -> None:
+    """Overwrite `path` with `chunks` (created if missing, cut to their length): no rename, so
+    the caller must never point at the file while it is being written."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         offset = 0
-        for s in sums:
-            view = np.ascontiguousarray(s, dtype="<f8").data.cast("B")
-            done = 0
-            while done < len(view):
-                done += os.pwrite(fd, view[done:], offset + done)
-            offset += len(view)
+        for c in chunks:
+            offset += pwrite_all(fd, c, offset)
         if os.fstat(fd).st_size != offset:
             os.ftruncate(fd, offset)
         if fsync:
@@ -83,12 +95,34 @@ def write_sums(path: str, sums: Sequence[np.ndarray], fsync: bool) -> None:
         os.close(fd)
 
 
-def read_sums(path: str, shapes: Shapes) -> list[np.ndarray]:
-    flat = np.fromfile(path, dtype="<f8")
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
-    if flat.size != sum(sizes):
-        raise ValueError(f"checkpoint {path} holds {flat.size} values, the model has {sum(sizes)}")
-    return encodings.unflatten(flat, shapes, np.float64)
+def write_sums(path: str, sums: Sequence[np.ndarray], fsync: bool) -> None:
+    """A running-sum checkpoint: the float64 tensors concatenated, raw little-endian, written in
+    place (the caller alternates between two files, so the one the store points at is intact)."""
+    write_in_place(path, [np.ascontiguousarray(s, dtype="<f8").data for s in sums], fsync)
+
+
+def read_sums_into(path: str, out: np.ndarray) -> None:
+    """Read a running-sum checkpoint into `out`, a flat little-endian float64 array of the model's size."""
+    if out.dtype != np.dtype("<f8") or out.ndim != 1 or not out.flags.c_contiguous:
+        raise ValueError(f"checkpoints are read into a flat contiguous <f8 array, got {out.dtype} {out.shape}")
+    view = memoryview(out).cast("B")
+    with open(path, "rb", buffering=0) as f:
+        got = 0
+        while got < len(view) and (n := f.readinto(view[got:])):
+            got += n
+        if got != len(view) or f.read(1):
+            raise ValueError(f"checkpoint {path} does not hold the model's {out.size} float64 values")
+
+
+def tensor_views(flat: np.ndarray, shapes: Shapes) -> list[np.ndarray]:
+    """Cut a flat vector into tensors of `shapes`, in order, as views of it (no copy; the size
+    must be their total). The layout of float32 payloads, spool files and checkpoints."""
+    out, start = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape, dtype=np.int64))
+        out.append(flat[start : start + n].reshape(shape))
+        start += n
+    return out
 
 
 class SpoolSlots:
@@ -105,7 +139,7 @@ class SpoolSlots:
         self.directory = directory
         self.fsync = fsync
         self.prefix = f"w{os.getpid()}-{uuid.uuid4().hex[:8]}-"
-        self._lock = __import__("threading").Lock()
+        self._lock = threading.Lock()
         self._count = 0
         self._free: list[str] = []
         self._busy: set[str] = set()
@@ -137,18 +171,7 @@ class SpoolSlots:
 
     def write(self, name: str, payload: bytes | memoryview) -> str:
         path = os.path.join(self.directory, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(payload).cast("B")
-            written = 0
-            while written < len(view):
-                written += os.pwrite(fd, view[written:], written)
-            if os.fstat(fd).st_size != len(view):
-                os.ftruncate(fd, len(view))
-            if self.fsync:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        write_in_place(path, [payload], self.fsync)
         return path
 
 

@@ -49,8 +49,12 @@ def token_hash(token: str) -> str:
 
 
 def weights_sha256(weights: Weights) -> str:
-    """The ETag of a model version: sha256 of its float32 download payload."""
-    return hashlib.sha256(encodings.encode_float32(weights)).hexdigest()
+    """The ETag of a model version: sha256 of its float32 download payload
+    (`encodings.encode_float32`), hashed tensor by tensor instead of joined first."""
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(np.ascontiguousarray(w, dtype="<f4").data.cast("B"))
+    return h.hexdigest()
 
 
 @dataclass
@@ -58,6 +62,7 @@ class _SumCache:
     round: int
     seq: int  # the last update (by seq) included
     rs: RunningSum
+    flat: np.ndarray  # the float64 buffer rs.sums are views of (reused when the sum is rebuilt)
 
 
 class Collector:
@@ -81,6 +86,7 @@ class Collector:
         self.slots = files.SpoolSlots(self.spool_dir, self.fsync)
         self._payloads: dict[int, tuple[bytes, str]] = {}
         self._payload_lock = threading.Lock()
+        self._spool_buf: bytearray | None = None  # _read_spool's buffer (used under the write lock)
         self.started = time.time()
         self._bootstrap()
         self.cleanup_files(min_age_s=ORPHAN_AGE_S)
@@ -91,6 +97,8 @@ class Collector:
         now = time.time()
         with self.store.write() as c:
             latest = self.store.latest_model(c)
+            if latest is not None:
+                self._check_state_matches_bundle(c)
             if latest is None:
                 weights = load_initial_weights(self.bundle)
                 path = os.path.join(self.models_dir, "v0.npz")
@@ -104,6 +112,20 @@ class Collector:
             if self.store.open_round(c) is None:
                 last = self.store.last_round(c)
                 self._open_round(c, last.round + 1 if last else 0, latest.version, now)
+
+    def _check_state_matches_bundle(self, c: Any) -> None:
+        """Refuse a state directory whose model v0 is not this bundle's initial weights.
+
+        Resuming after a crash reopens the same state with the same bundle; a state left by a
+        run with another bundle (another vocabulary, another model) would serve models whose
+        shapes the phones' bundle does not have, and every upload would fail to decode.
+        """
+        v0 = self.store.get_model(0, c)
+        sha = weights_sha256(load_initial_weights(self.bundle))
+        if v0 is not None and (v0.num_params != self.dim or v0.sha256 != sha):
+            raise ValueError(f"the collector state in {self.store.path} was started from another bundle "
+                             f"(model v0: {v0.num_params:,} parameters, sha256 {v0.sha256[:12]}; this bundle: "
+                             f"{self.dim:,}, {sha[:12]}): use a new state directory, or the bundle it was made for")
 
     def _open_round(self, c: Any, number: int, model_version: int, now: float) -> None:
         s = self.settings
@@ -193,8 +215,7 @@ class Collector:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ApiError(400, "bad_request", f"check-in field 'num_examples' must be an integer >= 0, got {n!r}")
         now = time.time() if now is None else now
-        self.tick(now)
-        rnd = self.store.open_round()
+        rnd = self.tick(now)
         assert rnd is not None
         if self.store.get_update(rnd.round, device_id) is not None:
             raise self._turn_away(device_id, rnd, now, "already_reported",
@@ -246,12 +267,16 @@ class Collector:
         return payload, m.sha256
 
     # -- uploads -------------------------------------------------------------------------------
-    def accept(self, device_id: str, url_round: int, body: bytes, now: Optional[float] = None) -> dict:
-        """Validate an upload and add it to the round; returns the 202 body. Raises ApiError."""
+    def accept(self, device_id: str, url_round: int, body: bytes | memoryview, now: Optional[float] = None) -> dict:
+        """Validate an upload and add it to the round; returns the 202 body. Raises ApiError.
+
+        `body` may be a view into a buffer the caller reuses: nothing here keeps it (or the
+        decoded update, which views it) after returning."""
         now = time.time() if now is None else now
+        current = self.tick(now)  # a full or expired round closes first, as on any request
         header, payload = validation.parse(body, url_round)
         r = header.round
-        rnd = self.store.get_round(r)
+        rnd = current if current is not None and current.round == r else self.store.get_round(r)
         answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id),
                                         self.store.get_update(r, device_id), now)
         if answer is not None:
@@ -276,14 +301,7 @@ class Collector:
                 seq = self.store.insert_update(c, r, device_id, header.upload_id, header.num_examples, weight,
                                                checked.clip_to, checked.norm, slot, now, complete)
                 try:
-                    cache = self._cache
-                    if cache is not None and cache.round == r and cache.rs.count == rnd.reports:
-                        cache.rs.add(update, weight)  # this worker's sum is current: add in memory
-                        cache.seq = seq
-                    else:  # another worker added since: catch up lazily, at the next checkpoint
-                        self._cache = None
-                    if rnd.reports + 1 - rnd.ckpt_count >= self.settings.collector.checkpoint_every:
-                        self._checkpoint(c, rnd, self._sum_upto(c, rnd, seq))
+                    self._add(c, rnd, seq, update, weight)
                 except BaseException:
                     self._cache = None  # the transaction rolls back; rebuild from disk next time
                     raise
@@ -293,41 +311,81 @@ class Collector:
             self._close(r, time.time())
         return {"accepted": True, "round_complete": bool(complete)}
 
+    def _add(self, c: Any, rnd: Round, seq: int, update: Weights, weight: float) -> None:
+        """Add a just-recorded update (seq) to this worker's sum when that sum is current, and
+        checkpoint when one is due (inside the write lock; `rnd` is the round before it)."""
+        cache = self._cache
+        if rnd.reports == 0 and (cache is None or cache.round != rnd.round):  # the round's first update
+            cache = self._rebuild(rnd)
+        if cache is not None and cache.round == rnd.round and cache.rs.count == rnd.reports:
+            cache.rs.add(update, weight)
+            cache.seq = seq
+        # else another worker added since: this sum still holds exactly the updates up to
+        # cache.seq, and catches up from the spool when a checkpoint is due
+        if rnd.reports + 1 - rnd.ckpt_count >= self.settings.collector.checkpoint_every:
+            self._checkpoint(c, rnd, self._sum_upto(c, rnd, seq))
+
     def _sum_upto(self, c: Any, rnd: Round, upto_seq: int) -> _SumCache:
-        """The round's running sum over its updates with seq <= upto_seq (inside the write lock)."""
+        """The round's running sum over its updates with seq <= upto_seq (inside the write lock):
+        this worker's sum if no later checkpoint replaced it, else the checkpoint, plus the
+        spooled updates after it."""
         cache = self._cache
         if cache is None or cache.round != rnd.round or cache.seq < rnd.ckpt_seq or cache.seq > upto_seq:
-            if rnd.ckpt_path:
-                rs = RunningSum(files.read_sums(rnd.ckpt_path, self.shapes), rnd.ckpt_weight, rnd.ckpt_count)
-            else:
-                rs = RunningSum([np.zeros(s, np.float64) for s in self.shapes])
-            cache = _SumCache(rnd.round, rnd.ckpt_seq, rs)
-            self._cache = cache
+            cache = self._rebuild(rnd)
         for rec in self.store.updates_between(c, rnd.round, cache.seq, upto_seq):
-            with open(os.path.join(self.spool_dir, rec.spool), "rb") as f:
-                update = encodings.decode(SPOOL_ENCODING, f.read(), self.shapes)
-            cache.rs.add(validation.prepared(update, rec.clip_to), rec.weight)
+            cache.rs.add(validation.prepared(self._read_spool(rec.spool), rec.clip_to), rec.weight)
             cache.seq = rec.seq
         return cache
+
+    def _rebuild(self, rnd: Round) -> _SumCache:
+        """This worker's sum set to the round's checkpoint (zeros before the first one), in the
+        float64 buffer of the sum it replaces when there is one (no new 8-bytes-per-value array
+        each time another worker's checkpoint makes this one stale)."""
+        flat = self._cache.flat if self._cache is not None else np.empty(self.dim, "<f8")
+        self._cache = None
+        if rnd.ckpt_path:
+            files.read_sums_into(rnd.ckpt_path, flat)
+        else:
+            flat.fill(0.0)
+        rs = RunningSum(files.tensor_views(flat, self.shapes), rnd.ckpt_weight, rnd.ckpt_count)
+        self._cache = _SumCache(rnd.round, rnd.ckpt_seq, rs, flat)
+        return self._cache
+
+    def _read_spool(self, name: str) -> Weights:
+        """A spooled update (float32, validated when it was accepted), read into one reusable
+        buffer: its tensors are views, valid until the next call (callers hold the write lock)."""
+        if self._spool_buf is None:
+            self._spool_buf = bytearray(4 * self.dim)
+        view = memoryview(self._spool_buf)
+        with open(os.path.join(self.spool_dir, name), "rb", buffering=0) as f:
+            got = f.readinto(view)
+            while got < len(view) and (more := f.readinto(view[got:])):
+                got += more
+            if got != len(view) or f.read(1):
+                raise ValueError(f"spool file {name} is not the model's {len(view)}-byte float32 payload")
+        return files.tensor_views(np.frombuffer(view, dtype="<f4"), self.shapes)
 
     def _checkpoint(self, c: Any, rnd: Round, cache: _SumCache) -> None:
         """Write the sum to the checkpoint file the store does not point at, then point at it
         (double buffering: a crash mid-write leaves the recorded checkpoint intact)."""
         current = os.path.basename(rnd.ckpt_path or "")
         path = os.path.join(self.sums_dir, "ckpt-1.f64" if current == "ckpt-0.f64" else "ckpt-0.f64")
-        files.write_sums(path, cache.rs.sums, self.fsync)
+        files.write_sums(path, [cache.flat], self.fsync)
         self.store.set_checkpoint(c, rnd.round, cache.seq, path, cache.rs.total_weight, cache.rs.count)
         self.store.clear_spools(c, rnd.round, cache.seq)  # their slots may be reused from now on
 
     # -- closing rounds ------------------------------------------------------------------------
-    def tick(self, now: Optional[float] = None) -> None:
-        """Close the open round if it has its reports or its deadline has passed (any request calls this)."""
+    def tick(self, now: float | None = None) -> Round | None:
+        """Close the open round if it has its reports or its deadline has passed (any request
+        calls this); returns the round open afterwards (read once when nothing had to close)."""
         now = time.time() if now is None else now
         rnd = self.store.open_round()
         if rnd is None:
-            return
+            return None
         if rnd.reports >= rnd.goal_count or (rnd.deadline is not None and now > rnd.deadline):
             self._close(rnd.round, now)
+            return self.store.open_round()
+        return rnd
 
     def _close(self, number: int, now: float) -> None:
         with self.store.write() as c:
@@ -357,6 +415,9 @@ class Collector:
     def _publish(self, c: Any, rnd: Round, latest: Any, now: float) -> int:
         cache = self._sum_upto(c, rnd, self.store.last_seq(c, rnd.round))
         mean = self.dp.mean(cache.rs)
+        reports, total_weight = cache.rs.count, cache.rs.total_weight
+        del cache
+        self._cache = None  # the round's sum is done with: free it before the model is loaded
         old = files.read_npz(latest.path, self.bundle.names)
         beta = self.settings.collector.server_momentum
         version = latest.version + 1
@@ -368,6 +429,7 @@ class Collector:
         else:
             step = mean
         new = apply_delta(old, step, self.settings.server.server_learning_rate)
+        del mean, step, old  # only the new model from here on
         path = os.path.join(self.models_dir, f"v{version}.npz")
         files.write_npz(path, self.bundle.names, new, self.fsync)
         sha = weights_sha256(new)
@@ -376,8 +438,8 @@ class Collector:
         events = self.store.privacy_events(c) + [(q, z)]
         delta = self.dp.delta(population)
         eps = self.dp.epsilon(events, delta)
-        meta = {"version": version, "round": rnd.round, "parent_version": latest.version, "reports": cache.rs.count,
-                "total_weight": cache.rs.total_weight, "goal_count": rnd.goal_count, "published_unix": now,
+        meta = {"version": version, "round": rnd.round, "parent_version": latest.version, "reports": reports,
+                "total_weight": total_weight, "goal_count": rnd.goal_count, "published_unix": now,
                 "sampling_probability": q, "effective_noise_multiplier": z, "epsilon": eps, "delta": delta,
                 "population": population,
                 "rounds_accounted": len(events), "privacy": self.dp.describe(),
@@ -388,8 +450,7 @@ class Collector:
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict:
-        self.tick()
-        rnd = self.store.open_round()
+        rnd = self.tick()
         m = self.store.latest_model()
         counts = self.store.round_counts()
         return {

@@ -107,12 +107,14 @@ def upload(round_number: int):
     started = time.perf_counter()
     device = _device()
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too_large", f"body of {request.content_length} bytes exceeds the {limit}-byte limit")
-    body = request.get_data(cache=False)
-    c = collector()
-    c.tick()
-    answer = c.accept(device, _number(round_number, "round"), body)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, "too_large", f"body of {length} bytes exceeds the {limit}-byte limit")
+    if length is not None:  # read once into this thread's buffer (server/body.py)
+        body = _state("bodies").read(request.environ, length)
+    else:  # no Content-Length (chunked): werkzeug reads it, enforcing the limit
+        body = request.get_data(cache=False)
+    answer = collector().accept(device, _number(round_number, "round"), body)
     m = _state("metrics")
     m.inc("fedkeys_updates_accepted_total")
     m.inc("fedkeys_update_bytes_total", len(body))

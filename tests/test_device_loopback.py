@@ -8,7 +8,7 @@ import pytest
 from device_sim.fleet import run_devices
 from device_sim.loopback import LoopbackCollector
 from fedmath import encodings
-from tests.test_device_phone import INITIAL, STEP, FakeModel, _examples, make_bundle
+from tests.test_device_phone import INITIAL, STEP, FakeModel, NoisyModel, _examples, make_bundle
 
 PLAN = {"local_epochs": 1, "batch_size": 2, "learning_rate": 0.5, "clip_norm": 100.0, "noise_std": 0.0,
         "encoding": "float32", "max_examples": 4}
@@ -32,22 +32,27 @@ def test_compressed_uploads_complete_rounds_and_cost_fewer_bytes(tmp_path, encod
     bundle = make_bundle(tmp_path / "b", shapes=[(64,), (32, 8)],
                          initial=[np.zeros(64, np.float32), np.zeros((32, 8), np.float32)])
 
-    class Model(FakeModel):
-        def __init__(self):
-            self.w = [np.zeros(64, np.float32), np.zeros((32, 8), np.float32)]
-            self.batches, self.set_calls = [], 0
-
-        def train_step(self, x, y, lr):
-            r = np.random.default_rng(int(x.sum()))
-            self.w = [a + lr * r.normal(size=a.shape).astype(np.float32) for a in self.w]
-            return 1.0
-
     lb = LoopbackCollector(str(bundle), goal_count=2, plan=PLAN)
     clients = {f"c{i}": _examples(n=3 + i) for i in range(3)}
     result = run_devices("loopback", clients, rounds=2, transport_factory=lb.transport, encoding=encoding,
-                         model_factory=lambda p: Model(), progress=False)
+                         model_factory=lambda p: NoisyModel([(64,), (32, 8)]), progress=False)
     s = result.summary()
     assert s["rounds_completed"] == 2 and s["rejected"] == 0
     mean_payload = s["rounds"][0]["payload_bytes_mean"]
     assert mean_payload < 4 * (64 + 256)
     assert len(encodings.encode(encoding, [np.ones(64), np.ones((32, 8))], rng=np.random.default_rng(0))) == mean_payload
+
+
+@pytest.mark.parametrize("encoding", ["hadamard:1.75", "hadamard_sr:4"])
+def test_rotated_uploads_complete_rounds_and_cost_fewer_bytes(tmp_path, encoding):
+    shapes = [(64,), (32, 64)]  # the second tensor fills two rotation blocks of 1024
+    bundle = make_bundle(tmp_path / "b", shapes=shapes, initial=[np.zeros(s, np.float32) for s in shapes])
+
+    lb = LoopbackCollector(str(bundle), goal_count=2, plan=PLAN)
+    clients = {f"c{i}": _examples(n=3 + i) for i in range(3)}
+    result = run_devices("loopback", clients, rounds=2, transport_factory=lb.transport, encoding=encoding,
+                         model_factory=lambda p: NoisyModel(shapes), progress=False)
+    s = result.summary()
+    assert s["rounds_completed"] == 2 and s["rejected"] == 0 and s["failed"] == 0
+    assert s["rounds"][0]["payload_bytes_mean"] < 4 * (64 + 2048) / 8
+    assert all(np.all(np.isfinite(w)) and np.any(w != 0) for w in lb.weights)

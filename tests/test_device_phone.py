@@ -46,6 +46,20 @@ class FakeModel:
         return 1.0 + len(self.batches)
 
 
+class NoisyModel(FakeModel):
+    """A fake whose step is lr times seeded Gaussian noise (seeded by the batch): a dense update
+    of any `shapes`, for exercising the encodings."""
+
+    def __init__(self, shapes) -> None:
+        super().__init__()
+        self.w = [np.zeros(s, np.float32) for s in shapes]
+
+    def train_step(self, x, y, lr):
+        r = np.random.default_rng(int(np.sum(x)))
+        self.w = [a + np.float32(lr) * r.normal(size=a.shape).astype(np.float32) for a in self.w]
+        return 1.0
+
+
 class FakeFactory:
     def __init__(self) -> None:
         self.models: list[FakeModel] = []
@@ -233,8 +247,8 @@ def test_lossy_encodings_never_lengthen_the_clipped_update():
     plan = ph.Plan(round=0, model_version=0, local_epochs=1, batch_size=2, learning_rate=0.1,
                    clip_norm=1.0, noise_std=0.0, encoding="int8", max_examples=0, deadline_unix=0)
     phone = ph.Phone("g", *_examples(), Transport("http://127.0.0.1:9"), FakeFactory(), rng)
-    delta = [rng.normal(size=(50, 20)).astype(np.float32), rng.normal(size=(7,)).astype(np.float32)]
-    for name in ("int8", "topk:0.1", "topk_int8:0.1"):
+    delta = [rng.normal(size=(50, 40)).astype(np.float32), rng.normal(size=(7,)).astype(np.float32)]
+    for name in ("int8", "topk:0.1", "topk_int8:0.1", "hadamard:1", "hadamard:1.75", "hadamard_sr:4"):
         payload, _ = phone.privatize_and_encode(delta, plan, name)
         sent = encodings.decode(name, payload, [d.shape for d in delta])
         assert np.sqrt(sum(float(np.sum(s.astype(np.float64) ** 2)) for s in sent)) <= 1.0 + 1e-5
@@ -252,3 +266,68 @@ def test_phone_error_feedback_keeps_residual_across_sessions():
     p2, _ = phone.privatize_and_encode([np.array([1.0, 0.5, 2.0], np.float32)], plan, "topk:0.3")
     np.testing.assert_array_equal(encodings.decode("topk", p2, [(3,)])[0], [0, 0, 3.0])
     np.testing.assert_array_equal(phone.feedback.residual[0], [1.0, 2.5, 0.0])
+
+
+def test_unbiased_quantizer_may_use_the_whole_clip_bound():
+    # A delta shorter than the clip (norm 0.5 < C = 1): "hadamard" lengthens it (its error adds
+    # energy), and the phone lets it, up to C, rather than shrinking it back to 0.5.
+    rng = np.random.default_rng(1)
+    plan = ph.Plan(round=0, model_version=0, local_epochs=1, batch_size=2, learning_rate=0.1,
+                   clip_norm=1.0, noise_std=0.0, encoding="hadamard:1", max_examples=0, deadline_unix=0)
+    phone = ph.Phone("g2", *_examples(), Transport("http://127.0.0.1:9"), FakeFactory(), rng)
+    d = rng.normal(size=4096)
+    delta = [(0.5 * d / np.linalg.norm(d)).astype(np.float32)]
+    payload, _ = phone.privatize_and_encode(delta, plan, "hadamard:1")
+    sent = encodings.decode("hadamard", payload, [(4096,)])[0]
+    # one level pair everywhere: relative error 0.57, so ||sent|| ~ 0.5 * sqrt(1.57) = 0.63
+    assert 0.55 < np.linalg.norm(sent.astype(np.float64)) <= 1.0
+
+
+def test_hadamard_uploads_are_decoded_by_the_real_collector(tmp_path):
+    """A phone sends "hadamard:1.75"; the server (server/validation.py through
+    fedmath.encodings.DECODERS) decodes it and publishes initial + exactly what was sent."""
+    shapes, initial = [(2048,), (3,)], [np.zeros(2048, np.float32), np.array([0.1, 0.2, 0.3], np.float32)]
+    bundle = make_bundle(tmp_path / "hb", shapes=shapes, initial=initial)
+    srv = LiveServer(server_config(tmp_path, bundle, privacy={"mode": "none", "clip_norm": 1.0}))
+    try:
+        sent = []
+
+        class Recording(Transport):
+            def upload(self, round_num, body):
+                sent.append(body)
+                return super().upload(round_num, body)
+
+        phone = ph.Phone("hana", *_examples(), Recording(srv.url), lambda p: NoisyModel(shapes),
+                         np.random.default_rng(0), encoding="hadamard:1.75")
+        out = phone.run_round()
+        assert out.status == ph.ACCEPTED, out
+        from fedmath import wire
+
+        header, payload = wire.unpack(sent[0])
+        assert header.encoding == "hadamard" and out.payload_bytes == len(payload) < 4 * 2051 / 10
+        delta = encodings.decode(header.encoding, payload, shapes)
+        assert np.sqrt(sum(np.sum(d.astype(np.float64) ** 2) for d in delta)) <= 1.0 + 1e-5
+        for new, w0, d in zip(fetch_published_weights(srv.url, 1, shapes), initial, delta):
+            np.testing.assert_allclose(new, w0 + d, rtol=1e-6, atol=1e-7)
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("name", ["int8", "hadamard:1.75", "topk_int8:0.1"])
+def test_an_encoded_clipped_update_never_exceeds_the_clip(name):
+    """The collector refuses an update longer than the clip; stochastic rounding lengthens one.
+
+    An update clipped to exactly the bound (the usual case) must still decode within it, for
+    every draw: a fixed safety margin of the rounding's own size failed about half the time.
+    """
+    from device_sim.phone import encode_within_norm
+    from fedmath.privacy import global_l2_norm
+
+    rng = np.random.default_rng(0)
+    shapes = [(200, 16), (16,), (300,)]
+    for seed in range(200):  # heavy-tailed values: int8's rounding noise is largest against their norm
+        update = [rng.standard_t(2, size=s).astype(np.float32) for s in shapes]
+        scale = 1.0 / global_l2_norm(update)
+        update = [(u * scale).astype(np.float32) for u in update]
+        _, decoded = encode_within_norm(name, update, np.random.default_rng(seed), limit=1.0)
+        assert global_l2_norm(decoded) <= 1.0 + 1e-6, (name, seed)

@@ -33,3 +33,49 @@ def test_centralized_matches_budget_and_writes_run(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["examples_processed"] == 37
     assert (tmp_path / "weights.npz").exists() and (tmp_path / "config.json").exists()
     assert len((tmp_path / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 evals
+
+
+def test_validation_users_are_a_seeded_disjoint_slice():
+    from model.centralized import split_validation_users
+
+    users = [f"u{i}" for i in range(20)]
+    fit, val = split_validation_users(users, 0.1, seed=3)
+    assert len(val) == 2 and not set(fit) & set(val) and sorted(fit + val) == sorted(users)
+    assert split_validation_users(list(reversed(users)), 0.1, seed=3) == (fit, val)
+    with pytest.raises(ValueError, match="at least 2 training users"):
+        split_validation_users(["only"], 0.5, seed=0)
+    with pytest.raises(ValueError, match="fraction"):
+        split_validation_users(users, 1.0, seed=0)
+
+
+def test_converged_training_keeps_the_best_validation_epoch(tmp_path):
+    import csv
+
+    from model.centralized import train_converged
+    from model.weights_io import load_weights
+
+    base = preset("tiny")
+    cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, seq_len=5),
+                              model=ModelConfig(embedding_dim=6, lstm_units=5),
+                              train=dataclasses.replace(base.train, batch_size=4, eval_max_examples=40))
+    data = FakeData(num_users=12, vocab_size=20, seq_len=5, seed=2, messages=(2, 5))
+    s = train_converged(cfg, data, str(tmp_path), learning_rate=1.0, max_epochs=6, patience=2, progress=False)
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert len(rows) == s["epochs_run"] <= 6
+    score = [(float(r["val_top1"]), -float(r["val_perplexity"])) for r in rows]
+    assert s["best_epoch"] == 1 + max(range(len(rows)), key=score.__getitem__)
+    lrs = [float(r["learning_rate"]) for r in rows]
+    best = [max(score[:i + 1]) for i in range(len(score))]
+    for i in range(1, len(rows) - 1):  # halved exactly after an epoch with no validation gain
+        assert lrs[i + 1] == (lrs[i] / 2 if score[i] <= best[i - 1] else lrs[i])
+    assert s["fit_users"] + s["validation_users"] == len(data.users("train"))
+    assert 0 <= s["final_eval"]["top1"] <= 1 and math.isfinite(s["final_eval"]["perplexity"])
+    # The saved weights are the best epoch's, the ones scored on the held-out users.
+    from model.evaluate import evaluate
+    from model.nwp import build_model
+
+    _, arrays = load_weights(str(tmp_path / "weights.npz"))
+    hx, hy = data.pooled_examples("heldout", 5, 40)
+    again = evaluate(build_model(cfg.model, 20, 5), arrays, hx, hy)
+    assert again["top1"] == pytest.approx(s["final_eval"]["top1"]) and again["perplexity"] == pytest.approx(
+        s["final_eval"]["perplexity"], rel=1e-5)

@@ -261,6 +261,21 @@ def test_two_apps_on_one_state_dir_agree(tmp_path):
         np.testing.assert_allclose(w1[t], (w0[t] + mean).astype(np.float32), rtol=1e-6, atol=1e-7)
 
 
+def test_a_state_dir_from_another_bundle_is_refused(tmp_path):
+    """Restarting on one's own state resumes; a state left by another bundle is refused by name."""
+    cfg = settings(tmp_path)
+    collector_of(create_app(test_config=cfg))
+    collector_of(create_app(test_config=cfg))  # the same bundle: resumes
+    other = str(tmp_path / "other_bundle")
+    make_bundle(other, seed=1)  # same shapes, other initial weights
+    with pytest.raises(ValueError, match="started from another bundle"):
+        create_app(test_config={**cfg, "bundle_dir": other})
+    wider = str(tmp_path / "wider_bundle")
+    make_bundle(wider, [(n, (s[0] + 1,) + tuple(s[1:])) for n, s in TINY_SHAPES])  # another vocabulary
+    with pytest.raises(ValueError, match="parameters"):
+        create_app(test_config={**cfg, "bundle_dir": wider})
+
+
 def test_pace_steering_spreads_devices():
     kw = dict(base=2, cap=600, population=1000, slots=10, goal=8, reports=4, first_checkin=100.0, deadline=160.0)
     waits = [pace.retry_after(f"d{i}", 3, 110.0, **kw) for i in range(200)]

@@ -61,8 +61,14 @@ def run(args: argparse.Namespace) -> int:
     if args.server:
         server, url = nullcontext(), args.server
     else:
+        state = os.path.join(args.out, "server_state")
+        if os.path.exists(state):  # a run of this command starts its own collector from round 0
+            import shutil
+
+            print(f"devices: removing the previous run's collector state {state}", flush=True)
+            shutil.rmtree(state)
         config_path = write_server_config(os.path.join(args.out, "server.json"), cfg.server, cfg.privacy,
-                                          args.bundle, os.path.join(args.out, "server_state"))
+                                          args.bundle, state)
         server = ServerProcess(config_path, cfg.server.host, cfg.server.port, cfg.server.workers,
                                cfg.server.threads, log_path=os.path.join(args.out, "server.log"))
         url = server.url

@@ -1,0 +1,82 @@
+"""Structure beyond trigrams: a centrally trained LSTM against the KN trigram on held-out users.
+
+Issue 3 asks whether the data holds anything a recurrent model can learn that an n-gram cannot.
+For each data set (`default`: the simulator's default population; `shakespeare`: the corpus in
+../shared/corpora, one user per role) this fits the interpolated Kneser-Ney trigram
+(data/ngram.py) on every training user's text, and trains the `default` LSTM centrally to
+convergence on the same users (model/centralized.py `train_converged`: SGD, learning rate
+halved after each epoch without a validation gain, early stopping on validation users held back
+from the training users). Both are scored once by the one metric code on the held-out users.
+
+Goals (simulator only): LSTM top-1 >= 1.15x the trigram's, and the trigram's top-1 within
+[0.08, 0.35]. Shakespeare's figures are reported beside them, with no goal.
+
+Usage: .venv/bin/python benchmarks/lstm_vs_ngram.py [--datasets default,shakespeare] [--max-epochs 30]
+Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._datasets import dataset_config, prepared, trigram_scores  # noqa: E402
+
+GOAL_RATIO, TRIGRAM_RANGE = 1.15, (0.08, 0.35)
+
+
+def run_one(name: str, args) -> dict:
+    from configs.presets import preset
+    from model.centralized import train_converged
+
+    cfg = dataset_config(name, preset("default"))
+    root = os.path.join(args.out, name)
+    data = prepared(cfg, os.path.join(root, "data"))
+    trigram = trigram_scores(cfg, data)
+    lstm = train_converged(cfg, data, os.path.join(root, "central"), learning_rate=args.lr,
+                           max_epochs=args.max_epochs, patience=args.patience, dropout=args.dropout,
+                           progress=not args.quiet)
+    l1, t1 = lstm["final_eval"]["top1"], trigram["top1"]
+    row = {"dataset": name, "train_users": len(data.users("train")), "heldout_users": len(data.users("heldout")),
+           "vocab_size": int(data.tokenizer.vocab_size), "lstm_top1": l1, "lstm_top3": lstm["final_eval"]["top3"],
+           "lstm_perplexity": lstm["final_eval"]["perplexity"], "trigram_top1": t1, "trigram_top3": trigram["top3"],
+           "trigram_perplexity": trigram["perplexity"], "lstm_over_trigram": l1 / t1 if t1 else None,
+           "best_epoch": lstm["best_epoch"], "epochs_run": lstm["epochs_run"], "params": lstm["params"],
+           "eval_words": lstm["final_eval"]["words"], "lstm_seconds": lstm["seconds"], "dropout": args.dropout}
+    if name == "default":
+        row["goals"] = {"lstm_over_trigram>=1.15": bool(t1 and l1 / t1 >= GOAL_RATIO),
+                        "trigram_top1_in_[0.08,0.35]": TRIGRAM_RANGE[0] <= t1 <= TRIGRAM_RANGE[1]}
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="default,shakespeare")
+    ap.add_argument("--lr", type=float, default=1.0, help="initial SGD learning rate")
+    ap.add_argument("--max-epochs", type=int, default=30)
+    ap.add_argument("--patience", type=int, default=4, help="epochs without a validation gain before stopping")
+    ap.add_argument("--dropout", type=float, default=0.0, help="dropout on the LSTM's input and output")
+    ap.add_argument("--out", default="runs/bench/lstm_vs_ngram")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    rows = []
+    for name in args.datasets.split(","):
+        r = run_one(name, args)
+        rows.append(r)
+        print(f"{name:12s} top1  LSTM (central, best of {r['epochs_run']} epochs: {r['best_epoch']}) "
+              f"{r['lstm_top1']:.4f}  KN-trigram {r['trigram_top1']:.4f}  LSTM/trigram {r['lstm_over_trigram']:.3f}"
+              f"  [{r['train_users']} train users, {r['heldout_users']} held out, {r['eval_words']:.0f} words]",
+              flush=True)
+        if "goals" in r:
+            print(f"{'':12s} goals: {r['goals']}", flush=True)
+    print(json.dumps({"benchmark": "lstm_vs_ngram", "results": rows,
+                      "goals": {"lstm_over_trigram": GOAL_RATIO, "trigram_top1_range": TRIGRAM_RANGE}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

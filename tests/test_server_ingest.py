@@ -1,0 +1,264 @@
+"""The upload hot path (issue 6): the body read once into a thread's buffer (from gunicorn's socket
+or any wsgi.input), float32 payloads checked in place, the running sum added in chunks, and
+memory that does not grow with the number of uploads. Every shortcut must give the same answers,
+errors and numbers as the general path it bypasses."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import socket
+import tracemalloc
+import uuid
+
+import numpy as np
+import pytest
+import requests
+
+from fedmath import encodings, privacy, wire
+from fedmath.aggregate import CHUNK, RunningSum, apply_delta
+from server.app import create_app
+from server.body import BodyBuffers
+from server.errors import ApiError
+from server.testing import (
+    ServerProcess,
+    config_dict,
+    make_bundle,
+    random_update,
+    upload_body,
+)
+from server.validation import check_content, l2_norm
+
+ELIGIBLE = {"idle": True, "charging": True, "unmetered": True, "num_examples": 8}
+MEDIUM = [("embedding", (300, 700)), ("bias", (700,)), ("scalar", (1,))]  # 210,701 values: chunks and a tail
+MEDIUM_SHAPES = [s for _, s in MEDIUM]
+
+
+def config(tmp_path, shapes=MEDIUM, **server):
+    bundle = str(tmp_path / "bundle")
+    if not os.path.exists(bundle):
+        make_bundle(bundle, shapes)
+    return config_dict(bundle, str(tmp_path / "state"), server={"goal_count": 3, "over_selection": 1.0, **server},
+                       privacy={"mode": "device", "clip_norm": 1.0, "noise_multiplier": 0.0},
+                       collector={"rate_limit_per_s": 1000.0, "rate_limit_burst": 1000})
+
+
+def header_for(body: bytes) -> wire.UploadHeader:
+    return wire.unpack(body)[0]
+
+
+# -- kernels: the same numbers as the whole-array expressions ------------------------------------
+@pytest.mark.parametrize("weight", [1.0, 16, 0.37, np.float32(0.3)])
+def test_chunked_add_is_bitwise_the_whole_array_formula(weight):
+    rng = np.random.default_rng(0)
+    shapes = [(3, CHUNK + 5), (7,), ()]
+    rs = RunningSum.zeros_like([np.zeros(s) for s in shapes])
+    strided = RunningSum([np.zeros((8, 6))[:, ::2]])  # a caller's non-contiguous sum takes the plain path
+    ref = [np.zeros(s) for s in shapes]
+    strided_ref = np.zeros((8, 3))
+    for k in range(3):
+        u = [rng.normal(size=s).astype(np.float32 if k != 1 else np.float64) for s in shapes]
+        rs.add(u, weight * (k + 1))
+        for s, t in zip(ref, u):
+            s += weight * (k + 1) * np.asarray(t, dtype=np.float64)
+        v = rng.normal(size=(8, 3)).astype(np.float32)
+        strided.add([v], weight)
+        strided_ref += weight * v.astype(np.float64)
+    assert all(np.array_equal(a, b) for a, b in zip(rs.sums, ref))
+    assert np.array_equal(strided.sums[0], strided_ref)
+    assert rs.count == 3 and rs.total_weight == pytest.approx(6 * float(weight))
+    assert [m.dtype for m in rs.mean()] == [np.float32] * 3
+    assert all(np.array_equal(m, (s / rs.total_weight).astype(np.float32)) for m, s in zip(rs.mean(), rs.sums))
+
+
+def test_apply_delta_same_numbers_and_inputs_untouched():
+    rng = np.random.default_rng(1)
+    for lr in (1.0, 0.7):
+        for dm, dd in ((np.float32, np.float32), (np.float64, np.float32), (np.float32, np.float64)):
+            model = [rng.normal(size=s).astype(dm) for s in ((40, 3), (3,))]
+            delta = [rng.normal(size=s).astype(dd) for s in ((40, 3), (3,))]
+            before = [m.copy() for m in model]
+            out = apply_delta(model, delta, lr)
+            ref = [(m + lr * d).astype(np.float32) for m, d in zip(model, delta)]
+            assert all(np.array_equal(a, b) and a.dtype == np.float32 for a, b in zip(out, ref))
+            assert all(np.array_equal(a, b) for a, b in zip(model, before))
+
+
+def test_wire_unpack_of_a_memoryview_returns_a_view():
+    body = bytearray(upload_body(0, 0, [np.ones(4, np.float32)], 3))
+    header, payload = wire.unpack(memoryview(body))
+    assert header == wire.unpack(bytes(body))[0] and isinstance(payload, memoryview)
+    body[-1] ^= 0xFF
+    assert payload[-1] == body[-1]  # no copy was made
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3])  # payload alignment inside the body
+def test_float32_check_in_place_matches_decode(offset):
+    rng = np.random.default_rng(2)
+    u = random_update(MEDIUM_SHAPES, 0.8, rng)
+    payload = encodings.encode_float32(u)
+    buf = bytearray(offset + len(payload))
+    buf[offset:] = payload
+    view = memoryview(buf)[offset:]
+    header = wire.UploadHeader(0, 0, 5, "float32", "x")
+    kw = {"max_examples": 10, "clip_norm": 1.0, "noise_std": 0.0, "norm_slack": 6.0, "norm_policy": "reject"}
+    checked = check_content(header, view, MEDIUM_SHAPES, **kw)
+    decoded = encodings.decode_float32(payload, MEDIUM_SHAPES)
+    assert all(np.array_equal(a, b) for a, b in zip(checked.update, decoded))
+    assert checked.norm == pytest.approx(privacy.global_l2_norm(decoded), rel=1e-12)
+    assert np.shares_memory(checked.update[0], np.frombuffer(view, np.uint8))  # views, no copy
+    for bad in (np.nan, np.inf, -np.inf):  # first, middle, last value
+        for where in (0, len(payload) // 8, len(payload) // 4 - 1):
+            flat = np.frombuffer(payload, np.float32).copy()
+            flat[where] = bad
+            with pytest.raises(ApiError) as e:
+                check_content(header, memoryview(flat.tobytes()), MEDIUM_SHAPES, **kw)
+            with pytest.raises(encodings.NonFiniteError) as ref:
+                encodings.decode_float32(flat.tobytes(), MEDIUM_SHAPES)
+            assert (e.value.status, e.value.code, e.value.detail) == (400, "non_finite", str(ref.value))
+    with pytest.raises(ApiError) as e:
+        check_content(header, view[:-4], MEDIUM_SHAPES, **kw)
+    assert e.value.code == "bad_payload"
+    big = np.full(sum(int(np.prod(s)) for s in MEDIUM_SHAPES), 3e38, np.float32)  # finite, squares overflow float32
+    with pytest.raises(ApiError) as e:
+        check_content(header, memoryview(big.tobytes()), MEDIUM_SHAPES, **kw)
+    assert e.value.code == "norm_too_large"
+    assert l2_norm(big) == pytest.approx(3e38 * np.sqrt(big.size), rel=1e-6)
+
+
+def test_body_buffers_reuse_one_buffer_per_thread_and_drop_large_bodies():
+    bodies = BodyBuffers(keep_bytes=1000)
+    data = os.urandom(600)
+    a = bodies.read({"wsgi.input": io.BytesIO(data)}, 600)
+    assert bytes(a) == data
+    b = bodies.read({"wsgi.input": io.BytesIO(data[:100])}, 100)
+    assert a.obj is b.obj  # the same buffer
+    big = bodies.read({"wsgi.input": io.BytesIO(os.urandom(2000))}, 2000)
+    assert big.obj is not a.obj and bodies.get(10).obj is a.obj
+    with pytest.raises(Exception) as e:  # the client sent less than its Content-Length
+        bodies.read({"wsgi.input": io.BytesIO(data[:50])}, 100)
+    assert getattr(e.value, "code", None) == 400
+
+
+# -- the collector -----------------------------------------------------------------------------
+def test_two_workers_alternating_give_the_single_worker_numbers(tmp_path):
+    """Stale in-memory sums catch up from the spool; the model is bit for bit the one a single
+    worker publishes from the same uploads in the same order."""
+    n = 10
+    rng = np.random.default_rng(3)
+    ups = [random_update(MEDIUM_SHAPES, 0.9, rng) for _ in range(n)]
+    models = []
+    for name, pattern in (("one", "aaaaaaaaaa"), ("two", "aabababbba")):
+        cfg = config(tmp_path / name, goal_count=n)
+        cfg["collector"]["checkpoint_every"] = 3
+        a, b = (create_app(test_config=cfg).extensions["fedkeys"]["collector"] for _ in range(2))
+        for i in range(n):
+            a.register(f"d{i}")
+            a.checkin(f"d{i}", ELIGIBLE)
+        for i, who in enumerate(pattern):
+            (a if who == "a" else b).accept(f"d{i}", 0, memoryview(upload_body(0, 0, ups[i], 1 + i, f"u{i}")))
+        assert a.status()["model"]["version"] == 1
+        models.append(encodings.decode_float32(a.weights_payload(1)[0], MEDIUM_SHAPES))
+    assert all(np.array_equal(x, y) for x, y in zip(*models))
+
+
+def test_upload_memory_does_not_grow(tmp_path):
+    n = 60
+    cfg = config(tmp_path, goal_count=n + 1)
+    col = create_app(test_config=cfg).extensions["fedkeys"]["collector"]
+    body = bytearray(upload_body(0, 0, random_update(MEDIUM_SHAPES, 0.5, np.random.default_rng(4)), 3, "0" * 32))
+    k = len(body) - 4 * sum(int(np.prod(s)) for s in MEDIUM_SHAPES)
+    for i in range(n):
+        col.register(f"d{i}")
+        col.checkin(f"d{i}", ELIGIBLE)
+    tracemalloc.start()
+    try:
+        for i in range(n):
+            body[:k] = upload_body(0, 0, [], 3, uuid.UUID(int=i).hex)[:k]
+            col.accept(f"d{i}", 0, memoryview(body))
+            if i == 9:
+                after_10 = tracemalloc.get_traced_memory()[0]
+        after_n, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert col.store.get_round(0).reports == n
+    assert after_n - after_10 < 64 * 1024, (after_10, after_n)
+    assert peak - after_n < 3 * 1024 * 1024, (after_n, peak)  # no update-sized temporaries pile up
+
+
+# -- over a real gunicorn: the socket fast path and its connection ------------------------------
+def _request(path: str, token: str, body: bytes, length: int | None = None) -> bytes:
+    n = len(body) if length is None else length
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {n}\r\n\r\n").encode() + body
+
+
+def _responses(sock: socket.socket, count: int) -> list[tuple[int, dict]]:
+    f = sock.makefile("rb")
+
+    class Kept:  # one buffered reader for every response on the connection (HTTPResponse closes its own)
+        def __getattr__(self, name):
+            return getattr(f, name)
+
+        def close(self):
+            pass
+
+    class Source:
+        def makefile(self, *a, **k):
+            return Kept()
+
+    out = []
+    for _ in range(count):
+        r = http.client.HTTPResponse(Source())  # type: ignore[arg-type]
+        r.begin()
+        out.append((r.status, json.loads(r.read())))
+    return out
+
+
+def test_uploads_over_gunicorn_keepalive_pipelining_and_truncation(tmp_path):
+    cfg = config(tmp_path, over_selection=1.34)  # 4 selected, the round closes at 3
+    with ServerProcess(str(tmp_path), cfg, workers=1, threads=2) as srv:
+        s = requests.Session()
+        tokens = [s.post(srv.url + "/v1/devices", json={"device_id": f"p{i}"}).json()["token"] for i in range(4)]
+        for t in tokens:
+            assert s.post(srv.url + "/v1/checkin", json=ELIGIBLE, headers={"Authorization": f"Bearer {t}"}).ok
+        rng = np.random.default_rng(6)
+        ups = [random_update(MEDIUM_SHAPES, 0.6, rng) for _ in range(3)]
+        bodies = [upload_body(0, 0, u, 2 + i, f"u{i}") for i, u in enumerate(ups)]
+        path = "/v1/rounds/0/updates"
+
+        # a client that stops half way: nothing is recorded, the server goes on
+        with socket.create_connection((srv.host, srv.port)) as sock:
+            sock.sendall(_request(path, tokens[0], bodies[0][: len(bodies[0]) // 2], len(bodies[0])))
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(65536)
+        assert s.get(srv.url + "/v1/status").json()["round"]["reports"] == 0
+
+        # keep-alive: a valid upload, a refused one that sent its whole body, another valid one
+        conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+        for token, body, want in ((tokens[0], bodies[0], 202), (tokens[1], b"XXXX" + bodies[1][4:], 400),
+                                  (tokens[1], bodies[1], 202)):
+            conn.request("POST", path, body=body, headers={"Authorization": f"Bearer {token}"})
+            r = conn.getresponse()
+            assert r.status == want, r.read()
+            r.read()
+        conn.close()
+
+        # two requests in one write: the second starts inside what the first one's read received
+        with socket.create_connection((srv.host, srv.port)) as sock:
+            sock.sendall(_request(path, tokens[2], bodies[2]) + _request(path, tokens[3], upload_body(0, 0, ups[0], 2, "u3")))
+            (s1, a1), (s2, a2) = _responses(sock, 2)
+        assert (s1, a1) == (202, {"accepted": True, "round_complete": True})
+        assert (s2, a2["error"]) == (409, "round_closed")
+
+        auth = {"Authorization": f"Bearer {tokens[0]}"}
+        w0 = encodings.decode_float32(s.get(srv.url + "/v1/model/0/weights", headers=auth).content, MEDIUM_SHAPES)
+        w1 = encodings.decode_float32(s.get(srv.url + "/v1/model/1/weights", headers=auth).content, MEDIUM_SHAPES)
+        for t in range(len(MEDIUM_SHAPES)):
+            mean = sum((2 + i) * ups[i][t].astype(np.float64) for i in range(3)) / 9
+            np.testing.assert_allclose(w1[t], (w0[t] + mean).astype(np.float32), rtol=1e-6, atol=1e-7)
+        metrics = s.get(srv.url + "/metrics").text
+        assert "fedkeys_updates_accepted_total 3" in metrics
+        assert 'fedkeys_updates_rejected_total{error="malformed"} 1' in metrics
