@@ -186,14 +186,14 @@ def encode_within_norm(name: str, update: Weights, rng: np.random.Generator, max
         payload = encodings.encode(name, target, rng=rng, max_norm=limit if bounded else None)
         decoded = encodings.decode(name, payload, shapes)
         got = privacy.global_l2_norm(decoded)
-        if got <= limit * (1 + 1e-6) or got == 0:
+        if got <= limit * (1 + 1e-6) or got == 0 or attempt == max_tries - 1:
             return payload, decoded
         # Shrink by the excess and a margin that grows each try: a fresh stochastic rounding
         # lengthens the vector again by about as much (int8: ~1e-4 relative), so a fixed margin
         # of that size would fail about half the time.
-        margin = 10.0 ** (attempt - 4)  # 1e-4, 1e-3, 1e-2, 0.1
+        margin = min(10.0 ** (attempt - 4), 0.1)  # 1e-4, 1e-3, 1e-2, then 0.1 (tries 5 on)
         target = [(np.asarray(t, np.float64) * (limit / got) * (1 - margin)).astype(np.float32) for t in target]
-    return payload, decoded
+    raise ValueError(f"max_tries must be at least 1, got {max_tries}")
 
 
 class Phone:

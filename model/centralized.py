@@ -224,7 +224,7 @@ def train_converged(cfg: RunConfig, data: Any, out_dir: str, learning_rate: floa
             epochs.set_postfix(val_top1=f"{val['top1']:.3f}", lr=f"{float(lr.numpy()):.3g}")
         score = (val["top1"], -val["perplexity"])
         if score > best:
-            best, best_weights, bad = score, [v.numpy() for v in model.trainable_weights], 0
+            best, best_weights, bad = score, model.get_weights(), 0  # what set_weights takes back
         else:
             bad += 1
             if bad >= patience:

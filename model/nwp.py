@@ -166,20 +166,22 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
-    def drop(x: tf.Tensor, name: str) -> tf.Tensor:
-        return tf.keras.layers.Dropout(dropout, seed=seed, name=name)(x) if dropout else x
+    def drop(x: tf.Tensor, name: str, offset: int) -> tf.Tensor:
+        # A seed of its own per layer: two Dropout layers with one seed draw the same mask
+        # inside a tf.function (the embedding's and the CIFG output's, both [B, T, E]).
+        return tf.keras.layers.Dropout(dropout, seed=seed + offset, name=name)(x) if dropout else x
 
     init = tf.keras.initializers.GlorotUniform
     tokens = tf.keras.Input(shape=(seq_len,), batch_size=batch_size, dtype=tf.int32, name="tokens")
     embedding = tf.keras.layers.Embedding(
         vocab_size, cfg.embedding_dim, embeddings_initializer=tf.keras.initializers.RandomUniform(
             -0.05, 0.05, seed=seed), name="embedding")
-    h = drop(embedding(tokens), "embedding_dropout")
+    h = drop(embedding(tokens), "embedding_dropout", 4)
     if cfg.cell == "cifg":  # projection inside the recurrence: the output already has the embedding width
         cell = CIFGCell(cfg.lstm_units, cfg.embedding_dim, seed=seed, name="cifg_cell")
         h = (UnrolledRNN(cell, name="cifg") if unroll
              else tf.keras.layers.RNN(cell, return_sequences=True, name="cifg"))(h)
-        h = drop(h, "cifg_dropout")
+        h = drop(h, "cifg_dropout", 5)
         logits = TiedOutput(embedding, name="tied_output")(h)
         return tf.keras.Model(tokens, logits, name="nwp_cifg")
     lstm_init = {"kernel_initializer": init(seed=seed + 1),
@@ -188,7 +190,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int
         h = UnrolledRNN(tf.keras.layers.LSTMCell(cfg.lstm_units, name="lstm_cell", **lstm_init), name="lstm")(h)
     else:
         h = tf.keras.layers.LSTM(cfg.lstm_units, return_sequences=True, name="lstm", **lstm_init)(h)
-    h = drop(h, "lstm_dropout")
+    h = drop(h, "lstm_dropout", 5)
     h = tf.keras.layers.Dense(cfg.embedding_dim, kernel_initializer=init(seed=seed + 3),
                               name="projection")(h)
     logits = TiedOutput(embedding, name="tied_output")(h)

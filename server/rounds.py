@@ -53,7 +53,7 @@ def weights_sha256(weights: Weights) -> str:
     (`encodings.encode_float32`), hashed tensor by tensor instead of joined first."""
     h = hashlib.sha256()
     for w in weights:
-        h.update(np.ascontiguousarray(w, dtype="<f4").data.cast("B"))
+        h.update(np.ascontiguousarray(w, dtype="<f4").reshape(-1).view(np.uint8))  # any shape, empty too
     return h.hexdigest()
 
 
@@ -341,8 +341,9 @@ class Collector:
         """This worker's sum set to the round's checkpoint (zeros before the first one), in the
         float64 buffer of the sum it replaces when there is one (no new 8-bytes-per-value array
         each time another worker's checkpoint makes this one stale)."""
-        flat = self._cache.flat if self._cache is not None else np.empty(self.dim, "<f8")
-        self._cache = None
+        old = self._cache
+        flat = old.flat if old is not None else np.empty(self.dim, "<f8")
+        self._cache = old = None
         if rnd.ckpt_path:
             files.read_sums_into(rnd.ckpt_path, flat)
         else:
@@ -410,7 +411,9 @@ class Collector:
                                         f"deadline passed with {rnd.reports} reports, fewer than {rnd.min_reports}")
             self.store.clear_spools(c, number)
             self._open_round(c, number + 1, version, now)
-        self._cache = None
+            # inside the lock: cleared after it, this could drop (or, mid-_rebuild, break) the
+            # sum another thread has just started for the next round
+            self._cache = None
 
     def _publish(self, c: Any, rnd: Round, latest: Any, now: float) -> int:
         cache = self._sum_upto(c, rnd, self.store.last_seq(c, rnd.round))
