@@ -14,6 +14,8 @@ V*E + 3*U*(2E) + 3*U + U*E + V = 1,422,250 parameters: Gboard's "about 1.4M".
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from configs.schema import ModelConfig
@@ -109,8 +111,9 @@ class UnrolledRNN(tf.keras.layers.Layer):
     Same cell, same weights (and weight names) and same arithmetic as `tf.keras.layers.RNN`
     (`return_sequences=True`, zero initial state), but x W + b is one [B*T, D] x [D, G] matmul for
     all steps, and so is its gradient, instead of T small ones. This is the graph phones run
-    (tflite_export: builtin ops only, no TensorList), where each op has a fixed cost: it cuts the
-    train signature by about 20% against Keras' own unroll (benchmarks/tflite_ondevice.py).
+    (tflite_export: builtin ops only, no TensorList), where each op has a fixed cost; with the
+    2-D output matmul of `TiedOutput` it took the `default` train-step ratio from 1.516 to 1.174
+    (benchmarks/tflite_ondevice.py, docs/benchmarks.md).
     """
 
     def __init__(self, cell: tf.keras.layers.Layer, **kwargs) -> None:
@@ -131,12 +134,10 @@ class UnrolledRNN(tf.keras.layers.Layer):
         zx = tf.unstack(tf.reshape(zx, [-1, steps, int(kernel.shape[-1])]), axis=1)
         batch = tf.shape(x)[0]
         states = [tf.zeros(tf.stack([batch, n])) for n in tf.nest.flatten(self.cell.state_size)]
+        step = self.cell.step if isinstance(self.cell, CIFGCell) else functools.partial(_lstm_step, self.cell)
         outputs = []
         for z in zx:
-            if isinstance(self.cell, CIFGCell):
-                h, states = self.cell.step(z, states)
-            else:
-                h, states = _lstm_step(self.cell, z, states)
+            h, states = step(z, states)
             outputs.append(h)
         return tf.stack(outputs, axis=1)
 
