@@ -34,6 +34,7 @@ def run_one(name: str, args) -> dict:
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, algorithm="fedavgm", rounds=args.rounds, clients_per_round=args.clients,
         client_learning_rate=args.client_lr, server_learning_rate=1.0, server_momentum=0.9,
+        server_lr_schedule=args.server_lr_schedule,
         local_epochs=args.epochs, eval_every=max(1, args.rounds // 4), checkpoint_every=0))
     root = os.path.join(args.out, name)
     data = prepared(cfg, os.path.join(root, "data"))
@@ -45,7 +46,7 @@ def run_one(name: str, args) -> dict:
     trigram = trigram_scores(cfg, data)
     f1, c1, t1 = fl["final_eval"]["top1"], central["final_eval"]["top1"], trigram["top1"]
     return {"dataset": name, "train_users": fl["population"], "vocab_size": vocab, "rounds": args.rounds,
-            "clients_per_round": args.clients, "examples_processed": fl["examples_processed"],
+            "server_lr_schedule": args.server_lr_schedule, "clients_per_round": args.clients, "examples_processed": fl["examples_processed"],
             "fl_top1": f1, "central_top1": c1, "trigram_top1": t1,
             "fl_top3": fl["final_eval"]["top3"], "central_top3": central["final_eval"]["top3"],
             "trigram_top3": trigram["top3"], "most_frequent_top1": fl["baseline_most_frequent"]["top1"],
@@ -61,6 +62,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=1, help="client local epochs")
     ap.add_argument("--client-lr", type=float, default=0.5)
+    ap.add_argument("--server-lr-schedule", default="constant", choices=["constant", "cosine"],
+                    help="FedAvgM server learning rate: constant 1.0, or a half cosine from 1.0 to 0 over the rounds")
     ap.add_argument("--central-lr", type=float, default=0.5)
     ap.add_argument("--central-momentum", type=float, default=0.0)
     ap.add_argument("--out", default="runs/bench/fl_vs_central")

@@ -55,6 +55,7 @@ class TrainConfig:
     server_beta_1: float = 0.9  # fedadam/fedyogi: first-moment decay
     server_beta_2: float = 0.99  # fedadam/fedyogi: second-moment decay (Reddi et al. 2021)
     server_epsilon: float = 1e-3  # fedadam/fedyogi: adaptivity tau (Reddi et al. 2021)
+    server_lr_schedule: str = "constant"  # "constant", or "cosine": half cosine from server_learning_rate to 0 over `rounds`
     proximal_strength: float = 0.01  # fedprox: weight mu of the proximal term
     selection: str = "uniform"  # "uniform" (sample_clients) or "availability" (eligible, over-selected)
     over_selection: float = 1.3  # availability: devices selected = ceil(clients_per_round * this)

@@ -11,6 +11,10 @@ a client optimizer, a server optimizer and (for DP) an aggregator factory.
 | fedyogi   | build_weighted_fed_avg          | Yogi(lr, beta_1, beta_2, epsilon)         | Reddi et al. 2021 |
 | fedprox   | build_weighted_fed_prox         | SGD(server_learning_rate)                 | Li et al. 2020 |
 
+The server learning rate is constant, or (`train.server_lr_schedule = "cosine"`) a half cosine from
+`server_learning_rate` at the first round to 0 after the last (federated/optimizers.py); the
+schedule's step count lives in the server state, so `--resume` continues it.
+
 Clients run SGD (momentum `client_momentum`, 0 by default: exactly the phones' step) over their
 batches in dataset order; updates are weighted by examples (rows). With DP on, updates are
 unweighted (each client contributes at most its clipped update, as DP-FedAvg requires) and the
@@ -22,11 +26,18 @@ from __future__ import annotations
 import tensorflow_federated as tff
 
 from configs.schema import RunConfig
-from federated.optimizers import build_nesterov
+from federated.optimizers import build_nesterov, with_schedule
 from federated.privacy import DpPlan, dp_aggregator
 from federated.tff_model import make_model_fn
 
 ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox")
+
+# The clients' training loop: a dataset iterator, not TFF's default `DatasetReduce`. Same batches,
+# same order, same weights (bit for bit after a round; tests/test_federated_training.py compares
+# both), but in TFF 0.87's C++ runtime the reduce form costs a fixed ~0.1 s of `worker_binary` CPU
+# per client, which made a `tiny` round several times slower than the same plain training loop
+# (benchmarks/sim_overhead.py, docs/benchmarks.md).
+CLIENT_LOOP = tff.learning.LoopImplementation.DATASET_ITERATOR
 
 
 def client_optimizer(cfg: RunConfig) -> tff.learning.optimizers.Optimizer:
@@ -37,6 +48,12 @@ def client_optimizer(cfg: RunConfig) -> tff.learning.optimizers.Optimizer:
 
 
 def server_optimizer(cfg: RunConfig) -> tff.learning.optimizers.Optimizer:
+    """The algorithm's server optimizer, its learning rate following `train.server_lr_schedule`."""
+    t = cfg.train
+    return with_schedule(_server_optimizer(cfg), t.server_lr_schedule, t.server_learning_rate, t.rounds)
+
+
+def _server_optimizer(cfg: RunConfig) -> tff.learning.optimizers.Optimizer:
     t = cfg.train
     if t.server_learning_rate <= 0:
         raise ValueError(f"train.server_learning_rate must be > 0, got {t.server_learning_rate}")
@@ -53,8 +70,12 @@ def server_optimizer(cfg: RunConfig) -> tff.learning.optimizers.Optimizer:
     raise ValueError(f"train.algorithm must be one of {ALGORITHMS}, got {t.algorithm!r}")
 
 
-def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan) -> tff.learning.templates.LearningProcess:
-    """The learning process for `cfg` (model from `model.nwp.build_model`, seed `train.seed`)."""
+def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan,
+                  client_loop: tff.learning.LoopImplementation | None = None) -> tff.learning.templates.LearningProcess:
+    """The learning process for `cfg` (model from `model.nwp.build_model`, seed `train.seed`).
+
+    `client_loop` overrides `CLIENT_LOOP` (benchmarks/sim_overhead.py times both).
+    """
     t = cfg.train
     if t.algorithm not in ALGORITHMS:
         raise ValueError(f"train.algorithm must be one of {ALGORITHMS}, got {t.algorithm!r}")
@@ -64,11 +85,12 @@ def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan) -> tff.learning.t
     client_opt, server_opt = client_optimizer(cfg), server_optimizer(cfg)
     agg = dp_aggregator(dp, cfg.privacy)
     alg = tff.learning.algorithms
+    loop = {"loop_implementation": client_loop or CLIENT_LOOP}
     if t.algorithm == "fedprox":
         if agg is None:
-            return alg.build_weighted_fed_prox(model_fn, t.proximal_strength, client_opt, server_opt)
+            return alg.build_weighted_fed_prox(model_fn, t.proximal_strength, client_opt, server_opt, **loop)
         return alg.build_unweighted_fed_prox(model_fn, t.proximal_strength, client_opt, server_opt,
-                                             model_aggregator=agg)
+                                             model_aggregator=agg, **loop)
     if agg is None:
-        return alg.build_weighted_fed_avg(model_fn, client_opt, server_opt)
-    return alg.build_unweighted_fed_avg(model_fn, client_opt, server_opt, model_aggregator=agg)
+        return alg.build_weighted_fed_avg(model_fn, client_opt, server_opt, **loop)
+    return alg.build_unweighted_fed_avg(model_fn, client_opt, server_opt, model_aggregator=agg, **loop)

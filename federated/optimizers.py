@@ -1,4 +1,4 @@
-"""Server optimizers TFF lacks, in TFF's own optimizer interface.
+"""Server optimizers TFF lacks, in TFF's own optimizer interface, and the server learning-rate schedules.
 
 `build_nesterov(lr, momentum)`: SGD with Nesterov momentum on the averaged client delta,
 the server optimizer of Gboard's federated CIFG (Hard et al. 2018, FedAvgM with momentum 0.9
@@ -69,3 +69,34 @@ class _NesterovSGD(tff.learning.optimizers.Optimizer):
 def build_nesterov(learning_rate: float = 1.0, momentum: float = 0.9) -> tff.learning.optimizers.Optimizer:
     """Nesterov-momentum SGD as a `tff.learning.optimizers.Optimizer`."""
     return _NesterovSGD(learning_rate, momentum)
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def cosine_learning_rate(learning_rate: float, rounds: int):
+    """`i -> learning_rate * (1 + cos(pi * i / rounds)) / 2`: round i = 0 .. rounds - 1 (TF-traceable).
+
+    A half cosine (Loshchilov and Hutter 2017, without restarts) from the full rate at the first
+    round towards 0 after the last, for `tff.learning.optimizers.schedule_learning_rate`, which
+    calls it with the number of server steps taken so far (in the server state, so a resumed run
+    continues the same schedule).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+
+    def schedule(i):
+        i = tf.cast(tf.minimum(i, rounds), tf.float32)
+        return learning_rate * 0.5 * (1.0 + tf.cos(3.141592653589793 * i / rounds))
+
+    return schedule
+
+
+def with_schedule(optimizer: tff.learning.optimizers.Optimizer, schedule: str, learning_rate: float,
+                  rounds: int) -> tff.learning.optimizers.Optimizer:
+    """`optimizer` with its learning rate following `schedule` (one of SCHEDULES) over `rounds`."""
+    if schedule == "constant":
+        return optimizer
+    if schedule == "cosine":
+        return tff.learning.optimizers.schedule_learning_rate(optimizer, cosine_learning_rate(learning_rate, rounds))
+    raise ValueError(f"train.server_lr_schedule must be one of {SCHEDULES}, got {schedule!r}")

@@ -10,6 +10,10 @@ forget gates, i = 1 - f; Greff et al. 2017, "LSTM: A Search Space Odyssey") whos
 projected to the embedding width inside the recurrence (LSTMP, Sak et al. 2014), so the
 recurrent state is 96-dim, not 670-dim. With V=10,000, E=96, U=670 that is
 V*E + 3*U*(2E) + 3*U + U*E + V = 1,422,250 parameters: Gboard's "about 1.4M".
+
+Losses: `masked_loss` on the logits (Keras and TFF), and `masked_step_loss`, the same function
+with the output layer's and the loss's gradient written out (`tied_cross_entropy`), which the
+SGD step of phones and of the Keras baseline differentiates (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ class TiedOutput(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, h: tf.Tensor) -> tf.Tensor:
-        # One 2-D matmul over all B*T positions: TFLite runs it as FULLY_CONNECTED, where a
-        # rank-3 matmul (and its gradient) becomes a slower BATCH_MATMUL.
+        # One 2-D matmul over all B*T positions, with E as it is: in the builtins-only suggestion
+        # model E is a constant, which FULLY_CONNECTED uses in place (a transposed E would be
+        # folded into a second 3.8 MB copy for `gboard`). Training does not differentiate this
+        # layer: it goes through `tied_cross_entropy`.
         width = int(self.embedding.output_dim)
         logits = tf.matmul(tf.reshape(h, [-1, width]), self.embedding.embeddings, transpose_b=True) + self.bias
         return tf.reshape(logits, tf.concat([tf.shape(h)[:-1], [int(self.embedding.input_dim)]], 0))
@@ -83,26 +89,41 @@ class CIFGCell(tf.keras.layers.Layer):
     def call(self, inputs: tf.Tensor, states):
         return self.step(tf.matmul(inputs, self.kernel) + self.bias, states)
 
-    def step(self, zx: tf.Tensor, states):
+    def step(self, zx: tf.Tensor, states, sigmoid=tf.sigmoid, tanh=tf.tanh):
         """One step given the input's share of the gates, zx = x W + b (see `UnrolledRNN`)."""
         h, c = states[0], states[1]
         z_f, z_c, z_o = tf.split(zx + tf.matmul(h, self.recurrent_kernel), 3, axis=-1)
-        f = tf.sigmoid(z_f)
-        c = f * c + (1.0 - f) * tf.tanh(z_c)
-        h = tf.matmul(tf.sigmoid(z_o) * tf.tanh(c), self.projection)
+        f, g = sigmoid(z_f), tanh(z_c)
+        c = g + f * (c - g)  # f * c + (1 - f) * g, without a scalar-broadcast subtraction
+        h = tf.matmul(sigmoid(z_o) * tanh(c), self.projection)
         return h, [h, c]
 
     def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units, "proj_units": self.proj_units, "seed": self.seed}
 
 
-def _lstm_step(cell: tf.keras.layers.LSTMCell, zx: tf.Tensor, states):
+def _lstm_step(cell: tf.keras.layers.LSTMCell, zx: tf.Tensor, states, sigmoid=tf.sigmoid, tanh=tf.tanh):
     """Keras LSTMCell's step (gates [i, f, c, o], sigmoid and tanh) given zx = x W + b."""
     h, c = states[0], states[1]
     z_i, z_f, z_c, z_o = tf.split(zx + tf.matmul(h, cell.recurrent_kernel), 4, axis=-1)
-    c = tf.sigmoid(z_f) * c + tf.sigmoid(z_i) * tf.tanh(z_c)
-    h = tf.sigmoid(z_o) * tf.tanh(c)
+    c = sigmoid(z_f) * c + sigmoid(z_i) * tanh(z_c)
+    h = sigmoid(z_o) * tanh(c)
     return h, [h, c]
+
+
+@tf.custom_gradient
+def _sigmoid(x: tf.Tensor):
+    """tf.sigmoid with its gradient as dy * (y - y * y): TFLite lowers TF's SigmoidGrad to
+    dy * y * (1 - y), whose 1 - y runs on the reference broadcast kernel."""
+    y = tf.sigmoid(x)
+    return y, lambda dy: dy * (y - y * y)
+
+
+@tf.custom_gradient
+def _tanh(x: tf.Tensor):
+    """tf.tanh with its gradient as dy - dy * y * y (TF's TanhGrad lowers to dy * (1 - y^2))."""
+    y = tf.tanh(x)
+    return y, lambda dy: dy - dy * y * y
 
 
 class UnrolledRNN(tf.keras.layers.Layer):
@@ -111,9 +132,10 @@ class UnrolledRNN(tf.keras.layers.Layer):
     Same cell, same weights (and weight names) and same arithmetic as `tf.keras.layers.RNN`
     (`return_sequences=True`, zero initial state), but x W + b is one [B*T, D] x [D, G] matmul for
     all steps, and so is its gradient, instead of T small ones. This is the graph phones run
-    (tflite_export: builtin ops only, no TensorList), where each op has a fixed cost; with the
-    2-D output matmul of `TiedOutput` it took the `default` train-step ratio from 1.516 to 1.174
-    (benchmarks/tflite_ondevice.py, docs/benchmarks.md).
+    (tflite_export: builtin ops only, no TensorList), where each op has a fixed cost; it took the
+    `default` train-step ratio from 1.516 to 1.174 (benchmarks/tflite_ondevice.py,
+    docs/benchmarks.md). The steps use `_sigmoid` and `_tanh`, whose gradients TFLite runs
+    without its reference broadcast kernel; Keras' loop keeps TF's fused SigmoidGrad/TanhGrad.
     """
 
     def __init__(self, cell: tf.keras.layers.Layer, **kwargs) -> None:
@@ -135,6 +157,7 @@ class UnrolledRNN(tf.keras.layers.Layer):
         batch = tf.shape(x)[0]
         states = [tf.zeros(tf.stack([batch, n])) for n in tf.nest.flatten(self.cell.state_size)]
         step = self.cell.step if isinstance(self.cell, CIFGCell) else functools.partial(_lstm_step, self.cell)
+        step = functools.partial(step, sigmoid=_sigmoid, tanh=_tanh)
         outputs = []
         for z in zx:
             h, states = step(z, states)
@@ -210,6 +233,97 @@ def masked_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(ce * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
+def tied_cross_entropy(h: tf.Tensor, embeddings: tf.Tensor, bias: tf.Tensor, labels: tf.Tensor,
+                       weights: tf.Tensor) -> tf.Tensor:
+    """sum_i weights_i * CE(labels_i, h_i E^T + b): `TiedOutput` and the loss in one, exact gradient.
+
+    The same function and the same gradient as `masked_loss` over `TiedOutput`'s logits, with
+    the gradient written out (G = weights * (softmax(z) - onehot(labels)), z = h E^T + b):
+
+        dh = w * (softmax(z) E - E[labels])
+        dE = softmax(z)^T (w h) - scatter_nd(labels, w h),   db likewise with w for w h
+
+    so the [N, V] tensors of a step are z and softmax(z) only: no one-hot labels, no
+    softmax-minus-one-hot tensor, no masked copies, and each of the three [N, V] matmuls is a
+    plain BATCH_MATMUL with the [N, V] operand as it is (TFLite transposes a BATCH_MATMUL
+    operand it is given adjoint, and that costs more than the small [E, N] transposes here).
+    The autodiff graph of `masked_loss` lowers in TFLite to a dozen [N, V] passes (ONE_HOT,
+    EQUAL, SELECT_V2, NEG, MUL, SUB, ...), several on reference kernels. The logits here are a
+    rank-3 matmul against an explicit transpose of E: TRANSPOSE + BATCH_MATMUL, which the
+    tensorflow wheel's TFLite runs on ruy's AVX-512 kernel, where `TiedOutput`'s 2-D matmul is
+    a FULLY_CONNECTED, whose float path there is Eigen built for AVX without FMA (docs/phone.md).
+
+    Args:
+        h: float32 [N, E] states before the output layer.
+        embeddings: float32 [V, E] tied embedding matrix.
+        bias: float32 [V] output bias.
+        labels: int32 [N] target ids.
+        weights: float32 [N] per-position weights (mask / count for `masked_loss`).
+
+    Returns:
+        The weighted sum of cross-entropies, a float32 scalar.
+    """
+    vocab, width = int(embeddings.shape[0]), int(embeddings.shape[1])
+    labels = tf.cast(labels, tf.int32)
+
+    @tf.custom_gradient
+    def loss_fn(h, embeddings, bias):
+        # The [1, N, V] tensors keep their rank 3 from the matmul on: no reshapes of them.
+        z = tf.matmul(tf.expand_dims(h, 0), tf.expand_dims(tf.transpose(embeddings), 0)) + bias
+        picked = tf.stack([tf.zeros_like(labels), tf.range(tf.shape(labels)[0]), labels], axis=1)
+        log_p_y = tf.gather_nd(tf.nn.log_softmax(z), picked)                   # [N]
+
+        def grad(upstream):
+            p = tf.nn.softmax(z)                                                 # [1, N, V]
+            s = upstream * weights                                               # [N]
+            dh = s[:, None] * (tf.squeeze(tf.matmul(p, embeddings), 0) - tf.gather(embeddings, labels))
+            hs = tf.concat([h * s[:, None], s[:, None]], axis=1)                 # [N, E + 1]
+            d = tf.matmul(tf.expand_dims(tf.transpose(hs), 0), p)                # [1, E + 1, V]
+            d = tf.transpose(tf.squeeze(d, 0)) - tf.scatter_nd(labels[:, None], hs, [vocab, width + 1])
+            return dh, d[:, :width], d[:, width]
+
+        return -tf.reduce_sum(weights * log_p_y), grad
+
+    return loss_fn(h, embeddings, bias)
+
+
+def embedding_lookup(embeddings: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    """`tf.gather(embeddings, ids)` (what the Embedding layer computes) with a dense gradient.
+
+    The gradient is the rows of dy added at `ids` (SCATTER_ND sums repeated ids), as dense as
+    the IndexedSlices TF would make and then densify for the update; the TFLite converter turns
+    that densification into UNSORTED_SEGMENT_SUM, a reference kernel several times slower than
+    SCATTER_ND.
+    """
+    width = int(embeddings.shape[-1])
+
+    @tf.custom_gradient
+    def lookup(embeddings):
+        def grad(dy):
+            return tf.scatter_nd(tf.reshape(ids, [-1, 1]), tf.reshape(dy, [-1, width]), tf.shape(embeddings))
+
+        return tf.gather(embeddings, ids), grad
+
+    return lookup(embeddings)
+
+
+def masked_step_loss(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """`masked_loss(y, model(x))` through `tied_cross_entropy`: what one training step differentiates.
+
+    Same value and gradients as `masked_loss` on the model's logits (tests/test_model_tied_loss.py
+    checks both), for models without dropout (federated clients and phones); `sgd_step` in
+    tflite_export uses it on both sides of the Keras / TFLite comparison.
+    """
+    output = model.get_layer("tied_output")
+    embedding = output.embedding
+    h = recurrent_states(model, embedding_lookup(embedding.embeddings, tf.cast(x, tf.int32)))
+    labels = tf.reshape(tf.cast(y, tf.int32), [-1])
+    mask = tf.cast(tf.not_equal(labels, PAD_ID), tf.float32)
+    weights = mask / tf.maximum(tf.reduce_sum(mask), 1.0)
+    return tied_cross_entropy(tf.reshape(h, [-1, int(embedding.output_dim)]), embedding.embeddings,
+                              output.bias, labels, weights)
+
+
 class MaskedCrossEntropy(tf.keras.losses.Loss):
     """`masked_loss` as a Keras loss (for compile() and tff.learning.models.from_keras_model)."""
 
@@ -251,7 +365,11 @@ def hidden_states(model: tf.keras.Model, x: tf.Tensor) -> tf.Tensor:
     For callers that need the states before the output layer (e.g. a suggestion model that
     scores only the last position): lstm -> embedding, lstm, projection; cifg -> embedding, cifg.
     """
-    h = model.get_layer("embedding")(x)
+    return recurrent_states(model, model.get_layer("embedding")(x))
+
+
+def recurrent_states(model: tf.keras.Model, embedded: tf.Tensor) -> tf.Tensor:
+    """`hidden_states` from the embedded inputs [B, T, E]: cifg, or lstm -> projection."""
     if any(layer.name == "cifg" for layer in model.layers):
-        return model.get_layer("cifg")(h)
-    return model.get_layer("projection")(model.get_layer("lstm")(h))
+        return model.get_layer("cifg")(embedded)
+    return model.get_layer("projection")(model.get_layer("lstm")(embedded))

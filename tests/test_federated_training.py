@@ -74,12 +74,15 @@ def _sgd(lr):
 
 
 def _nesterov(lr, m):
+    """Nesterov server step; `lr` a number or a list with one rate per round."""
     def step(w, d, state):
         acc = state.setdefault("v", [np.zeros_like(a) for a in w])
+        r = state["round"] = state.get("round", -1) + 1
+        rate = lr[r] if isinstance(lr, list) else lr
         g = [-b for b in d]  # TFF's server "gradient" is minus the mean delta
         for i in range(len(w)):
             acc[i] = m * acc[i] + g[i]
-        return [a - lr * (gi + m * vi) for a, gi, vi in zip(w, g, acc)]
+        return [a - rate * (gi + m * vi) for a, gi, vi in zip(w, g, acc)]
     return step
 
 
@@ -104,6 +107,23 @@ def test_one_round_equals_keras_sgd_plus_weighted_mean(tmp_path, data, cell):
     assert sizes[0] != sizes[1]  # so the check also covers weighting by rows
 
 
+def test_iterator_client_loop_gives_the_weights_of_tffs_reduce_loop(tmp_path, data, monkeypatch):
+    import tensorflow_federated as tff
+
+    import federated.algorithms
+    from federated.training import run_federated
+
+    assert federated.algorithms.CLIENT_LOOP == tff.learning.LoopImplementation.DATASET_ITERATOR
+    cfg = _cfg(rounds=1)
+    run_federated(cfg, data, str(tmp_path / "iterator"), progress=False)
+    monkeypatch.setattr(federated.algorithms, "CLIENT_LOOP", tff.learning.LoopImplementation.DATASET_REDUCE)
+    run_federated(cfg, data, str(tmp_path / "reduce"), progress=False)
+    _, a = load_weights(str(tmp_path / "iterator" / "weights.npz"))
+    _, b = load_weights(str(tmp_path / "reduce" / "weights.npz"))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_fedavgm_matches_nesterov_reference_over_two_rounds(tmp_path, data):
     from federated.training import run_federated
 
@@ -113,6 +133,28 @@ def test_fedavgm_matches_nesterov_reference_over_two_rounds(tmp_path, data):
     want = _keras_reference(cfg, data, _nesterov(0.8, 0.9))
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cosine_server_schedule_steps_with_the_halved_rate_in_round_two(tmp_path, data):
+    from federated.training import run_federated
+
+    # rounds=2: round 0 at the full rate, round 1 at lr * (1 + cos(pi / 2)) / 2 = lr / 2
+    cfg = _cfg(rounds=2, algorithm="fedavgm", server_learning_rate=0.8, server_momentum=0.9,
+               server_lr_schedule="cosine")
+    run_federated(cfg, data, str(tmp_path), progress=False)
+    _, got = load_weights(str(tmp_path / "weights.npz"))
+    want = _keras_reference(cfg, data, _nesterov([0.8, 0.4], 0.9))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    constant = _keras_reference(cfg, data, _nesterov(0.8, 0.9))
+    assert max(np.abs(a - b).max() for a, b in zip(got, constant)) > 1e-3  # the schedule did something
+
+
+def test_unknown_server_schedule_is_refused(data):
+    from federated.algorithms import server_optimizer
+
+    with pytest.raises(ValueError, match="server_lr_schedule"):
+        server_optimizer(_cfg(server_lr_schedule="linear"))
 
 
 def test_dp_clip_bounds_the_step(tmp_path, data):

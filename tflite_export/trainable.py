@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from configs.schema import ModelConfig
-from model.nwp import build_model, masked_loss, weight_names
+from model.nwp import build_model, masked_step_loss, weight_names
 
 TRAIN = "train"
 INFER = "infer"
@@ -39,12 +39,14 @@ RESTORE = "restore"
 def sgd_step(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> tf.Tensor:
     """One plain SGD step on `masked_loss`; returns the loss before the step.
 
-    The tied embedding receives a sparse gradient (the lookup) and a dense one (the output
-    layer); they are summed densely so every platform applies the same arithmetic.
+    The loss goes through `model.nwp.masked_step_loss` (the output layer and the loss with their
+    gradient written out; same function and gradient as `masked_loss` on the logits), which
+    keeps the TFLite graph to a few [B*T, V] ops. The tied embedding's two gradients (the
+    lookup's, scattered densely by `model.nwp.embedding_lookup`, and the output layer's) are
+    dense and summed, so every platform applies the same arithmetic.
     """
     with tf.GradientTape() as tape:
-        logits = model(x, training=True)
-        loss = masked_loss(y, logits)
+        loss = masked_step_loss(model, x, y)
     grads = tape.gradient(loss, model.trainable_weights)
     for var, grad in zip(model.trainable_weights, grads):
         var.assign_sub(lr * tf.convert_to_tensor(grad))
