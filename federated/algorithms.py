@@ -34,7 +34,7 @@ ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox")
 
 # The clients' training loop: a dataset iterator, not TFF's default `DatasetReduce`. Same batches,
 # same order, same weights (bit for bit after a round; tests/test_federated_training.py compares
-# both), but in TFF 0.87's C++ runtime the reduce form costs a fixed ~0.1 s of `worker_binary` CPU
+# both), but in TFF 0.87's C++ runtime the reduce form costs a fixed ~0.06 s of `worker_binary` CPU
 # per client, which made a `tiny` round several times slower than the same plain training loop
 # (benchmarks/sim_overhead.py, docs/benchmarks.md).
 CLIENT_LOOP = tff.learning.LoopImplementation.DATASET_ITERATOR
