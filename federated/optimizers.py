@@ -12,6 +12,7 @@ Distribution"). Same update as Keras and PyTorch:
 from __future__ import annotations
 
 import collections
+import math
 from typing import Any
 
 import tensorflow as tf
@@ -87,7 +88,7 @@ def cosine_learning_rate(learning_rate: float, rounds: int):
 
     def schedule(i):
         i = tf.cast(tf.minimum(i, rounds), tf.float32)
-        return learning_rate * 0.5 * (1.0 + tf.cos(3.141592653589793 * i / rounds))
+        return learning_rate * 0.5 * (1.0 + tf.cos(math.pi * i / rounds))
 
     return schedule
 

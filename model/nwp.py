@@ -221,6 +221,11 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, batch_size: int
     return tf.keras.Model(tokens, logits, name="nwp_lstm")
 
 
+def target_mask(y: tf.Tensor) -> tf.Tensor:
+    """1.0 where the int32 target is a word, 0.0 where it is PAD: what both losses average over."""
+    return tf.cast(tf.not_equal(y, PAD_ID), tf.float32)
+
+
 def masked_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Mean cross-entropy over the non-PAD targets of the batch.
 
@@ -228,7 +233,7 @@ def masked_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     its static size computes exactly the step TFF computes on the short batch.
     """
     y_true = tf.cast(y_true, tf.int32)
-    mask = tf.cast(tf.not_equal(y_true, PAD_ID), tf.float32)
+    mask = target_mask(y_true)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y_true, logits=logits)
     return tf.reduce_sum(ce * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
@@ -318,7 +323,7 @@ def masked_step_loss(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor) -> tf.Te
     embedding = output.embedding
     h = recurrent_states(model, embedding_lookup(embedding.embeddings, tf.cast(x, tf.int32)))
     labels = tf.reshape(tf.cast(y, tf.int32), [-1])
-    mask = tf.cast(tf.not_equal(labels, PAD_ID), tf.float32)
+    mask = target_mask(labels)
     weights = mask / tf.maximum(tf.reduce_sum(mask), 1.0)
     return tied_cross_entropy(tf.reshape(h, [-1, int(embedding.output_dim)]), embedding.embeddings,
                               output.bias, labels, weights)
