@@ -1,33 +1,49 @@
 """Update ingest throughput of the collector: over HTTP (gunicorn on 127.0.0.1) and the same work
 in-process (validation, aggregation, durable storage: `Collector.accept`), for the `default`
-(~0.5M float32 parameters) and `gboard` (~1.4M) model sizes, plus the server's peak RSS after
-10, 100 and 1,000 accepted updates (flat = the running sum keeps memory O(model)).
+(~0.5M float32 parameters) and `gboard` (~1.4M) model sizes (`tiny`, 31 values, shows the fixed cost
+of one request), plus the server's memory after 10, 100 and 1,000 accepted updates (flat = the
+running sum keeps memory O(model)).
 
     .venv/bin/python benchmarks/server_ingest.py [--updates 1000] [--sizes default,gboard]
-        [--workers 1] [--threads 2] [--clients 2] [--durability process|power] [--dir DIR]
+        [--repeats 3] [--workers 1] [--threads 2] [--clients 3] [--client-send sendfile|copy]
+        [--durability process|power] [--dir DIR]
 
-One round of `--updates` reports (goal count = updates, no over-selection) per size and mode; the
-round's publication is inside the timed window. Both modes hand `Collector.accept` a body in a
-reused buffer (the HTTP server reads each body into its thread's buffer, the in-process loop
-rewrites the header of one), so neither times building bodies. The HTTP client sends
-pre-encoded wire headers and the payload over one keep-alive `http.client` connection per
-client thread. Besides updates/s, CPU milliseconds per update are reported (server workers and
-client; the in-process loop), which a machine shared with other jobs disturbs far less than
-wall time; the load average before and after is in the JSON line. Prints a table and ends with
-one JSON line.
+One round of `--updates` reports (goal count = updates, no over-selection) per size, mode and
+repeat; the round's publication is inside the timed window. The two modes run `--repeats` times
+each, alternating, and their medians are compared (the ratio of each pair is printed too), so a
+slower minute of a shared machine does not land on one mode only. The in-process loop hands
+`Collector.accept` one body in a reused buffer, rewriting only its header, so it times no body
+building; the HTTP server reads each body as it would any phone's (`Collector.receive`: the
+header into the thread's buffer, a float32 payload straight into its spool slot). The HTTP
+client sends pre-encoded wire headers and the payload over one keep-alive `http.client`
+connection per client thread, the payload with `sendfile` from a file that holds it: the load
+generator shares the server's two cores and memory bus, which phones never do, and `sendfile`
+is the cheapest way for it to put 5 MB on a socket (the kernel hands the file's pages to the
+connection; the server's receive still copies them out). `--client-send copy` sends from
+memory with `http.client` instead (one more 5 MB copy per upload on the shared machine).
+Besides updates/s, CPU milliseconds per update are reported (server worker and client; the
+in-process loop), which a machine shared with other jobs disturbs far less than wall time, and
+how many of the cores were busy during the HTTP run; the load average before and after is in
+the JSON line. Prints a table and ends with one JSON line.
 
-Workers and threads (defaults 1 x 2, 2 client threads, for 2 cores). One worker: its in-memory
+Workers, threads, clients (defaults 1 x 2 and 3, for 2 cores). One worker: its in-memory
 running sum is always current, so every update is added once; with two workers each one's sum
 goes stale whenever the other accepts and catches up at checkpoints by reading the other's
 spooled updates back (about one more read and add per update), and the two wait for SQLite's
 write lock in its sleeping busy handler instead of on a process lock. Two threads: the heavy
-steps (socket read, norm, spool write, add) are numpy or system calls that release the GIL, so
-two requests overlap on two cores; more threads add GIL hand-offs and a body buffer each (one
-float32 upload), not throughput. Two client threads keep both server threads busy.
+steps (socket read, norm, add) are system or numpy calls that release the GIL, so two requests
+overlap on two cores; more threads add GIL hand-offs and a body buffer each, not throughput.
+Three client connections for two server threads: with one connection per thread, a thread idles
+while its client reads the answer and starts the next upload, which a collector serving many
+phones does not see (two clients measured 0.66 before this was changed, three 0.71).
 `--workers 2 --threads 4 --clients 4` is the setup measured before (issue 6).
 
-Peak RSS: a server thread's body buffer is allocated at its first upload and kept, and the mark
-after the last update includes the round's publication (the new model next to the old one).
+Memory: peak RSS (VmHWM) of the worker, and its anonymous and file-backed resident memory at
+each mark. File-backed includes the spool slots the worker receives into through a shared
+mapping (about `checkpoint_every` + the in-flight uploads, each one float32 update): the page
+cache a spool needs either way, counted in the worker's RSS because it is mapped. A server
+thread's body buffer is allocated at its first upload and kept, and the mark after the last
+update includes the round's publication (the new model next to the old one).
 """
 
 from __future__ import annotations
@@ -38,6 +54,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,13 +81,16 @@ ELIGIBLE = {"idle": True, "charging": True, "unmetered": True, "num_examples": 1
 MARKS = (10, 100, 1000)
 
 
-def hwm_bytes(pid: int) -> int:
-    """Peak resident set size (VmHWM) of a process."""
+def memory_mb(pid: int) -> dict[str, float]:
+    """Peak resident set size (VmHWM) of a process, and its resident anonymous and file-backed
+    memory now (RssAnon: heap, sums, buffers; RssFile: mapped files, the spool slots among them)."""
+    out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+            key = line.split(":", 1)[0]
+            if key in ("VmHWM", "RssAnon", "RssFile"):
+                out[{"VmHWM": "peak", "RssAnon": "anon", "RssFile": "file"}[key]] = int(line.split()[1]) / 1024
+    return out
 
 
 def header_bytes(round_number: int, num_examples: int, upload_id: str) -> bytes:
@@ -112,11 +132,11 @@ def bench_inprocess(root: str, size: str, n: int, durability: str, payload: byte
         answer = col.accept(d, 0, view)
         assert answer["accepted"], answer
         if i + 1 in MARKS:
-            rss[i + 1] = hwm_bytes(os.getpid())
+            rss[i + 1] = memory_mb(os.getpid())
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert col.status()["model"]["version"] == 1
     return {"updates": n, "seconds": dt, "updates_per_s": n / dt, "cpu_ms_per_update": 1000 * cpu / n,
-            "peak_rss_mb": {k: v / 2**20 for k, v in rss.items()}}
+            "memory_mb": rss}
 
 
 def start_server(root: str, cfg: dict, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
@@ -140,10 +160,10 @@ def start_server(root: str, cfg: dict, workers: int, threads: int) -> tuple[subp
     raise RuntimeError("server did not start; see " + os.path.join(root, "gunicorn.log"))
 
 
-def server_hwm(proc: subprocess.Popen) -> int:
-    """Peak RSS of the largest gunicorn worker (each worker holds its own running sum)."""
+def server_memory(proc: subprocess.Popen) -> dict[str, float]:
+    """memory_mb of the gunicorn worker with the highest peak (each worker holds its own sum)."""
     kids = psutil.Process(proc.pid).children()
-    return max((hwm_bytes(k.pid) for k in kids), default=0)
+    return max((memory_mb(k.pid) for k in kids), key=lambda m: m["peak"], default={})
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -152,7 +172,7 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 
 
 def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, workers: int, threads: int,
-               clients: int) -> dict:
+               clients: int, send: str = "sendfile") -> dict:
     cfg = make_config(root, size, n, durability, workers, threads)
     proc, url = start_server(root, cfg, workers, threads)
     try:
@@ -169,12 +189,16 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
         auth = [f"Bearer {t}" for t in tokens]
         length = str(len(heads[0]) + len(payload))
         local = threading.local()
+        payload_path = os.path.join(root, "payload.bin")
+        with open(payload_path, "wb") as f:
+            f.write(payload)
+        opened: list = []
         done = [0]
         lock = threading.Lock()
-        rss: dict[int, int] = {}
+        rss: dict[int, dict[str, float]] = {}
         errors: list[str] = []
 
-        def send(i: int) -> None:
+        def upload(i: int) -> None:
             conn = getattr(local, "conn", None)
             if conn is None:
                 conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -183,7 +207,14 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
             conn.putheader("Content-Type", "application/octet-stream")
             conn.putheader("Content-Length", length)
             conn.endheaders(heads[i])
-            conn.send(payload)
+            if send == "sendfile":  # the payload's pages go to the socket without a copy in this process
+                fobj = getattr(local, "payload_file", None)
+                if fobj is None:
+                    fobj = local.payload_file = open(payload_path, "rb")
+                    opened.append(fobj)
+                conn.sock.sendfile(fobj, 0, len(payload))
+            else:
+                conn.send(payload)
             resp = conn.getresponse()
             body = resp.read()
             if resp.status != 202:
@@ -193,23 +224,32 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
                 done[0] += 1
                 k = done[0]
             if k in MARKS:
-                rss[k] = server_hwm(proc)
+                rss[k] = server_memory(proc)
 
         server_procs = psutil.Process(proc.pid).children()
         me = psutil.Process()
+        m0 = psutil.cpu_times()
         t0, s0, c0 = time.perf_counter(), cpu_seconds(server_procs), cpu_seconds([me])
-        with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(send, range(n)))
+        try:
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(upload, range(n)))
+        finally:
+            for f in opened:
+                f.close()
         dt = time.perf_counter() - t0
         server_cpu, client_cpu = cpu_seconds(server_procs) - s0, cpu_seconds([me]) - c0
+        m1 = psutil.cpu_times()
+        idle = (m1.idle + m1.iowait) - (m0.idle + m0.iowait)
+        total = sum(m1) - sum(m0)
         if errors:
             raise RuntimeError(f"{len(errors)} uploads failed, first: {errors[0]}")
         version = s.get(url + "/v1/model", headers={"Authorization": auth[0]}).json()["version"]
         assert version == 1, version
         return {"updates": n, "seconds": dt, "updates_per_s": n / dt, "body_bytes": int(length),
                 "server_cpu_ms_per_update": 1000 * server_cpu / n, "client_cpu_ms_per_update": 1000 * client_cpu / n,
-                "peak_rss_mb": {k: v / 2**20 for k, v in rss.items()}, "workers": workers, "threads": threads,
-                "clients": clients}
+                "cores_busy": (os.cpu_count() or 1) * (1 - idle / total) if total > 0 else float("nan"),
+                "memory_mb": rss, "workers": workers, "threads": threads,
+                "clients": clients, "client_send": send}
     finally:
         proc.send_signal(2)
         try:
@@ -218,13 +258,21 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
             proc.kill()
 
 
+def marks(run: dict, key: str) -> str:
+    return " / ".join(f"{run['memory_mb'].get(k, {}).get(key, float('nan')):.0f}" for k in MARKS)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="default,gboard")
     p.add_argument("--updates", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="in-process and HTTP runs, alternating; the medians are compared")
     p.add_argument("--workers", type=int, default=1, help="gunicorn workers (see the docstring for the choice)")
     p.add_argument("--threads", type=int, default=2, help="threads per worker")
-    p.add_argument("--clients", type=int, default=2, help="client threads, one keep-alive connection each")
+    p.add_argument("--clients", type=int, default=3, help="client threads, one keep-alive connection each")
+    p.add_argument("--client-send", default="sendfile", choices=["sendfile", "copy"],
+                   help="how the load generator puts the payload on its socket (see the docstring)")
     p.add_argument("--durability", default="process", choices=["process", "power"])
     p.add_argument("--dir", default=None, help="where state goes (default: a temp dir on the default disk)")
     args = p.parse_args()
@@ -236,24 +284,36 @@ def main() -> None:
             shapes = [s for _, s in MODEL_SHAPES[size]]
             params = sum(int(np.prod(s)) for s in shapes)
             payload = encodings.encode_float32(random_update(shapes, 0.9, np.random.default_rng(0)))
-            inproc = bench_inprocess(os.path.join(base, f"{size}-inproc"), size, args.updates, args.durability, payload)
-            over_http = bench_http(os.path.join(base, f"{size}-http"), size, args.updates, args.durability, payload,
-                                   args.workers, args.threads, args.clients)
-            ratio = over_http["updates_per_s"] / inproc["updates_per_s"]
-            results[size] = {"params": params, "http": over_http, "inprocess": inproc, "ratio": ratio}
-            print(f"{size:8s} {params:>9,d} params  HTTP {over_http['updates_per_s']:7.1f} upd/s   "
-                  f"in-process {inproc['updates_per_s']:7.1f} upd/s   ratio {ratio:.2f}")
-            print(f"{'':8s} peak RSS of a server worker after 10/100/1000 updates: "
-                  + " / ".join(f"{over_http['peak_rss_mb'].get(k, float('nan')):.0f}" for k in MARKS) + " MB (HTTP), "
-                  + " / ".join(f"{inproc['peak_rss_mb'].get(k, float('nan')):.0f}" for k in MARKS) + " MB (in-process)")
+            runs: dict[str, list[dict]] = {"inprocess": [], "http": []}
+            for r in range(args.repeats):  # alternating, so a slower minute of the machine hits both
+                runs["inprocess"].append(bench_inprocess(os.path.join(base, f"{size}-inproc-{r}"), size, args.updates,
+                                                         args.durability, payload))
+                runs["http"].append(bench_http(os.path.join(base, f"{size}-http-{r}"), size, args.updates,
+                                               args.durability, payload, args.workers, args.threads, args.clients,
+                                               args.client_send))
+            med = {mode: statistics.median(x["updates_per_s"] for x in rs) for mode, rs in runs.items()}
+            ratio = med["http"] / med["inprocess"]
+            pairs = [h["updates_per_s"] / i["updates_per_s"] for h, i in zip(runs["http"], runs["inprocess"])]
+            results[size] = {"params": params, "http_updates_per_s": med["http"],
+                             "inprocess_updates_per_s": med["inprocess"], "ratio": ratio, "ratio_per_repeat": pairs,
+                             "runs": runs}
+            over_http, inproc = runs["http"][-1], runs["inprocess"][-1]
+            print(f"{size:8s} {params:>9,d} params  HTTP {med['http']:7.1f} upd/s   in-process {med['inprocess']:7.1f} "
+                  f"upd/s   ratio {ratio:.2f}   (medians of {args.repeats}; ratio per repeat "
+                  + ", ".join(f"{x:.2f}" for x in pairs) + ")")
+            print(f"{'':8s} last repeat's server worker after 10/100/1000 updates: peak RSS {marks(over_http, 'peak')} MB, "
+                  f"of it anonymous {marks(over_http, 'anon')} MB and file-backed {marks(over_http, 'file')} MB (HTTP); "
+                  f"peak {marks(inproc, 'peak')}, anonymous {marks(inproc, 'anon')} MB (in-process)")
             print(f"{'':8s} CPU per update: HTTP {over_http['server_cpu_ms_per_update']:.2f} ms server + "
-                  f"{over_http['client_cpu_ms_per_update']:.2f} ms client, in-process {inproc['cpu_ms_per_update']:.2f} ms")
+                  f"{over_http['client_cpu_ms_per_update']:.2f} ms client ({over_http['cores_busy']:.2f} of "
+                  f"{os.cpu_count()} cores busy), in-process {inproc['cpu_ms_per_update']:.2f} ms")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     summary = {"benchmark": "server_ingest", "cpus": os.cpu_count(), "python": platform.python_version(),
-               "durability": args.durability, "updates": args.updates, "workers": args.workers,
-               "threads": args.threads, "clients": args.clients, "loadavg_before": load_before,
-               "loadavg_after": os.getloadavg(), "results": results}
+               "durability": args.durability, "updates": args.updates, "repeats": args.repeats,
+               "workers": args.workers, "threads": args.threads, "clients": args.clients,
+               "client_send": args.client_send,
+               "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "results": results}
     print(json.dumps(summary))
 
 

@@ -65,7 +65,12 @@ class RunningSum:
     def _add_flat(self, s: np.ndarray, u: np.ndarray, weight: float) -> None:
         """s += weight * float64(u), a cache-sized chunk at a time through one scratch buffer:
         the same numbers as the whole-array expression, without its two full-size float64
-        temporaries (which, freed and allocated again on every update, also grew the heap)."""
+        temporaries (which, freed and allocated again on every update, also grew the heap).
+        At weight 1 (uniform weighting, the DP setting) the product is the value itself, so it
+        is one mixed-type add: numpy casts through its own buffers, with no scratch pass."""
+        if weight == 1.0:
+            np.add(s, u, out=s)
+            return
         if self._scratch is None:
             self._scratch = np.empty(CHUNK, np.float64)
         for a in range(0, s.size, CHUNK):

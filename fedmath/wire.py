@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 MAGIC = b"FKU1"
 MAX_HEADER_BYTES = 4096
+PREFIX_BYTES = 8  # magic and header length
 
 
 class WireError(ValueError):
@@ -38,18 +39,25 @@ def pack(header: UploadHeader, payload: bytes) -> bytes:
     return MAGIC + struct.pack("<I", len(raw)) + raw + payload
 
 
+def header_length(prefix: bytes | memoryview, body_length: int) -> int:
+    """The header length announced by a body's first PREFIX_BYTES bytes (`prefix`), for a body
+    of `body_length` bytes. Raises WireError when the prefix is not one of an upload."""
+    if len(prefix) < PREFIX_BYTES or body_length < PREFIX_BYTES or prefix[:4] != MAGIC:
+        raise WireError(f"body must start with {MAGIC!r} and a 4-byte header length")
+    (n,) = struct.unpack("<I", prefix[4:PREFIX_BYTES])
+    if n > MAX_HEADER_BYTES or PREFIX_BYTES + n > body_length:
+        raise WireError(f"header length {n} is larger than the body or the {MAX_HEADER_BYTES}-byte limit")
+    return n
+
+
 def unpack(body: bytes | memoryview) -> tuple[UploadHeader, bytes | memoryview]:
     """Split a body into its header and payload, validating the header's fields.
 
-    The payload is `body[8 + n:]`: a copy for `bytes`, a view (no copy) for a memoryview.
+    The payload is `body[PREFIX_BYTES + n:]`: a copy for `bytes`, a view (no copy) for a memoryview.
     """
-    if len(body) < 8 or body[:4] != MAGIC:
-        raise WireError(f"body must start with {MAGIC!r} and a 4-byte header length")
-    (n,) = struct.unpack("<I", body[4:8])
-    if n > MAX_HEADER_BYTES or 8 + n > len(body):
-        raise WireError(f"header length {n} is larger than the body or the {MAX_HEADER_BYTES}-byte limit")
+    n = header_length(body[:PREFIX_BYTES], len(body))
     try:
-        raw = json.loads(bytes(body[8 : 8 + n]).decode())
+        raw = json.loads(bytes(body[PREFIX_BYTES : PREFIX_BYTES + n]).decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise WireError(f"header is not UTF-8 JSON: {e}") from None
     if not isinstance(raw, dict):
@@ -66,6 +74,6 @@ def unpack(body: bytes | memoryview) -> tuple[UploadHeader, bytes | memoryview]:
             raise WireError(f"header field {name!r} must be a non-empty string of at most 128 chars")
     if raw["num_examples"] < 1:
         raise WireError(f"num_examples must be >= 1, got {raw['num_examples']}")
-    return UploadHeader(**raw), body[8 + n :]
+    return UploadHeader(**raw), body[PREFIX_BYTES + n :]
 
 

@@ -1,16 +1,18 @@
-"""Reading an upload body once, into a buffer its thread keeps.
+"""Reading an upload body front to back, into buffers the server keeps.
 
 `request.get_data()` read a 5 MB update through about ninety 64 KiB reads of `wsgi.input`, each
 copying what gunicorn had buffered ahead (and releasing the GIL to the other threads), and left a
 fresh 5 MB `bytes` per request that glibc recycled into ever more heap (worker RSS grew with the
-number of uploads). Here the body is read with its Content-Length into one `bytearray` per
-thread and handed on as a memoryview: validation decodes it with `np.frombuffer`, the spool
-writes it, the running sum adds it, and nothing keeps it past the request.
+number of uploads). Here a body of known Content-Length is a `BodyStream`: `readinto(view)` fills
+exactly the view it is given, so the collector decides where each part of the body lands: the
+wire header in the thread's `BodyBuffers` buffer, and a float32 payload straight in its spool
+file's pages (`Collector.receive`), one copy instead of a read into a buffer and a write out of it.
 
 Under gunicorn (HTTP/1.1 with a Content-Length) the bytes come from the connection's socket with
-`recv_into`, after what gunicorn read past the headers; the body reader is then told the body is
-consumed, so keep-alive and the next request on the connection work as before. Anywhere else
-(Flask's test client, another WSGI server) they come through `wsgi.input.readinto`, or `read`.
+`recv_into`, after what gunicorn read past the headers; gunicorn's body reader is kept told how
+much of the body is left, so keep-alive and the next request on the connection work as before
+(what the app leaves unread, gunicorn reads and drops before the next request). Anywhere else
+(Flask's test client, another WSGI server) the bytes come through `wsgi.input.readinto`, or `read`.
 """
 
 from __future__ import annotations
@@ -48,50 +50,86 @@ class BodyBuffers:
             buf = self._local.buf = bytearray(max(n, min(self.keep_bytes, 1 << 16)))
         return memoryview(buf)[:n]
 
+    def stream(self, environ: dict[str, Any], n: int) -> "BodyStream":
+        """The request body of Content-Length n, to be read front to back."""
+        return BodyStream(environ, n, self)
+
     def read(self, environ: dict[str, Any], n: int) -> memoryview:
-        """The request body of Content-Length n, as a view into this thread's buffer (valid
-        until the thread's next request). Raises ClientDisconnected (400) on a short body."""
-        view = self.get(n)
-        got = _from_gunicorn(environ, view)
-        if got is None:
-            got = _from_stream(environ["wsgi.input"], view)
+        """The whole request body, as a view into this thread's buffer (valid until the
+        thread's next request). Raises ClientDisconnected (400) on a short body."""
+        return self.stream(environ, n).read_all()
+
+
+class BodyStream:
+    """A request body of known length, read front to back: `readinto(view)` fills the whole
+    view or raises ClientDisconnected (400: the client sent less than its Content-Length)."""
+
+    def __init__(self, environ: dict[str, Any], length: int, buffers: BodyBuffers) -> None:
+        self.length = length
+        self.consumed = 0
+        self.buffers = buffers
+        self._buffer: memoryview | None = None
+        self._sock = self._reader = self._body = None
+        self._input = environ.get("wsgi.input")
+        sock, body = environ.get("gunicorn.socket"), self._input
+        if sock is None or _GunicornBody is None or type(body) is not _GunicornBody:
+            return
+        reader = body.reader
+        unreader = getattr(reader, "unreader", None)
+        if (type(reader) is not _LengthReader or reader.length != length or body.buf.tell() != 0
+                or not hasattr(unreader, "take_buffered") or not hasattr(unreader, "unread")):
+            return
+        self._sock, self._reader, self._body = sock, reader, body
+
+    def readinto(self, view: memoryview) -> None:
+        n = len(view)
+        if n > self.length - self.consumed:
+            raise ValueError(f"asked for {n} bytes with {self.length - self.consumed} of the body left")
+        got = self._fill(view)
+        self.consumed += got
         if got < n:
-            raise ClientDisconnected(f"the body ended after {got} of its {n} bytes")
+            raise ClientDisconnected(f"the body ended after {self.consumed} of its {self.length} bytes")
+
+    def buffer(self) -> memoryview:
+        """Where the body goes when it is read whole: the thread's buffer (or, for a body
+        longer than any upload, one of its own), `length` bytes."""
+        if self._buffer is None:
+            self._buffer = self.buffers.get(self.length)
+        return self._buffer
+
+    def read_all(self) -> memoryview:
+        """The whole body in `buffer()`, reading what has not been read yet (what has, the
+        caller read into the buffer's start)."""
+        view = self.buffer()
+        self.readinto(view[self.consumed :])
         return view
 
-
-def _from_gunicorn(environ: dict[str, Any], view: memoryview) -> int | None:
-    """Read the body straight from gunicorn's socket; None when the request is not one this
-    can read that way (nothing is consumed then)."""
-    sock = environ.get("gunicorn.socket")
-    body = environ.get("wsgi.input")
-    if sock is None or _GunicornBody is None or type(body) is not _GunicornBody:
-        return None
-    reader = body.reader
-    unreader = getattr(reader, "unreader", None)
-    if (type(reader) is not _LengthReader or reader.length != len(view) or body.buf.tell() != 0
-            or not hasattr(unreader, "take_buffered") or not hasattr(unreader, "unread")):
-        return None
-    n = len(view)
-    ahead = unreader.take_buffered()  # bytes gunicorn received after the headers
-    got = min(len(ahead), n)
-    view[:got] = memoryview(ahead)[:got]
-    if len(ahead) > n:
-        unreader.unread(ahead[n:])  # a pipelined next request: give it back
-    try:
-        while got < n:
-            r = sock.recv_into(view[got:])
-            if r == 0:
-                break
-            got += r
-    except BaseException:
-        body.failed = True  # where the next request starts is unknown: gunicorn closes the connection
-        raise
-    finally:
-        reader.length = n - got
-    if got < n:
-        body.failed = True
-    return got
+    def _fill(self, view: memoryview) -> int:
+        if self._sock is None:
+            return _from_stream(self._input, view)
+        n, left = len(view), self.length - self.consumed
+        unreader = self._reader.unreader
+        ahead = unreader.take_buffered()  # what gunicorn (or the last call) received past this point
+        if len(ahead) > left:
+            unreader.unread(ahead[left:])  # a pipelined next request: give it back
+        got = min(len(ahead), n)
+        view[:got] = memoryview(ahead)[:got]
+        if len(ahead) > got:
+            unreader.unread(ahead[got:left])  # the body's next bytes, for the next call
+        try:
+            while got < n:
+                r = self._sock.recv_into(view[got:])
+                if r == 0:
+                    break
+                got += r
+        except BaseException:
+            self._body.failed = True  # where the next request starts is unknown: gunicorn closes the connection
+            raise
+        finally:
+            self._reader.length = left - got  # what gunicorn reads and drops before the next request
+        if got < n:
+            self._body.failed = True
+        return got
 
 
 def _from_stream(stream: Any, view: memoryview) -> int:

@@ -8,6 +8,8 @@ power cut needs and a process crash does not (the page cache outlives the proces
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
 import threading
 import uuid
@@ -119,7 +121,7 @@ def tensor_views(flat: np.ndarray, shapes: Shapes) -> list[np.ndarray]:
     must be their total). The layout of float32 payloads, spool files and checkpoints."""
     out, start = [], 0
     for shape in shapes:
-        n = int(np.prod(shape, dtype=np.int64))
+        n = math.prod(shape)
         out.append(flat[start : start + n].reshape(shape))
         start += n
     return out
@@ -143,6 +145,7 @@ class SpoolSlots:
         self._count = 0
         self._free: list[str] = []
         self._busy: set[str] = set()
+        self._maps: dict[str, mmap.mmap] = {}  # slots received into, mapped once and kept
 
     def acquire(self, is_referenced) -> str:
         """A slot name nobody needs; `is_referenced(name)` asks the store."""
@@ -171,8 +174,39 @@ class SpoolSlots:
 
     def write(self, name: str, payload: bytes | memoryview) -> str:
         path = os.path.join(self.directory, name)
+        with self._lock:
+            mapped = self._maps.get(name)
+            if mapped is not None and len(mapped) != len(payload):  # about to change size: unmap first
+                del self._maps[name]  # unmapped once no view of it is left
         write_in_place(path, [payload], self.fsync)
         return path
+
+    def receive(self, name: str, nbytes: int, fill: Callable[[memoryview], None]) -> memoryview:
+        """Let `fill(view)` write the slot's `nbytes` bytes in place, through a shared mapping
+        of the file kept from one use to the next (so the pages are mapped, and writable, once),
+        and return the view: the bytes land in the page cache straight from `fill` (a socket's
+        recv_into), with no buffer to write out afterwards. The view is valid until the slot is
+        released."""
+        with self._lock:
+            mapped = self._maps.get(name)
+        if mapped is None or len(mapped) != nbytes:
+            path = os.path.join(self.directory, name)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size != nbytes:
+                    os.ftruncate(fd, nbytes)
+                # blocks reserved now: a full disk is an OSError here, not a SIGBUS on a write into the map
+                os.posix_fallocate(fd, 0, nbytes)
+                mapped = mmap.mmap(fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            finally:
+                os.close(fd)
+            with self._lock:
+                self._maps[name] = mapped  # a mapping of another size is unmapped once unused
+        view = memoryview(mapped)
+        fill(view)
+        if self.fsync:
+            mapped.flush()
+        return view
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,8 +3,9 @@
     check-in ──> selected (up to ceil(goal * over_selection) per round; others get Retry-After)
        │            │ the first selection starts the reporting deadline
        v            v
-    upload ──> validation.py ──> spool file + `updates` row (one SQLite transaction)
+    upload ──> validation.py ──> spool slot + `updates` row (one SQLite transaction)
                                   └─> running weighted sum (fedmath.aggregate.RunningSum)
+    (over HTTP a float32 payload is received into a free spool slot first, then checked there)
     goal_count reports ──> mean delta (+ central noise) ──> server step ──> models/v<N+1>.npz
     deadline passed ──> >= min_reports: publish what arrived; fewer: abandon, keep the model
     either way the next round opens at once.
@@ -26,11 +27,11 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from fedmath import encodings
+from fedmath import encodings, wire
 from fedmath.aggregate import RunningSum, apply_delta
 from fedmath.types import Weights
 from server import files, pace, validation
@@ -39,6 +40,9 @@ from server.errors import ApiError
 from server.privacy import ServerPrivacy
 from server.settings import Settings
 from server.storage import Round, SqliteStore
+
+if TYPE_CHECKING:
+    from server.body import BodyStream
 
 SPOOL_ENCODING = "float32"  # spooled updates are stored decoded, so a replay needs no codec
 ORPHAN_AGE_S = 120.0  # an unreferenced spool file older than this is left over from a crash
@@ -275,38 +279,86 @@ class Collector:
         now = time.time() if now is None else now
         current = self.tick(now)  # a full or expired round closes first, as on any request
         header, payload = validation.parse(body, url_round)
+        rnd, answer = self._check_round(device_id, header, current, now)
+        if answer is not None:
+            return answer
+        checked = self._check_content(header, payload, rnd)
+        slot = self.slots.acquire(self._spool_referenced)
+        try:
+            spooled = payload if header.encoding == SPOOL_ENCODING else encodings.encode_float32(checked.update)
+            self.slots.write(slot, spooled)
+            return self._record(device_id, checked, slot, now)
+        finally:
+            self.slots.release(slot)  # reusable once no committed record needs it (acquire checks)
+
+    def receive(self, device_id: str, url_round: int, body: "BodyStream", now: Optional[float] = None) -> dict:
+        """`accept` for a body read from a stream (an HTTP request): the same checks, answers
+        and errors. A float32 payload of the model's size is read straight into a free spool
+        slot, so it reaches the page cache in one copy and is checked where it lands; any other
+        body is read whole and accepted. The whole body is read either way (a connection stays
+        usable after a refusal)."""
+        buf = body.buffer()
+        k = min(wire.PREFIX_BYTES, body.length)
+        body.readinto(buf[:k])
+        header = None
+        try:
+            end = wire.PREFIX_BYTES + wire.header_length(buf[:k], body.length)
+            body.readinto(buf[k:end])
+            header, _ = validation.parse(buf[:end], url_round)
+        except (wire.WireError, ApiError):
+            pass  # accept() reads the rest and says what is wrong
+        if header is None or header.encoding != SPOOL_ENCODING or body.length - end != 4 * self.dim:
+            return self.accept(device_id, url_round, body.read_all(), now)
+        slot = self.slots.acquire(self._spool_referenced)
+        try:
+            payload = self.slots.receive(slot, 4 * self.dim, body.readinto)
+            now = time.time() if now is None else now
+            rnd, answer = self._check_round(device_id, header, self.tick(now), now)
+            if answer is not None:
+                return answer
+            checked = self._check_content(header, payload, rnd)
+            return self._record(device_id, checked, slot, now)
+        finally:
+            self.slots.release(slot)  # a refused payload leaves a free slot: no record points at it
+
+    def _spool_referenced(self, name: str) -> bool:
+        return self.store.spool_owner(name) is not None
+
+    def _check_round(self, device_id: str, header: wire.UploadHeader, current: Optional[Round],
+                     now: float) -> tuple[Optional[Round], Optional[dict]]:
+        """The upload's round, and the earlier answer when this is a retry (validation.check_round)."""
         r = header.round
         rnd = current if current is not None and current.round == r else self.store.get_round(r)
         answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id),
                                         self.store.get_update(r, device_id), now)
-        if answer is not None:
-            return answer
-        checked = validation.check_content(
+        return rnd, answer
+
+    def _check_content(self, header: wire.UploadHeader, payload: memoryview, rnd: Round) -> validation.CheckedUpdate:
+        return validation.check_content(
             header, payload, self.shapes, max_examples=self.settings.server.max_examples,
             clip_norm=self.settings.privacy.clip_norm, noise_std=rnd.noise_std,
             norm_slack=self.settings.server.norm_slack, norm_policy=self.settings.collector.norm_policy)
+
+    def _record(self, device_id: str, checked: validation.CheckedUpdate, slot: str, now: float) -> dict:
+        """Commit a checked update whose payload is in its spool slot, and add it to the sum."""
+        header = checked.header
+        r = header.round
         update = validation.prepared(checked.update, checked.clip_to)
         weight = self.dp.weight(header.num_examples)
-        slot = self.slots.acquire(lambda name: self.store.spool_owner(name) is not None)
-        try:
-            spooled = payload if header.encoding == SPOOL_ENCODING else encodings.encode_float32(checked.update)
-            self.slots.write(slot, spooled)
-            with self.store.write() as c:
-                rnd = self.store.get_round(r, c)
-                answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id, c),
-                                                self.store.get_update(r, device_id, c), now)
-                if answer is not None:
-                    return answer
-                complete = rnd.reports + 1 >= rnd.goal_count
-                seq = self.store.insert_update(c, r, device_id, header.upload_id, header.num_examples, weight,
-                                               checked.clip_to, checked.norm, slot, now, complete)
-                try:
-                    self._add(c, rnd, seq, update, weight)
-                except BaseException:
-                    self._cache = None  # the transaction rolls back; rebuild from disk next time
-                    raise
-        finally:
-            self.slots.release(slot)  # reusable once no committed record needs it (acquire checks)
+        with self.store.write() as c:
+            rnd = self.store.get_round(r, c)
+            answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id, c),
+                                            self.store.get_update(r, device_id, c), now)
+            if answer is not None:
+                return answer
+            complete = rnd.reports + 1 >= rnd.goal_count
+            seq = self.store.insert_update(c, r, device_id, header.upload_id, header.num_examples, weight,
+                                           checked.clip_to, checked.norm, slot, now, complete)
+            try:
+                self._add(c, rnd, seq, update, weight)
+            except BaseException:
+                self._cache = None  # the transaction rolls back; rebuild from disk next time
+                raise
         if complete:
             self._close(r, time.time())
         return {"accepted": True, "round_complete": bool(complete)}

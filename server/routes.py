@@ -110,14 +110,15 @@ def upload(round_number: int):
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, "too_large", f"body of {length} bytes exceeds the {limit}-byte limit")
-    if length is not None:  # read once into this thread's buffer (server/body.py)
-        body = _state("bodies").read(request.environ, length)
+    if length is not None:  # read front to back, each part where it is used (server/body.py)
+        answer = collector().receive(device, _number(round_number, "round"), _state("bodies").stream(request.environ, length))
     else:  # no Content-Length (chunked): werkzeug reads it, enforcing the limit
         body = request.get_data(cache=False)
-    answer = collector().accept(device, _number(round_number, "round"), body)
+        length = len(body)
+        answer = collector().accept(device, _number(round_number, "round"), body)
     m = _state("metrics")
     m.inc("fedkeys_updates_accepted_total")
-    m.inc("fedkeys_update_bytes_total", len(body))
+    m.inc("fedkeys_update_bytes_total", length)
     m.inc("fedkeys_upload_seconds_total", time.perf_counter() - started)
     return jsonify(answer), 202
 

@@ -14,7 +14,9 @@ with `SELECT ... FOR UPDATE` as the lock) can replace it behind the same methods
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -146,6 +148,8 @@ class SqliteStore:
         self.fsync = fsync
         self._local = threading.local()
         self._lock = threading.RLock()
+        self._depth = 0  # write() nesting in the thread holding self._lock
+        self._flock: tuple[int, int] | None = None  # (pid, fd) of the lock file, opened per process
         with self._lock:
             self.conn().executescript(SCHEMA)
 
@@ -167,15 +171,33 @@ class SqliteStore:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the database-wide write lock (BEGIN IMMEDIATE)."""
         with self._lock:
-            c = self.conn()
-            c.execute("BEGIN IMMEDIATE")
+            outer = self._depth == 0
+            if outer:
+                fcntl.flock(self._lock_fd(), fcntl.LOCK_EX)
+            self._depth += 1
             try:
-                yield c
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            else:
-                c.execute("COMMIT")
+                c = self.conn()
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    yield c
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+                else:
+                    c.execute("COMMIT")
+            finally:
+                self._depth -= 1
+                if outer:
+                    fcntl.flock(self._lock_fd(), fcntl.LOCK_UN)
+
+    def _lock_fd(self) -> int:
+        """The write lock between processes: `flock` on a file beside the database, so a worker
+        waiting for another's transaction is woken when it ends (SQLite's own busy handler
+        sleeps and polls, leaving the core idle for milliseconds). Opened once per process:
+        a descriptor inherited across fork would share the lock rather than contend for it."""
+        if self._flock is None or self._flock[0] != os.getpid():
+            self._flock = (os.getpid(), os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644))
+        return self._flock[1]
 
     # -- devices -------------------------------------------------------------------------------
     def add_device(self, c: sqlite3.Connection, device_id: str, token_sha256: str, now: float) -> bool:

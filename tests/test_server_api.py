@@ -58,15 +58,20 @@ def small_update(scale, shapes=SHAPES):
 
 
 def snapshot(app):
-    """Everything an upload could change: the database rows and the state directory's files."""
+    """Everything an upload could change: the database rows and the state directory's files.
+    Spool slots no record points at are scratch (a float32 payload is received into a free slot
+    before its checks), so of the spool only the files the records need are compared."""
     state = app.extensions["fedkeys"]["settings"].state_dir
     db = sqlite3.connect(os.path.join(state, "fedkeys.sqlite3"))
     tables = {t: db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
               for t in ("devices", "rounds", "selections", "updates", "models")}
+    spooled = {r[0] for r in db.execute("SELECT spool FROM updates WHERE spool IS NOT NULL")}
     db.close()
     listing = {}
     for d in ("models", "spool", "sums"):
         for name in sorted(os.listdir(os.path.join(state, d))):
+            if d == "spool" and name not in spooled:
+                continue
             with open(os.path.join(state, d, name), "rb") as f:
                 listing[f"{d}/{name}"] = hashlib.sha256(f.read()).hexdigest()
     cache = app.extensions["fedkeys"]["collector"]._cache

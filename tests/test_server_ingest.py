@@ -1,5 +1,5 @@
-"""The upload hot path (issue 6): the body read once into a thread's buffer (from gunicorn's socket
-or any wsgi.input), float32 payloads checked in place, the running sum added in chunks, and
+"""The upload hot path (issue 6): the body read front to back (from gunicorn's socket or any
+wsgi.input), a float32 payload received straight into its spool slot and checked in place, the running sum added in chunks, and
 memory that does not grow with the number of uploads. Every shortcut must give the same answers,
 errors and numbers as the general path it bypasses."""
 
@@ -10,6 +10,7 @@ import io
 import json
 import os
 import socket
+import threading
 import tracemalloc
 import uuid
 
@@ -20,7 +21,7 @@ import requests
 from fedmath import encodings, privacy, wire
 from fedmath.aggregate import CHUNK, RunningSum, apply_delta
 from server.app import create_app
-from server.body import BodyBuffers
+from server.body import BodyBuffers, BodyStream
 from server.errors import ApiError
 from server.testing import (
     ServerProcess,
@@ -142,6 +143,106 @@ def test_body_buffers_reuse_one_buffer_per_thread_and_drop_large_bodies():
     assert getattr(e.value, "code", None) == 400
 
 
+def test_body_stream_reads_gunicorns_socket_in_pieces_and_leaves_the_next_request():
+    """The socket path of BodyStream, on gunicorn's own reader classes over a socket pair: what
+    gunicorn read past the headers comes first, a pipelined next request goes back to gunicorn,
+    and gunicorn's reader always knows how much of the body is left."""
+    from gunicorn.http.body import Body, LengthReader
+    from gunicorn.http.unreader import SocketUnreader
+
+    body, after = os.urandom(300_000), b"POST /next HTTP/1.1\r\n"
+    a, b = socket.socketpair()
+    with a, b:
+        unreader = SocketUnreader(b)
+        unreader.unread(body[:1000])  # read ahead with the headers
+        reader = LengthReader(unreader, len(body))
+        stream = BodyStream({"gunicorn.socket": b, "wsgi.input": Body(reader)}, len(body), BodyBuffers(1 << 20))
+        sender = threading.Thread(target=a.sendall, args=(body[1000:] + after,))  # more than a socket buffer
+        sender.start()
+        first = bytearray(10)
+        stream.readinto(memoryview(first))  # inside the read-ahead
+        assert bytes(first) == body[:10] and reader.length == len(body) - 10
+        middle = bytearray(5000)
+        stream.readinto(memoryview(middle))  # the rest of the read-ahead, then the socket
+        assert bytes(middle) == body[10:5010] and reader.length == len(body) - 5010
+        rest = stream.read_all()  # the whole body's buffer, filled from where the reads stopped
+        sender.join()
+        assert bytes(rest[5010:]) == body[5010:]
+        assert reader.length == 0 and stream.consumed == len(body)
+        assert unreader.read(len(after)) == after  # the next request is where gunicorn looks for it
+        with pytest.raises(ValueError):
+            stream.readinto(memoryview(bytearray(1)))  # nothing is left to read
+
+
+def test_body_stream_short_body_is_a_400_and_marks_the_connection_unusable():
+    from gunicorn.http.body import Body, LengthReader
+    from gunicorn.http.unreader import SocketUnreader
+
+    a, b = socket.socketpair()
+    with a, b:
+        wsgi_input = Body(LengthReader(SocketUnreader(b), 100))
+        stream = BodyStream({"gunicorn.socket": b, "wsgi.input": wsgi_input}, 100, BodyBuffers(1000))
+        a.sendall(b"x" * 40)
+        a.shutdown(socket.SHUT_WR)
+        with pytest.raises(Exception) as e:
+            stream.read_all()
+        assert getattr(e.value, "code", None) == 400 and wsgi_input.failed
+
+
+def test_received_uploads_are_spooled_in_place_and_publish_the_accepted_numbers(tmp_path):
+    """Collector.receive (a float32 payload read into its spool slot) against Collector.accept
+    (the whole body in memory, then written to the slot): the same answers, the same spool
+    bytes, the same refusals, and bit for bit the same published model; and the slots are
+    reused, not one new file per upload."""
+    n = 9
+    rng = np.random.default_rng(8)
+    ups = [random_update(MEDIUM_SHAPES, 0.7, rng) for _ in range(n)]
+    bodies = [upload_body(0, 0, u, 1 + i, f"u{i}") for i, u in enumerate(ups)]
+    results = []
+    for name in ("accept", "receive"):
+        cfg = config(tmp_path / name, goal_count=n)
+        cfg["collector"]["checkpoint_every"] = 4
+        col = create_app(test_config=cfg).extensions["fedkeys"]["collector"]
+        for i in range(n + 1):
+            col.register(f"d{i}")
+            if i < n:
+                col.checkin(f"d{i}", ELIGIBLE)
+        buffers = BodyBuffers(len(bodies[0]))
+
+        def send(device, body):
+            if name == "accept":
+                return col.accept(device, 0, memoryview(body))
+            return col.receive(device, 0, BodyStream({"wsgi.input": io.BytesIO(body)}, len(body), buffers))
+
+        answers, spooled = [], []
+        for i in range(n):
+            if i == 2:  # refusals on the way: not selected, stale version, a NaN
+                refused = [bodies[i], upload_body(0, 3, ups[i], 1, "stale"), bodies[i]]
+                for device, body in zip((f"d{n}", f"d{i}", f"d{i}"), refused[:2]):
+                    with pytest.raises(ApiError) as e:
+                        send(device, body)
+                    answers.append(e.value.code)
+                bad = [u.copy() for u in ups[i]]
+                bad[0].flat[5] = np.nan
+                with pytest.raises(ApiError) as e:
+                    send(f"d{i}", upload_body(0, 0, bad, 1, "nan"))
+                answers.append(e.value.code)
+            answers.append(send(f"d{i}", bodies[i]))
+            if i == 5:
+                answers.append(send(f"d{i}", bodies[i]))  # a retry: the first answer again
+            rec = col.store.get_update(0, f"d{i}")
+            if rec.spool is not None:
+                with open(os.path.join(col.spool_dir, rec.spool), "rb") as f:
+                    spooled.append(f.read())
+        assert col.status()["model"]["version"] == 1
+        results.append((answers, spooled, col.weights_payload(1)[0], len(os.listdir(col.spool_dir))))
+    (a_answers, a_spool, a_model, a_files), (r_answers, r_spool, r_model, r_files) = results
+    assert r_answers == a_answers and "not_selected" in a_answers and "non_finite" in a_answers
+    assert r_spool == a_spool and len(r_spool) >= 6
+    assert r_model == a_model
+    assert r_files <= 4 + 2  # a checkpoint's worth of slots (and one a refusal left free), reused
+
+
 # -- the collector -----------------------------------------------------------------------------
 def test_two_workers_alternating_give_the_single_worker_numbers(tmp_path):
     """Stale in-memory sums catch up from the spool; the model is bit for bit the one a single
@@ -238,8 +339,9 @@ def test_uploads_over_gunicorn_keepalive_pipelining_and_truncation(tmp_path):
 
         # keep-alive: a valid upload, a refused one that sent its whole body, another valid one
         conn = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+        stale = upload_body(0, 7, ups[1], 2, "stale")  # a float32 body of the right size, refused after it was read
         for token, body, want in ((tokens[0], bodies[0], 202), (tokens[1], b"XXXX" + bodies[1][4:], 400),
-                                  (tokens[1], bodies[1], 202)):
+                                  (tokens[1], stale, 409), (tokens[1], bodies[1], 202)):
             conn.request("POST", path, body=body, headers={"Authorization": f"Bearer {token}"})
             r = conn.getresponse()
             assert r.status == want, r.read()
