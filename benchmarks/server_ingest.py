@@ -26,11 +26,12 @@ in-process loop), which a machine shared with other jobs disturbs far less than 
 how many of the cores were busy during the HTTP run; the load average before and after is in
 the JSON line. Prints a table and ends with one JSON line.
 
-Workers, threads, clients (defaults 1 x 2 and 3, for 2 cores). One worker: its in-memory
-running sum is always current, so every update is added once; with two workers each one's sum
-goes stale whenever the other accepts and catches up at checkpoints by reading the other's
-spooled updates back (about one more read and add per update), and the two wait for SQLite's
-write lock in its sleeping busy handler instead of on a process lock. Two threads: the heavy
+Workers, threads, clients (defaults 1 x 2 and 3, for 2 cores). One worker keeps the running
+sum in memory and adds each update once, as it is recorded. Two workers share the GIL-free
+cores better but not the work: neither keeps a sum, and checkpoints are folded from the spool
+(one more read of each update) outside the write lock (docs/decisions.md); with three
+connections over two single-threaded workers, the worker that holds two serves them in turn,
+so the figure swings with how the kernel hands out the connections. Two threads: the heavy
 steps (socket read, norm, add) are system or numpy calls that release the GIL, so two requests
 overlap on two cores; more threads add GIL hand-offs and a body buffer each, not throughput.
 Three client connections for two server threads: with one connection per thread, a thread idles

@@ -33,7 +33,10 @@ from server.settings import Settings, load_settings, settings_from_dict
 log = logging.getLogger("fedkeys.server")
 
 
-def create_app(config_path: Optional[str] = None, test_config: Optional[dict[str, Any]] = None) -> Flask:
+def create_app(config_path: Optional[str] = None, test_config: Optional[dict[str, Any]] = None,
+               workers: Optional[int] = None) -> Flask:
+    """`workers`: how many processes serve this state directory (gunicorn's --workers, which
+    `server.serve.gunicorn_argv` passes here); default `server.workers` of the config."""
     if test_config is not None:
         settings = settings_from_dict(test_config)
     else:
@@ -41,14 +44,15 @@ def create_app(config_path: Optional[str] = None, test_config: Optional[dict[str
         if not path:
             raise ValueError("create_app needs config_path, test_config or $FEDKEYS_SERVER_CONFIG")
         settings = load_settings(path)
-    return build_app(settings)
+    return build_app(settings, workers)
 
 
-def build_app(settings: Settings) -> Flask:
+def build_app(settings: Settings, workers: Optional[int] = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
-    collector = Collector(settings, load_bundle(settings.bundle_dir))
+    collector = Collector(settings, load_bundle(settings.bundle_dir),
+                          shared=(workers if workers is not None else settings.server.workers) > 1)
     metrics = Metrics(collector.store, settings.collector.metrics_flush_s)
     cv = settings.collector
     app.extensions["fedkeys"] = {

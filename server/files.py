@@ -148,17 +148,25 @@ class SpoolSlots:
         self._maps: dict[str, mmap.mmap] = {}  # slots received into, mapped once and kept
 
     def acquire(self, is_referenced) -> str:
-        """A slot name nobody needs; `is_referenced(name)` asks the store."""
+        """A slot name nobody needs; `is_referenced(name)` asks the store.
+
+        A free slot is taken before the store is asked about it: only the thread holding a slot
+        can make a record point at it, so the answer stays true until this thread writes. (Asked
+        first, another thread could take the slot, record an update in it and release it in
+        between, and two records would share one file: found by server_faults' kill test.)"""
         with self._lock:
             candidates = list(self._free)
         for name in candidates:
-            if is_referenced(name):
-                continue
             with self._lock:
-                if name in self._free:
-                    self._free.remove(name)
-                    self._busy.add(name)
-                    return name
+                if name not in self._free:
+                    continue
+                self._free.remove(name)
+                self._busy.add(name)
+            if not is_referenced(name):
+                return name
+            with self._lock:
+                self._busy.discard(name)
+                self._free.append(name)
         with self._lock:
             name = f"{self.prefix}{self._count}.bin"
             self._count += 1

@@ -21,13 +21,15 @@ before the transaction that announces them commits.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 
@@ -72,8 +74,13 @@ class _SumCache:
 class Collector:
     """Owns one state directory; safe to use from many threads and many processes at once."""
 
-    def __init__(self, settings: Settings, bundle: Bundle, store: Optional[SqliteStore] = None) -> None:
+    def __init__(self, settings: Settings, bundle: Bundle, store: Optional[SqliteStore] = None,
+                 shared: bool = False) -> None:
+        """`shared`: other processes (gunicorn workers) accept updates into the same state
+        directory, so checkpoints are built from the spool outside the write lock
+        (`_build_checkpoint`) rather than kept current in this process's memory."""
         self.settings = settings
+        self.shared = shared
         self.bundle = bundle
         self.shapes = list(bundle.shapes)
         self.dim = bundle.num_params
@@ -90,7 +97,10 @@ class Collector:
         self.slots = files.SpoolSlots(self.spool_dir, self.fsync)
         self._payloads: dict[int, tuple[bytes, str]] = {}
         self._payload_lock = threading.Lock()
-        self._spool_buf: bytearray | None = None  # _read_spool's buffer (used under the write lock)
+        self._spool_buf: bytearray | None = None  # _sum_upto's spool buffer (used under the write lock)
+        self._build_lock = threading.Lock()  # one checkpoint build at a time in this process...
+        self._build_fd: tuple[int, int] | None = None  # ...and across processes: (pid, fd) of an flock file
+        self._build_bufs: tuple[np.ndarray, bytearray] | None = None  # the build's float64 sum and spool buffer
         self.started = time.time()
         self._bootstrap()
         self.cleanup_files(min_age_s=ORPHAN_AGE_S)
@@ -355,17 +365,23 @@ class Collector:
             seq = self.store.insert_update(c, r, device_id, header.upload_id, header.num_examples, weight,
                                            checked.clip_to, checked.norm, slot, now, complete)
             try:
-                self._add(c, rnd, seq, update, weight)
+                build = self._add(c, rnd, seq, update, weight)
             except BaseException:
                 self._cache = None  # the transaction rolls back; rebuild from disk next time
                 raise
         if complete:
             self._close(r, time.time())
+        elif build:
+            self._build_checkpoint(r)
         return {"accepted": True, "round_complete": bool(complete)}
 
-    def _add(self, c: Any, rnd: Round, seq: int, update: Weights, weight: float) -> None:
+    def _add(self, c: Any, rnd: Round, seq: int, update: Weights, weight: float) -> bool:
         """Add a just-recorded update (seq) to this worker's sum when that sum is current, and
-        checkpoint when one is due (inside the write lock; `rnd` is the round before it)."""
+        checkpoint when one is due (inside the write lock; `rnd` is the round before it).
+        Shared: nothing here; returns whether a checkpoint build is due (after the commit)."""
+        due = rnd.reports + 1 - rnd.ckpt_count >= self.settings.collector.checkpoint_every
+        if self.shared:
+            return due
         cache = self._cache
         if rnd.reports == 0 and (cache is None or cache.round != rnd.round):  # the round's first update
             cache = self._rebuild(rnd)
@@ -374,8 +390,81 @@ class Collector:
             cache.seq = seq
         # else another worker added since: this sum still holds exactly the updates up to
         # cache.seq, and catches up from the spool when a checkpoint is due
-        if rnd.reports + 1 - rnd.ckpt_count >= self.settings.collector.checkpoint_every:
-            self._checkpoint(c, rnd, self._sum_upto(c, rnd, seq))
+        if due:
+            with self._building(wait=False) as mine:
+                if mine:  # else a shared-mode build elsewhere writes checkpoint files now: next time
+                    self._checkpoint(c, rnd, self._sum_upto(c, rnd, seq))
+        return False
+
+    def _build_checkpoint(self, number: int) -> None:
+        """Shared mode: fold the round's spooled updates into a new checkpoint, reading and adding
+        them outside the write lock, so the other workers go on recording uploads meanwhile.
+
+        Several processes accept updates, so none keeps a current sum in memory (each would add
+        every update, its own and, read back from the spool, everyone else's). Instead one
+        process at a time (an flock, taken without waiting: a busy builder means one is
+        running) sums the latest checkpoint and the updates recorded after it, in recorded order,
+        exactly as `_sum_upto` would, writes the checkpoint file the store does not point at, and
+        commits it only if the round is still open and no other checkpoint was committed
+        meanwhile. A spool file is reused only after a checkpoint commit or the round's close has
+        dropped its record's reference, and both make this commit refuse, so a file read while
+        being overwritten never reaches a checkpoint."""
+        with self._building(wait=False) as mine:
+            if mine:
+                self._build(number)
+
+    @contextlib.contextmanager
+    def _building(self, wait: bool) -> Iterator[bool]:
+        """The right to write checkpoint files (a thread lock and an flock beside them): yields
+        whether it was had. Builds hold it while they read and write; the inline checkpoint of
+        a worker that is alone takes it too, so no two writers ever share a checkpoint file."""
+        if not self._build_lock.acquire(blocking=wait):
+            yield False
+            return
+        try:
+            if self._build_fd is None or self._build_fd[0] != os.getpid():
+                self._build_fd = (os.getpid(), os.open(os.path.join(self.sums_dir, ".build.lock"),
+                                                       os.O_RDWR | os.O_CREAT, 0o644))
+            fd = self._build_fd[1]
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._build_lock.release()
+
+    def _build(self, number: int) -> None:
+        c = self.store.conn()
+        rnd = self.store.get_round(number, c)
+        if rnd is None or rnd.state != "open":
+            return
+        records = self.store.updates_between(c, number, rnd.ckpt_seq)
+        if not records or any(rec.spool is None for rec in records):
+            return  # nothing to fold, or the round closed while it was read
+        if self._build_bufs is None:
+            self._build_bufs = (np.empty(self.dim, "<f8"), bytearray(4 * self.dim))
+        flat, spool_buf = self._build_bufs
+        if rnd.ckpt_path:
+            files.read_sums_into(rnd.ckpt_path, flat)
+        else:
+            flat.fill(0.0)
+        rs = RunningSum(files.tensor_views(flat, self.shapes), rnd.ckpt_weight, rnd.ckpt_count)
+        for rec in records:
+            rs.add(validation.prepared(self._read_spool(rec.spool, spool_buf), rec.clip_to), rec.weight)
+        current = os.path.basename(rnd.ckpt_path or "")
+        path = os.path.join(self.sums_dir, "ckpt-1.f64" if current == "ckpt-0.f64" else "ckpt-0.f64")
+        files.write_sums(path, [flat], self.fsync)
+        with self.store.write() as c:
+            now = self.store.get_round(number, c)
+            if now is None or now.state != "open" or now.ckpt_seq != rnd.ckpt_seq:
+                return  # closed, or checkpointed by someone else: this sum may hold a torn read
+            self.store.set_checkpoint(c, number, records[-1].seq, path, rs.total_weight, rs.count)
+            self.store.clear_spools(c, number, records[-1].seq)
 
     def _sum_upto(self, c: Any, rnd: Round, upto_seq: int) -> _SumCache:
         """The round's running sum over its updates with seq <= upto_seq (inside the write lock):
@@ -385,7 +474,9 @@ class Collector:
         if cache is None or cache.round != rnd.round or cache.seq < rnd.ckpt_seq or cache.seq > upto_seq:
             cache = self._rebuild(rnd)
         for rec in self.store.updates_between(c, rnd.round, cache.seq, upto_seq):
-            cache.rs.add(validation.prepared(self._read_spool(rec.spool), rec.clip_to), rec.weight)
+            if self._spool_buf is None:
+                self._spool_buf = bytearray(4 * self.dim)
+            cache.rs.add(validation.prepared(self._read_spool(rec.spool, self._spool_buf), rec.clip_to), rec.weight)
             cache.seq = rec.seq
         return cache
 
@@ -404,12 +495,10 @@ class Collector:
         self._cache = _SumCache(rnd.round, rnd.ckpt_seq, rs, flat)
         return self._cache
 
-    def _read_spool(self, name: str) -> Weights:
-        """A spooled update (float32, validated when it was accepted), read into one reusable
-        buffer: its tensors are views, valid until the next call (callers hold the write lock)."""
-        if self._spool_buf is None:
-            self._spool_buf = bytearray(4 * self.dim)
-        view = memoryview(self._spool_buf)
+    def _read_spool(self, name: str, buf: bytearray) -> Weights:
+        """A spooled update (float32, validated when it was accepted), read into `buf`: its
+        tensors are views, valid until the buffer is read into again."""
+        view = memoryview(buf)
         with open(os.path.join(self.spool_dir, name), "rb", buffering=0) as f:
             got = f.readinto(view)
             while got < len(view) and (more := f.readinto(view[got:])):

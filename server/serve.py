@@ -17,6 +17,11 @@ from typing import Optional, Sequence
 
 from server.settings import load_settings
 
+# Where gunicorn's workers keep their heartbeat files (touched twice per request by a gthread
+# worker's event loop): a tmpfs, as gunicorn's docs advise, since on a disk-backed /tmp each
+# touch dirties an inode through the journal. Left to gunicorn's default where there is none.
+SHM = "/dev/shm"
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -28,10 +33,11 @@ def gunicorn_argv(config_path: str, host: str, port: int, workers: int, threads:
                   python: str = sys.executable) -> list[str]:
     """The command line that serves the app (gthread workers, no preload: each worker opens its
     own SQLite connections)."""
-    factory = f"server.app:create_app(config_path={os.path.abspath(config_path)!r})"
+    factory = f"server.app:create_app(config_path={os.path.abspath(config_path)!r}, workers={int(workers)})"
+    heartbeat = ["--worker-tmp-dir", SHM] if os.path.isdir(SHM) and os.access(SHM, os.W_OK) else []
     return [python, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
             "--worker-class", "gthread", "--threads", str(threads), "--timeout", "120",
-            "--graceful-timeout", "10", "--keep-alive", "30", "--access-logfile", "-", factory]
+            "--graceful-timeout", "10", "--keep-alive", "30", *heartbeat, "--access-logfile", "-", factory]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -148,9 +148,9 @@ class SqliteStore:
         self.fsync = fsync
         self._local = threading.local()
         self._lock = threading.RLock()
-        self._depth = 0  # write() nesting in the thread holding self._lock
+        self._depth = 0  # _exclusive() nesting in the thread holding self._lock
         self._flock: tuple[int, int] | None = None  # (pid, fd) of the lock file, opened per process
-        with self._lock:
+        with self._exclusive():
             self.conn().executescript(SCHEMA)
 
     # -- connections ---------------------------------------------------------------------------
@@ -159,7 +159,8 @@ class SqliteStore:
         if c is None:
             c = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=True)
             c.row_factory = sqlite3.Row
-            c.execute("PRAGMA journal_mode=WAL")
+            with self._exclusive():  # two workers switching a new database to WAL at once: "locked"
+                c.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a crash of the process (kill -9); FULL also
             # survives a power cut.
             c.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
@@ -170,21 +171,28 @@ class SqliteStore:
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the database-wide write lock (BEGIN IMMEDIATE)."""
+        with self._exclusive():
+            c = self.conn()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            else:
+                c.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This thread alone among the process's threads (an RLock) and this process alone among
+        the workers (the flock), re-entrant within the thread."""
         with self._lock:
             outer = self._depth == 0
             if outer:
                 fcntl.flock(self._lock_fd(), fcntl.LOCK_EX)
             self._depth += 1
             try:
-                c = self.conn()
-                c.execute("BEGIN IMMEDIATE")
-                try:
-                    yield c
-                except BaseException:
-                    c.execute("ROLLBACK")
-                    raise
-                else:
-                    c.execute("COMMIT")
+                yield
             finally:
                 self._depth -= 1
                 if outer:

@@ -243,10 +243,39 @@ def test_received_uploads_are_spooled_in_place_and_publish_the_accepted_numbers(
     assert r_files <= 4 + 2  # a checkpoint's worth of slots (and one a refusal left free), reused
 
 
+def test_spool_slot_is_never_handed_out_while_a_record_points_at_it(tmp_path):
+    """SpoolSlots.acquire asks the store about a free slot; meanwhile another thread takes the
+    same slot, records an update in it and releases it. The first thread must not get that
+    slot (two records would share one file and a replay would add one payload twice)."""
+    from server.files import SpoolSlots
+
+    slots = SpoolSlots(str(tmp_path), fsync=False)
+    first = slots.acquire(lambda name: False)
+    slots.release(first)  # one free, unreferenced slot
+    referenced: set[str] = set()
+    nested: list[str] = []
+
+    def is_referenced(name: str) -> bool:
+        answer = name in referenced
+        if not nested:  # another thread's whole upload happens during this question
+            other = slots.acquire(lambda n: n in referenced)
+            nested.append(other)
+            referenced.add(other)  # its record commits
+            slots.release(other)
+        return answer
+
+    got = slots.acquire(is_referenced)
+    assert got not in referenced, (got, nested)
+    assert slots.acquire(lambda n: n in referenced) not in referenced | {got}
+
+
 # -- the collector -----------------------------------------------------------------------------
-def test_two_workers_alternating_give_the_single_worker_numbers(tmp_path):
-    """Stale in-memory sums catch up from the spool; the model is bit for bit the one a single
-    worker publishes from the same uploads in the same order."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_two_workers_alternating_give_the_single_worker_numbers(tmp_path, workers):
+    """Two collectors on one state directory. Told they are alone (workers=1), their stale
+    in-memory sums catch up from the spool; told they share it (workers=2), checkpoints are
+    built from the spool outside the write lock. Either way the model is bit for bit the one a
+    single worker publishes from the same uploads in the same order."""
     n = 10
     rng = np.random.default_rng(3)
     ups = [random_update(MEDIUM_SHAPES, 0.9, rng) for _ in range(n)]
@@ -254,15 +283,56 @@ def test_two_workers_alternating_give_the_single_worker_numbers(tmp_path):
     for name, pattern in (("one", "aaaaaaaaaa"), ("two", "aabababbba")):
         cfg = config(tmp_path / name, goal_count=n)
         cfg["collector"]["checkpoint_every"] = 3
-        a, b = (create_app(test_config=cfg).extensions["fedkeys"]["collector"] for _ in range(2))
+        a, b = (create_app(test_config=cfg, workers=workers if name == "two" else 1).extensions["fedkeys"]["collector"]
+                for _ in range(2))
         for i in range(n):
             a.register(f"d{i}")
             a.checkin(f"d{i}", ELIGIBLE)
         for i, who in enumerate(pattern):
             (a if who == "a" else b).accept(f"d{i}", 0, memoryview(upload_body(0, 0, ups[i], 1 + i, f"u{i}")))
+            if name == "two" and i == n - 2:  # before the last upload: checkpoints were written
+                assert a.store.get_round(0).ckpt_count >= 6
         assert a.status()["model"]["version"] == 1
         models.append(encodings.decode_float32(a.weights_payload(1)[0], MEDIUM_SHAPES))
     assert all(np.array_equal(x, y) for x, y in zip(*models))
+
+
+def test_a_checkpoint_build_overtaken_by_the_rounds_close_is_dropped(tmp_path, monkeypatch):
+    """Shared mode: a build that finds, at its commit, that the round closed while it read the
+    spool (so a slot it read may have been reused) commits nothing, and the model the other
+    worker published is exact."""
+    n = 8
+    rng = np.random.default_rng(5)
+    ups = [random_update(MEDIUM_SHAPES, 0.9, rng) for _ in range(n)]
+    cfg = config(tmp_path, goal_count=n)
+    cfg["collector"]["checkpoint_every"] = 1000  # no build unless called here
+    a, b = (create_app(test_config=cfg, workers=2).extensions["fedkeys"]["collector"] for _ in range(2))
+    for i in range(n):
+        a.register(f"d{i}")
+        a.checkin(f"d{i}", ELIGIBLE)
+    for i in range(5):
+        (a, b)[i % 2].accept(f"d{i}", 0, memoryview(upload_body(0, 0, ups[i], 1 + i, f"u{i}")))
+    read = a._read_spool
+    closed = []
+
+    def read_while_the_round_closes(name, buf):
+        if not closed:
+            for i in range(5, n):  # b records the rest and publishes
+                closed.append(b.accept(f"d{i}", 0, memoryview(upload_body(0, 0, ups[i], 1 + i, f"u{i}"))))
+        return read(name, buf)
+
+    monkeypatch.setattr(a, "_read_spool", read_while_the_round_closes)
+    a._build_checkpoint(0)
+    rnd = a.store.get_round(0)
+    assert closed[-1]["round_complete"] and rnd.state == "closed"
+    assert (rnd.ckpt_count, rnd.ckpt_path) == (0, None)  # nothing committed by the overtaken build
+    got = encodings.decode_float32(a.weights_payload(1)[0], MEDIUM_SHAPES)
+    w0 = encodings.decode_float32(a.weights_payload(0)[0], MEDIUM_SHAPES)
+    ref = RunningSum.zeros_like(ups[0])
+    for i in range(n):
+        ref.add(ups[i], 1 + i)
+    want = apply_delta(w0, ref.mean(), 1.0)
+    assert all(np.array_equal(x, y) for x, y in zip(got, want))
 
 
 def test_upload_memory_does_not_grow(tmp_path):
