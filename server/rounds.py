@@ -41,7 +41,7 @@ from server.bundle import Bundle, load_initial_weights
 from server.errors import ApiError
 from server.privacy import ServerPrivacy
 from server.settings import Settings
-from server.storage import Round, SqliteStore
+from server.storage import Round, SqliteStore, UpdateRecord
 
 if TYPE_CHECKING:
     from server.body import BodyStream
@@ -449,22 +449,22 @@ class Collector:
         if self._build_bufs is None:
             self._build_bufs = (np.empty(self.dim, "<f8"), bytearray(4 * self.dim))
         flat, spool_buf = self._build_bufs
-        if rnd.ckpt_path:
-            files.read_sums_into(rnd.ckpt_path, flat)
-        else:
-            flat.fill(0.0)
-        rs = RunningSum(files.tensor_views(flat, self.shapes), rnd.ckpt_weight, rnd.ckpt_count)
+        rs = self._from_checkpoint(rnd, flat)
         for rec in records:
-            rs.add(validation.prepared(self._read_spool(rec.spool, spool_buf), rec.clip_to), rec.weight)
-        current = os.path.basename(rnd.ckpt_path or "")
-        path = os.path.join(self.sums_dir, "ckpt-1.f64" if current == "ckpt-0.f64" else "ckpt-0.f64")
+            self._add_spooled(rs, rec, spool_buf)
+        path = self._next_checkpoint_path(rnd)
         files.write_sums(path, [flat], self.fsync)
         with self.store.write() as c:
-            now = self.store.get_round(number, c)
-            if now is None or now.state != "open" or now.ckpt_seq != rnd.ckpt_seq:
+            latest = self.store.get_round(number, c)
+            if latest is None or latest.state != "open" or latest.ckpt_seq != rnd.ckpt_seq:
                 return  # closed, or checkpointed by someone else: this sum may hold a torn read
             self.store.set_checkpoint(c, number, records[-1].seq, path, rs.total_weight, rs.count)
             self.store.clear_spools(c, number, records[-1].seq)
+
+    def _next_checkpoint_path(self, rnd: Round) -> str:
+        """Of the two checkpoint files, the one the round's record does not point at."""
+        current = os.path.basename(rnd.ckpt_path or "")
+        return os.path.join(self.sums_dir, "ckpt-1.f64" if current == "ckpt-0.f64" else "ckpt-0.f64")
 
     def _sum_upto(self, c: Any, rnd: Round, upto_seq: int) -> _SumCache:
         """The round's running sum over its updates with seq <= upto_seq (inside the write lock):
@@ -476,7 +476,7 @@ class Collector:
         for rec in self.store.updates_between(c, rnd.round, cache.seq, upto_seq):
             if self._spool_buf is None:
                 self._spool_buf = bytearray(4 * self.dim)
-            cache.rs.add(validation.prepared(self._read_spool(rec.spool, self._spool_buf), rec.clip_to), rec.weight)
+            self._add_spooled(cache.rs, rec, self._spool_buf)
             cache.seq = rec.seq
         return cache
 
@@ -487,13 +487,21 @@ class Collector:
         old = self._cache
         flat = old.flat if old is not None else np.empty(self.dim, "<f8")
         self._cache = old = None
+        self._cache = _SumCache(rnd.round, rnd.ckpt_seq, self._from_checkpoint(rnd, flat), flat)
+        return self._cache
+
+    def _from_checkpoint(self, rnd: Round, flat: np.ndarray) -> RunningSum:
+        """A running sum over `flat` (float64, the model's size) holding the round's checkpoint
+        (zeros before the first one)."""
         if rnd.ckpt_path:
             files.read_sums_into(rnd.ckpt_path, flat)
         else:
             flat.fill(0.0)
-        rs = RunningSum(files.tensor_views(flat, self.shapes), rnd.ckpt_weight, rnd.ckpt_count)
-        self._cache = _SumCache(rnd.round, rnd.ckpt_seq, rs, flat)
-        return self._cache
+        return RunningSum(files.tensor_views(flat, self.shapes), rnd.ckpt_weight, rnd.ckpt_count)
+
+    def _add_spooled(self, rs: RunningSum, rec: UpdateRecord, buf: bytearray) -> None:
+        """Add a recorded update to `rs` from its spool file, as it entered the sum when accepted."""
+        rs.add(validation.prepared(self._read_spool(rec.spool, buf), rec.clip_to), rec.weight)
 
     def _read_spool(self, name: str, buf: bytearray) -> Weights:
         """A spooled update (float32, validated when it was accepted), read into `buf`: its
@@ -510,8 +518,7 @@ class Collector:
     def _checkpoint(self, c: Any, rnd: Round, cache: _SumCache) -> None:
         """Write the sum to the checkpoint file the store does not point at, then point at it
         (double buffering: a crash mid-write leaves the recorded checkpoint intact)."""
-        current = os.path.basename(rnd.ckpt_path or "")
-        path = os.path.join(self.sums_dir, "ckpt-1.f64" if current == "ckpt-0.f64" else "ckpt-0.f64")
+        path = self._next_checkpoint_path(rnd)
         files.write_sums(path, [cache.flat], self.fsync)
         self.store.set_checkpoint(c, rnd.round, cache.seq, path, cache.rs.total_weight, cache.rs.count)
         self.store.clear_spools(c, rnd.round, cache.seq)  # their slots may be reused from now on

@@ -111,7 +111,8 @@ def upload(round_number: int):
     if length is not None and length > limit:
         raise ApiError(413, "too_large", f"body of {length} bytes exceeds the {limit}-byte limit")
     if length is not None:  # read front to back, each part where it is used (server/body.py)
-        answer = collector().receive(device, _number(round_number, "round"), _state("bodies").stream(request.environ, length))
+        body_stream = _state("bodies").stream(request.environ, length)
+        answer = collector().receive(device, _number(round_number, "round"), body_stream)
     else:  # no Content-Length (chunked): werkzeug reads it, enforcing the limit
         body = request.get_data(cache=False)
         length = len(body)
