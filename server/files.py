@@ -203,8 +203,7 @@ class SpoolSlots:
             try:
                 if os.fstat(fd).st_size != nbytes:
                     os.ftruncate(fd, nbytes)
-                # blocks reserved now: a full disk is an OSError here, not a SIGBUS on a write into the map
-                os.posix_fallocate(fd, 0, nbytes)
+                reserve(fd, nbytes)
                 mapped = mmap.mmap(fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             finally:
                 os.close(fd)
@@ -215,6 +214,18 @@ class SpoolSlots:
         if self.fsync:
             mapped.flush()
         return view
+
+
+def reserve(fd: int, nbytes: int) -> None:
+    """Allocate a file's first `nbytes` on disk now, so that a full disk is an OSError here and
+    not a SIGBUS later, on a write into a mapping of it (posix_fallocate; where the OS has none,
+    macOS, by writing zeros)."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, nbytes)
+        return
+    zeros = bytes(min(nbytes, 1 << 20))
+    for offset in range(0, nbytes, len(zeros) or 1):
+        pwrite_all(fd, zeros[: min(len(zeros), nbytes - offset)], offset)
 
 
 def pid_alive(pid: int) -> bool:

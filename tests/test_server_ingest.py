@@ -271,6 +271,24 @@ def test_spool_slot_is_never_handed_out_while_a_record_points_at_it(tmp_path):
     assert slots.acquire(lambda n: n in referenced) not in referenced | {got}
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_reserve_allocates_the_whole_file_with_or_without_posix_fallocate(tmp_path, monkeypatch, native):
+    from server import files
+
+    if not native:  # macOS has no posix_fallocate: zeros are written instead
+        monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    path = str(tmp_path / "slot.bin")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        n = (1 << 20) * 2 + 12345
+        os.ftruncate(fd, n)
+        files.reserve(fd, n)
+        st = os.fstat(fd)
+        assert st.st_size == n and st.st_blocks * 512 >= n  # allocated, not sparse
+    finally:
+        os.close(fd)
+
+
 # -- the collector -----------------------------------------------------------------------------
 @pytest.mark.parametrize("workers", [1, 2])
 def test_two_workers_alternating_give_the_single_worker_numbers(tmp_path, workers):
