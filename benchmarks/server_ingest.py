@@ -5,7 +5,7 @@ of one request), plus the server's memory after 10, 100 and 1,000 accepted updat
 running sum keeps memory O(model)).
 
     .venv/bin/python benchmarks/server_ingest.py [--updates 1000] [--sizes default,gboard]
-        [--repeats 3] [--workers 1] [--threads 2] [--clients 3] [--client-send sendfile|copy]
+        [--repeats 3] [--workers 2] [--threads 1] [--clients 4] [--client-send sendfile|copy]
         [--durability process|power] [--dir DIR]
 
 One round of `--updates` reports (goal count = updates, no over-selection) per size, mode and
@@ -26,18 +26,18 @@ in-process loop), which a machine shared with other jobs disturbs far less than 
 how many of the cores were busy during the HTTP run; the load average before and after is in
 the JSON line. Prints a table and ends with one JSON line.
 
-Workers, threads, clients (defaults 1 x 2 and 3, for 2 cores). One worker keeps the running
-sum in memory and adds each update once, as it is recorded. Two workers share the GIL-free
-cores better but not the work: neither keeps a sum, and checkpoints are folded from the spool
-(one more read of each update) outside the write lock (docs/decisions.md); with three
-connections over two single-threaded workers, the worker that holds two serves them in turn,
-so the figure swings with how the kernel hands out the connections. Two threads: the heavy
-steps (socket read, norm, add) are system or numpy calls that release the GIL, so two requests
-overlap on two cores; more threads add GIL hand-offs and a body buffer each, not throughput.
-Three client connections for two server threads: with one connection per thread, a thread idles
-while its client reads the answer and starts the next upload, which a collector serving many
-phones does not see (two clients measured 0.66 before this was changed, three 0.71).
-`--workers 2 --threads 4 --clients 4` is the setup measured before (issue 6).
+Workers, threads, clients (defaults 2 x 1 and 4, for 2 cores: a process per core, the usual
+gunicorn advice). Processes do not share a GIL, and gunicorn's per-request Python, Flask and
+authentication cost about as much as the work of a `default` update, so on two cores one
+process with two threads leaves a quarter of the CPU idle while its threads wait for each
+other's GIL. With several workers none keeps the running sum in memory: checkpoints are folded
+from the spool (one more read of each update) outside the write lock (docs/decisions.md). Four
+connections for two single-threaded workers: with three, whichever worker holds two serves them
+in turn while the other may idle; with one per worker, a worker idles while its client reads the
+answer and starts the next upload, which a collector serving many phones does not see.
+`--workers 1 --threads 2 --clients 3` is the setup measured before (and what a worker that is
+alone does: the sum in memory, no read-back); `--workers 2 --threads 4 --clients 4` the one
+before that (issue 6).
 
 Memory: peak RSS (VmHWM) of the worker, and its anonymous and file-backed resident memory at
 each mark. File-backed includes the spool slots the worker receives into through a shared
@@ -269,9 +269,9 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3,
                    help="in-process and HTTP runs, alternating; the medians are compared")
-    p.add_argument("--workers", type=int, default=1, help="gunicorn workers (see the docstring for the choice)")
-    p.add_argument("--threads", type=int, default=2, help="threads per worker")
-    p.add_argument("--clients", type=int, default=3, help="client threads, one keep-alive connection each")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers (see the docstring for the choice)")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker")
+    p.add_argument("--clients", type=int, default=4, help="client threads, one keep-alive connection each")
     p.add_argument("--client-send", default="sendfile", choices=["sendfile", "copy"],
                    help="how the load generator puts the payload on its socket (see the docstring)")
     p.add_argument("--durability", default="process", choices=["process", "power"])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import secrets
 import threading
@@ -46,6 +47,7 @@ from server.storage import Round, SqliteStore, UpdateRecord
 if TYPE_CHECKING:
     from server.body import BodyStream
 
+log = logging.getLogger("fedkeys.server")
 SPOOL_ENCODING = "float32"  # spooled updates are stored decoded, so a replay needs no codec
 ORPHAN_AGE_S = 120.0  # an unreferenced spool file older than this is left over from a crash
 
@@ -410,8 +412,12 @@ class Collector:
         dropped its record's reference, and both make this commit refuse, so a file read while
         being overwritten never reaches a checkpoint."""
         with self._building(wait=False) as mine:
-            if mine:
+            if not mine:
+                return
+            try:
                 self._build(number)
+            except (OSError, ValueError):  # a spool file gone or resized: the round closed under the build
+                log.warning("checkpoint build for round %d dropped", number, exc_info=True)
 
     @contextlib.contextmanager
     def _building(self, wait: bool) -> Iterator[bool]:

@@ -355,6 +355,24 @@ def test_a_checkpoint_build_overtaken_by_the_rounds_close_is_dropped(tmp_path, m
     assert all(np.array_equal(x, y) for x, y in zip(got, want))
 
 
+def test_a_checkpoint_build_that_cannot_read_the_spool_commits_nothing_and_raises_nothing(tmp_path, caplog):
+    """A build runs after an upload's commit, in that upload's request: a spool file gone under
+    it (its round closed and a restarted worker removed the file) must not turn the committed
+    upload's answer into a 500."""
+    cfg = config(tmp_path, goal_count=8)
+    cfg["collector"]["checkpoint_every"] = 1000
+    col = create_app(test_config=cfg, workers=2).extensions["fedkeys"]["collector"]
+    rng = np.random.default_rng(6)
+    for i in range(3):
+        col.register(f"d{i}")
+        col.checkin(f"d{i}", ELIGIBLE)
+        col.accept(f"d{i}", 0, memoryview(upload_body(0, 0, random_update(MEDIUM_SHAPES, 0.5, rng), 2, f"u{i}")))
+    os.remove(os.path.join(col.spool_dir, col.store.get_update(0, "d1").spool))
+    col._build_checkpoint(0)
+    assert col.store.get_round(0).ckpt_count == 0
+    assert "checkpoint build for round 0 dropped" in caplog.text
+
+
 def test_upload_memory_does_not_grow(tmp_path):
     n = 60
     cfg = config(tmp_path, goal_count=n + 1)
