@@ -54,11 +54,6 @@ class BodyBuffers:
         """The request body of Content-Length n, to be read front to back."""
         return BodyStream(environ, n, self)
 
-    def read(self, environ: dict[str, Any], n: int) -> memoryview:
-        """The whole request body, as a view into this thread's buffer (valid until the
-        thread's next request). Raises ClientDisconnected (400) on a short body."""
-        return self.stream(environ, n).read_all()
-
 
 class BodyStream:
     """A request body of known length, read front to back: `readinto(view)` fills the whole

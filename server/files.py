@@ -8,6 +8,7 @@ power cut needs and a process crash does not (the page cache outlives the proces
 
 from __future__ import annotations
 
+import fcntl
 import math
 import mmap
 import os
@@ -226,6 +227,33 @@ def reserve(fd: int, nbytes: int) -> None:
     zeros = bytes(min(nbytes, 1 << 20))
     for offset in range(0, nbytes, len(zeros) or 1):
         pwrite_all(fd, zeros[: min(len(zeros), nbytes - offset)], offset)
+
+
+class ProcessLock:
+    """An exclusive `flock` on a file, which one process at a time holds: a waiting process is
+    woken the moment it is released (and a killed holder releases it). The descriptor is opened
+    once per process, since one inherited across fork would share the lock rather than contend
+    for it; flock is per open file, so a process's threads must be kept apart by the caller."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._opened: tuple[int, int] | None = None  # (pid, fd)
+
+    def _fd(self) -> int:
+        if self._opened is None or self._opened[0] != os.getpid():
+            self._opened = (os.getpid(), os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644))
+        return self._opened[1]
+
+    def acquire(self, wait: bool = True) -> bool:
+        """Take the lock; without `wait`, False at once when another process holds it."""
+        try:
+            fcntl.flock(self._fd(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        fcntl.flock(self._fd(), fcntl.LOCK_UN)
 
 
 def pid_alive(pid: int) -> bool:

@@ -22,7 +22,6 @@ before the transaction that announces them commits.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -100,8 +99,8 @@ class Collector:
         self._payloads: dict[int, tuple[bytes, str]] = {}
         self._payload_lock = threading.Lock()
         self._spool_buf: bytearray | None = None  # _sum_upto's spool buffer (used under the write lock)
-        self._build_lock = threading.Lock()  # one checkpoint build at a time in this process...
-        self._build_fd: tuple[int, int] | None = None  # ...and across processes: (pid, fd) of an flock file
+        self._build_lock = threading.Lock()  # one checkpoint writer at a time in this process...
+        self._build_flock = files.ProcessLock(os.path.join(self.sums_dir, ".build.lock"))  # ...and across them
         self._build_bufs: tuple[np.ndarray, bytearray] | None = None  # the build's float64 sum and spool buffer
         self.started = time.time()
         self._bootstrap()
@@ -393,7 +392,7 @@ class Collector:
         # else another worker added since: this sum still holds exactly the updates up to
         # cache.seq, and catches up from the spool when a checkpoint is due
         if due:
-            with self._building(wait=False) as mine:
+            with self._building() as mine:
                 if mine:  # else a shared-mode build elsewhere writes checkpoint files now: next time
                     self._checkpoint(c, rnd, self._sum_upto(c, rnd, seq))
         return False
@@ -411,7 +410,7 @@ class Collector:
         meanwhile. A spool file is reused only after a checkpoint commit or the round's close has
         dropped its record's reference, and both make this commit refuse, so a file read while
         being overwritten never reaches a checkpoint."""
-        with self._building(wait=False) as mine:
+        with self._building() as mine:
             if not mine:
                 return
             try:
@@ -420,27 +419,20 @@ class Collector:
                 log.warning("checkpoint build for round %d dropped", number, exc_info=True)
 
     @contextlib.contextmanager
-    def _building(self, wait: bool) -> Iterator[bool]:
-        """The right to write checkpoint files (a thread lock and an flock beside them): yields
-        whether it was had. Builds hold it while they read and write; the inline checkpoint of
-        a worker that is alone takes it too, so no two writers ever share a checkpoint file."""
-        if not self._build_lock.acquire(blocking=wait):
+    def _building(self) -> Iterator[bool]:
+        """The right to write checkpoint files, taken without waiting: yields whether it was had.
+        Builds hold it while they read and write; the inline checkpoint of a worker that is alone
+        takes it too, so no two writers ever share a checkpoint file."""
+        if not self._build_lock.acquire(blocking=False):
             yield False
             return
         try:
-            if self._build_fd is None or self._build_fd[0] != os.getpid():
-                self._build_fd = (os.getpid(), os.open(os.path.join(self.sums_dir, ".build.lock"),
-                                                       os.O_RDWR | os.O_CREAT, 0o644))
-            fd = self._build_fd[1]
+            mine = self._build_flock.acquire(wait=False)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
+                yield mine
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                if mine:
+                    self._build_flock.release()
         finally:
             self._build_lock.release()
 
@@ -458,19 +450,12 @@ class Collector:
         rs = self._from_checkpoint(rnd, flat)
         for rec in records:
             self._add_spooled(rs, rec, spool_buf)
-        path = self._next_checkpoint_path(rnd)
-        files.write_sums(path, [flat], self.fsync)
+        path = self._write_checkpoint(rnd, flat)
         with self.store.write() as c:
             latest = self.store.get_round(number, c)
             if latest is None or latest.state != "open" or latest.ckpt_seq != rnd.ckpt_seq:
                 return  # closed, or checkpointed by someone else: this sum may hold a torn read
-            self.store.set_checkpoint(c, number, records[-1].seq, path, rs.total_weight, rs.count)
-            self.store.clear_spools(c, number, records[-1].seq)
-
-    def _next_checkpoint_path(self, rnd: Round) -> str:
-        """Of the two checkpoint files, the one the round's record does not point at."""
-        current = os.path.basename(rnd.ckpt_path or "")
-        return os.path.join(self.sums_dir, "ckpt-1.f64" if current == "ckpt-0.f64" else "ckpt-0.f64")
+            self._point_at_checkpoint(c, number, records[-1].seq, path, rs)
 
     def _sum_upto(self, c: Any, rnd: Round, upto_seq: int) -> _SumCache:
         """The round's running sum over its updates with seq <= upto_seq (inside the write lock):
@@ -522,12 +507,21 @@ class Collector:
         return files.tensor_views(np.frombuffer(view, dtype="<f4"), self.shapes)
 
     def _checkpoint(self, c: Any, rnd: Round, cache: _SumCache) -> None:
-        """Write the sum to the checkpoint file the store does not point at, then point at it
-        (double buffering: a crash mid-write leaves the recorded checkpoint intact)."""
-        path = self._next_checkpoint_path(rnd)
-        files.write_sums(path, [cache.flat], self.fsync)
-        self.store.set_checkpoint(c, rnd.round, cache.seq, path, cache.rs.total_weight, cache.rs.count)
-        self.store.clear_spools(c, rnd.round, cache.seq)  # their slots may be reused from now on
+        """Checkpoint this worker's sum inside the write lock."""
+        self._point_at_checkpoint(c, rnd.round, cache.seq, self._write_checkpoint(rnd, cache.flat), cache.rs)
+
+    def _write_checkpoint(self, rnd: Round, flat: np.ndarray) -> str:
+        """Write a sum to the checkpoint file the round's record does not point at (double
+        buffering: a crash mid-write leaves the recorded checkpoint intact); returns its path."""
+        current = os.path.basename(rnd.ckpt_path or "")
+        path = os.path.join(self.sums_dir, "ckpt-1.f64" if current == "ckpt-0.f64" else "ckpt-0.f64")
+        files.write_sums(path, [flat], self.fsync)
+        return path
+
+    def _point_at_checkpoint(self, c: Any, number: int, seq: int, path: str, rs: RunningSum) -> None:
+        """Record a written checkpoint as the round's (inside the write lock)."""
+        self.store.set_checkpoint(c, number, seq, path, rs.total_weight, rs.count)
+        self.store.clear_spools(c, number, seq)  # their slots may be reused from now on
 
     # -- closing rounds ------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> Round | None:

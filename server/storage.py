@@ -14,13 +14,13 @@ with `SELECT ... FOR UPDATE` as the lock) can replace it behind the same methods
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import sqlite3
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
+
+from server.files import ProcessLock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -149,7 +149,9 @@ class SqliteStore:
         self._local = threading.local()
         self._lock = threading.RLock()
         self._depth = 0  # _exclusive() nesting in the thread holding self._lock
-        self._flock: tuple[int, int] | None = None  # (pid, fd) of the lock file, opened per process
+        # the write lock between processes: SQLite's own busy handler sleeps and polls, leaving
+        # a waiting worker's core idle for milliseconds after the other's transaction ended
+        self._flock = ProcessLock(path + ".lock")
         with self._exclusive():
             self.conn().executescript(SCHEMA)
 
@@ -189,23 +191,14 @@ class SqliteStore:
         with self._lock:
             outer = self._depth == 0
             if outer:
-                fcntl.flock(self._lock_fd(), fcntl.LOCK_EX)
+                self._flock.acquire()
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
                 if outer:
-                    fcntl.flock(self._lock_fd(), fcntl.LOCK_UN)
-
-    def _lock_fd(self) -> int:
-        """The write lock between processes: `flock` on a file beside the database, so a worker
-        waiting for another's transaction is woken when it ends (SQLite's own busy handler
-        sleeps and polls, leaving the core idle for milliseconds). Opened once per process:
-        a descriptor inherited across fork would share the lock rather than contend for it."""
-        if self._flock is None or self._flock[0] != os.getpid():
-            self._flock = (os.getpid(), os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644))
-        return self._flock[1]
+                    self._flock.release()
 
     # -- devices -------------------------------------------------------------------------------
     def add_device(self, c: sqlite3.Connection, device_id: str, token_sha256: str, now: float) -> bool:

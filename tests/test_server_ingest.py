@@ -134,14 +134,14 @@ def test_float32_check_in_place_matches_decode(offset):
 def test_body_buffers_reuse_one_buffer_per_thread_and_drop_large_bodies():
     bodies = BodyBuffers(keep_bytes=1000)
     data = os.urandom(600)
-    a = bodies.read({"wsgi.input": io.BytesIO(data)}, 600)
+    a = bodies.stream({"wsgi.input": io.BytesIO(data)}, 600).read_all()
     assert bytes(a) == data
-    b = bodies.read({"wsgi.input": io.BytesIO(data[:100])}, 100)
+    b = bodies.stream({"wsgi.input": io.BytesIO(data[:100])}, 100).read_all()
     assert a.obj is b.obj  # the same buffer
-    big = bodies.read({"wsgi.input": io.BytesIO(os.urandom(2000))}, 2000)
+    big = bodies.stream({"wsgi.input": io.BytesIO(os.urandom(2000))}, 2000).read_all()
     assert big.obj is not a.obj and bodies.get(10).obj is a.obj
     with pytest.raises(Exception) as e:  # the client sent less than its Content-Length
-        bodies.read({"wsgi.input": io.BytesIO(data[:50])}, 100)
+        bodies.stream({"wsgi.input": io.BytesIO(data[:50])}, 100).read_all()
     assert getattr(e.value, "code", None) == 400
 
 
