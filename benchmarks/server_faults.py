@@ -12,7 +12,9 @@
     updates are recorded, one per device, and the published model equals, bit for bit, the
     FedAvg step over those updates recomputed here in the recorded order.
 
-    .venv/bin/python benchmarks/server_faults.py [--fuzz 10000] [--kills 20] [--workers 2] [--seed 0]
+    .venv/bin/python benchmarks/server_faults.py [--fuzz 10000] [--kills 20] [--workers 2] [--threads 4] [--seed 0]
+
+`--threads 1` runs single-threaded workers (server/worker.py, what server_ingest.py measures).
 
 Prints figures and ends with one JSON line.
 """
@@ -240,10 +242,10 @@ def send(session: requests.Session, base: str, req) -> tuple[int, dict]:
     return r.status_code, body
 
 
-def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int) -> dict:
+def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int, server_threads: int) -> dict:
     max_body = 4 * DIM + 4096
     cfg = make_cfg(root, goal, max_body, checkpoint_every=8)
-    srv = ServerProcess(root, cfg, workers=workers, threads=4).start()
+    srv = ServerProcess(root, cfg, workers=workers, threads=server_threads).start()
     try:
         s = requests.Session()
         reg = lambda d: s.post(srv.url + "/v1/devices", json={"device_id": d}, timeout=30).json()["token"]  # noqa: E731
@@ -315,9 +317,9 @@ def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int) -> dic
 
 # -- (b) crash -----------------------------------------------------------------------------------
 
-def crash_round(root: str, goal: int, kills: int, workers: int, seed: int) -> dict:
+def crash_round(root: str, goal: int, kills: int, workers: int, seed: int, server_threads: int) -> dict:
     cfg = make_cfg(root, goal, 4 * DIM + 4096, checkpoint_every=4)
-    srv = ServerProcess(root, cfg, workers=workers, threads=4).start()
+    srv = ServerProcess(root, cfg, workers=workers, threads=server_threads).start()
     url = srv.url
     ups = clean_updates(goal, seed + 1)
     progress = [0]  # upload attempts sent
@@ -414,12 +416,13 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--crash-goal", type=int, default=300)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=4, help="threads per worker (1: server/worker.py's LoopWorker)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     base = tempfile.mkdtemp(prefix="fedkeys-faults-")
     try:
-        clean = run_round(os.path.join(base, "clean"), args.goal, 0, args.workers, args.seed)
-        fuzzed = run_round(os.path.join(base, "fuzzed"), args.goal, args.fuzz, args.workers, args.seed)
+        clean = run_round(os.path.join(base, "clean"), args.goal, 0, args.workers, args.seed, args.threads)
+        fuzzed = run_round(os.path.join(base, "fuzzed"), args.goal, args.fuzz, args.workers, args.seed, args.threads)
         n5xx = sum(v for k, v in fuzzed["statuses"].items() if k >= 500)
         same = clean["sha256"] == fuzzed["sha256"]
         print(f"(a) fuzz: {fuzzed['fuzz_requests']} hostile requests around a {args.goal}-report round in "
@@ -430,7 +433,7 @@ def main() -> None:
         for u in fuzzed["unexpected"][:5]:
             print("     ", u)
         print(f"    published model bit-identical to the clean round's: {same} ({fuzzed['sha256'][:16]})")
-        crash = crash_round(os.path.join(base, "crash"), args.crash_goal, args.kills, args.workers, args.seed)
+        crash = crash_round(os.path.join(base, "crash"), args.crash_goal, args.kills, args.workers, args.seed, args.threads)
         ok_crash = (crash["recorded"] == crash["goal"] == crash["unique_devices"] and crash["round_closed"]
                     and crash["model_exact"] and crash["accepted_answers"] == crash["goal"])
         print(f"(b) crash: {crash['kills']} SIGKILLs ({crash['kills_during_round']} before the round had all its "
@@ -448,7 +451,7 @@ def main() -> None:
                "model_bit_identical": same, "kills": crash["kills"], "kills_during_round": crash["kills_during_round"], "crash_recorded": crash["recorded"],
                "crash_goal": crash["goal"], "crash_unique_devices": crash["unique_devices"],
                "crash_model_exact": crash["model_exact"], "crash_round_closed": crash["round_closed"],
-               "workers": args.workers, "cpus": os.cpu_count()}
+               "workers": args.workers, "threads": args.threads, "cpus": os.cpu_count()}
     print(json.dumps(summary))
     sys.exit(0 if ok else 1)
 

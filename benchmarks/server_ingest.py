@@ -5,8 +5,8 @@ of one request), plus the server's memory after 10, 100 and 1,000 accepted updat
 running sum keeps memory O(model)).
 
     .venv/bin/python benchmarks/server_ingest.py [--updates 1000] [--sizes default,gboard]
-        [--repeats 3] [--workers 2] [--threads 1] [--clients 4] [--client-send sendfile|copy]
-        [--durability process|power] [--dir DIR]
+        [--repeats 3] [--workers 2] [--threads 1] [--clients 4] [--client-send raw|sendfile|copy]
+        [--worker-class gthread] [--durability process|power] [--dir DIR]
 
 One round of `--updates` reports (goal count = updates, no over-selection) per size, mode and
 repeat; the round's publication is inside the timed window. The two modes run `--repeats` times
@@ -30,21 +30,26 @@ Workers, threads, clients (defaults 2 x 1 and 4, for 2 cores: a process per core
 gunicorn advice). Processes do not share a GIL, and gunicorn's per-request Python, Flask and
 authentication cost about as much as the work of a `default` update, so on two cores one
 process with two threads leaves a quarter of the CPU idle while its threads wait for each
-other's GIL. With several workers none keeps the running sum in memory: checkpoints are folded
-from the spool (one more read of each update) outside the write lock (docs/decisions.md). Four
-connections for two single-threaded workers: with three, whichever worker holds two serves them
-in turn while the other may idle; with one per worker, a worker idles while its client reads the
-answer and starts the next upload, which a collector serving many phones does not see.
-`--workers 1 --threads 2 --clients 3` is the setup measured before (and what a worker that is
-alone does: the sum in memory, no read-back); `--workers 2 --threads 4 --clients 4` the one
-before that (issue 6).
+other's GIL. Single-threaded workers run server/worker.py's `LoopWorker` (the request served on
+the event loop's thread); `--worker-class gthread` measures gunicorn's own worker with its one
+pool thread instead. With several workers none keeps the running sum in memory: checkpoints are
+folded from the spool (each update read back through a kept mapping of its slot) outside the
+write lock (docs/decisions.md). Four connections for two single-threaded workers: with three,
+whichever worker holds two serves them in turn while the other may idle; with one per worker, a
+worker idles while its client reads the answer and starts the next upload, which a collector
+serving many phones does not see. `--workers 1 --threads 2 --clients 3` is an earlier setup (and
+what a worker that is alone does: the sum in memory, no read-back); `--workers 2 --threads 4
+--clients 4` the one before that (issue 6).
 
-Memory: peak RSS (VmHWM) of the worker, and its anonymous and file-backed resident memory at
-each mark. File-backed includes the spool slots the worker receives into through a shared
-mapping (about `checkpoint_every` + the in-flight uploads, each one float32 update): the page
-cache a spool needs either way, counted in the worker's RSS because it is mapped. A server
-thread's body buffer is allocated at its first upload and kept, and the mark after the last
-update includes the round's publication (the new model next to the old one).
+Memory: peak RSS (VmHWM) of the worker, and its anonymous and file-backed resident memory
+after 10, 100 and 1,000 updates (and the last, with more `--updates`). File-backed is mostly
+spool slots mapped: the ones the worker receives into, and with several workers every worker's
+slots, which checkpoint builds read back through kept mappings (each slot one float32 update;
+the pools hold about `checkpoint_every` plus the uploads in flight and the updates recorded
+while a build runs). That is the page cache a spool needs either way, counted in the worker's
+RSS because it is mapped; it is bounded by the slot count, and anonymous memory stays flat. A
+server thread's body buffer is allocated at its first upload and kept, and the mark after the
+last update includes the round's publication (the new model next to the old one).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -74,7 +80,7 @@ sys.path.insert(0, ROOT)
 from fedmath import encodings, wire  # noqa: E402
 from server.bundle import load_bundle  # noqa: E402
 from server.rounds import Collector  # noqa: E402
-from server.serve import free_port, gunicorn_argv  # noqa: E402
+from server.serve import free_port, gunicorn_argv, worker_class_for  # noqa: E402
 from server.settings import settings_from_dict  # noqa: E402
 from server.testing import MODEL_SHAPES, config_dict, make_bundle, random_update  # noqa: E402
 
@@ -132,7 +138,7 @@ def bench_inprocess(root: str, size: str, n: int, durability: str, payload: byte
         body[:k] = heads[i]
         answer = col.accept(d, 0, view)
         assert answer["accepted"], answer
-        if i + 1 in MARKS:
+        if i + 1 in MARKS or i + 1 == n:
             rss[i + 1] = memory_mb(os.getpid())
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert col.status()["model"]["version"] == 1
@@ -140,13 +146,14 @@ def bench_inprocess(root: str, size: str, n: int, durability: str, payload: byte
             "memory_mb": rss}
 
 
-def start_server(root: str, cfg: dict, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(root: str, cfg: dict, workers: int, threads: int,
+                 worker_class: str | None = None) -> tuple[subprocess.Popen, str]:
     path = os.path.join(root, "server.json")
     with open(path, "w") as f:
         json.dump(cfg, f)
     port = free_port()
     log = open(os.path.join(root, "gunicorn.log"), "wb")
-    argv = gunicorn_argv(path, "127.0.0.1", port, workers, threads)
+    argv = gunicorn_argv(path, "127.0.0.1", port, workers, threads, worker_class=worker_class)
     argv.remove("--access-logfile")
     argv.remove("-")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -173,9 +180,9 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 
 
 def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, workers: int, threads: int,
-               clients: int, send: str = "sendfile") -> dict:
+               clients: int, send: str = "raw", worker_class: str | None = None) -> dict:
     cfg = make_config(root, size, n, durability, workers, threads)
-    proc, url = start_server(root, cfg, workers, threads)
+    proc, url = start_server(root, cfg, workers, threads, worker_class)
     try:
         s = requests.Session()
         tokens = []
@@ -189,6 +196,9 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
         heads = [header_bytes(0, 16, uuid.uuid4().hex) for _ in range(n)]  # encoded before the clock starts
         auth = [f"Bearer {t}" for t in tokens]
         length = str(len(heads[0]) + len(payload))
+        raw_heads = [(f"POST /v1/rounds/0/updates HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {a}\r\n"
+                      f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n").encode() + h
+                     for a, h in zip(auth, heads)]
         local = threading.local()
         payload_path = os.path.join(root, "payload.bin")
         with open(payload_path, "wb") as f:
@@ -200,6 +210,39 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
         errors: list[str] = []
 
         def upload(i: int) -> None:
+            if send == "raw":
+                status, body = raw_upload(i)
+            else:
+                status, body = http_client_upload(i)
+            if status != 202:
+                errors.append(f"{status} {body[:200]!r}")
+                return
+            with lock:
+                done[0] += 1
+                k = done[0]
+            if k in MARKS or k == n:
+                rss[k] = server_memory(proc)
+
+        def payload_file():
+            fobj = getattr(local, "payload_file", None)
+            if fobj is None:
+                fobj = local.payload_file = open(payload_path, "rb")
+                opened.append(fobj)
+            return fobj
+
+        def raw_upload(i: int) -> tuple[int, bytes]:
+            sock = getattr(local, "sock", None)
+            if sock is None:
+                sock = local.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
+                local.reader = sock.makefile("rb")
+                opened.append(local.reader)
+                opened.append(sock)
+            sock.sendall(raw_heads[i])
+            sock.sendfile(payload_file(), 0, len(payload))
+            return read_response(local.reader)
+
+        def http_client_upload(i: int) -> tuple[int, bytes]:
             conn = getattr(local, "conn", None)
             if conn is None:
                 conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -209,23 +252,11 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
             conn.putheader("Content-Length", length)
             conn.endheaders(heads[i])
             if send == "sendfile":  # the payload's pages go to the socket without a copy in this process
-                fobj = getattr(local, "payload_file", None)
-                if fobj is None:
-                    fobj = local.payload_file = open(payload_path, "rb")
-                    opened.append(fobj)
-                conn.sock.sendfile(fobj, 0, len(payload))
+                conn.sock.sendfile(payload_file(), 0, len(payload))
             else:
                 conn.send(payload)
             resp = conn.getresponse()
-            body = resp.read()
-            if resp.status != 202:
-                errors.append(f"{resp.status} {body[:200]!r}")
-                return
-            with lock:
-                done[0] += 1
-                k = done[0]
-            if k in MARKS:
-                rss[k] = server_memory(proc)
+            return resp.status, resp.read()
 
         server_procs = psutil.Process(proc.pid).children()
         me = psutil.Process()
@@ -250,6 +281,7 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
                 "server_cpu_ms_per_update": 1000 * server_cpu / n, "client_cpu_ms_per_update": 1000 * client_cpu / n,
                 "cores_busy": (os.cpu_count() or 1) * (1 - idle / total) if total > 0 else float("nan"),
                 "memory_mb": rss, "workers": workers, "threads": threads,
+                "worker_class": worker_class or worker_class_for(threads),
                 "clients": clients, "client_send": send}
     finally:
         proc.send_signal(2)
@@ -259,8 +291,30 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
             proc.kill()
 
 
+def read_response(reader) -> tuple[int, bytes]:
+    """Status and body of one HTTP/1.1 response with a Content-Length, from a buffered reader of
+    a keep-alive connection (the `raw` load generator: no email-parser headers per answer)."""
+    status_line = reader.readline()
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        raise RuntimeError(f"not an HTTP response: {status_line[:100]!r}")
+    length = None
+    while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None:
+        raise RuntimeError("the server answered without a Content-Length")
+    return int(parts[1]), reader.read(length)
+
+
+def mark_points(n: int) -> list[int]:
+    """10, 100 and 1,000 updates, and the last one when there are more."""
+    return [k for k in MARKS if k <= n] + ([n] if n > MARKS[-1] else [])
+
+
 def marks(run: dict, key: str) -> str:
-    return " / ".join(f"{run['memory_mb'].get(k, {}).get(key, float('nan')):.0f}" for k in MARKS)
+    return " / ".join(f"{run['memory_mb'].get(k, {}).get(key, float('nan')):.0f}" for k in mark_points(run["updates"]))
 
 
 def main() -> None:
@@ -272,8 +326,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers (see the docstring for the choice)")
     p.add_argument("--threads", type=int, default=1, help="threads per worker")
     p.add_argument("--clients", type=int, default=4, help="client threads, one keep-alive connection each")
-    p.add_argument("--client-send", default="sendfile", choices=["sendfile", "copy"],
+    p.add_argument("--client-send", default="raw", choices=["raw", "sendfile", "copy"],
                    help="how the load generator puts the payload on its socket (see the docstring)")
+    p.add_argument("--worker-class", default=None,
+                   help="gunicorn worker class (default: server/worker.py's LoopWorker for one thread, else gthread)")
     p.add_argument("--durability", default="process", choices=["process", "power"])
     p.add_argument("--dir", default=None, help="where state goes (default: a temp dir on the default disk)")
     args = p.parse_args()
@@ -291,7 +347,7 @@ def main() -> None:
                                                          args.durability, payload))
                 runs["http"].append(bench_http(os.path.join(base, f"{size}-http-{r}"), size, args.updates,
                                                args.durability, payload, args.workers, args.threads, args.clients,
-                                               args.client_send))
+                                               args.client_send, args.worker_class))
             med = {mode: statistics.median(x["updates_per_s"] for x in rs) for mode, rs in runs.items()}
             ratio = med["http"] / med["inprocess"]
             pairs = [h["updates_per_s"] / i["updates_per_s"] for h, i in zip(runs["http"], runs["inprocess"])]
@@ -302,7 +358,7 @@ def main() -> None:
             print(f"{size:8s} {params:>9,d} params  HTTP {med['http']:7.1f} upd/s   in-process {med['inprocess']:7.1f} "
                   f"upd/s   ratio {ratio:.2f}   (medians of {args.repeats}; ratio per repeat "
                   + ", ".join(f"{x:.2f}" for x in pairs) + ")")
-            print(f"{'':8s} last repeat's server worker after 10/100/1000 updates: peak RSS {marks(over_http, 'peak')} MB, "
+            print(f"{'':8s} last repeat's server worker after {'/'.join(map(str, mark_points(args.updates)))} updates: peak RSS {marks(over_http, 'peak')} MB, "
                   f"of it anonymous {marks(over_http, 'anon')} MB and file-backed {marks(over_http, 'file')} MB (HTTP); "
                   f"peak {marks(inproc, 'peak')}, anonymous {marks(inproc, 'anon')} MB (in-process)")
             print(f"{'':8s} CPU per update: HTTP {over_http['server_cpu_ms_per_update']:.2f} ms server + "

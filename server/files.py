@@ -138,6 +138,8 @@ class SpoolSlots:
     says no committed record points at it, so a crash mid-write can tear only a slot nobody needs.
     """
 
+    max_read_maps = 256
+
     def __init__(self, directory: str, fsync: bool) -> None:
         self.directory = directory
         self.fsync = fsync
@@ -147,6 +149,7 @@ class SpoolSlots:
         self._free: list[str] = []
         self._busy: set[str] = set()
         self._maps: dict[str, mmap.mmap] = {}  # slots received into, mapped once and kept
+        self._read_maps: dict[str, mmap.mmap] = {}  # slots read back (any process's), oldest first
 
     def acquire(self, is_referenced) -> str:
         """A slot name nobody needs; `is_referenced(name)` asks the store.
@@ -215,6 +218,34 @@ class SpoolSlots:
         if self.fsync:
             mapped.flush()
         return view
+
+
+    def view(self, name: str, nbytes: int) -> memoryview:
+        """A slot's `nbytes` bytes, this process's or another's, read in place through a shared
+        mapping kept from one read to the next (a checkpoint build reads every recorded update
+        back: through a read() into a buffer that is one more copy of each, through a fresh
+        mapping one page fault per few pages). A slot is only ever overwritten in place at its
+        one size, never truncated or replaced under its name (names carry the owner's pid and a
+        random part), so a kept mapping always shows the file's current bytes; a removed file's
+        mapping is never asked for again, since no record names it. At most `max_read_maps`
+        are kept: a process sees the slots of every worker, and workers come and go.
+        FileNotFoundError if the file is gone, ValueError if it is not `nbytes` long."""
+        with self._lock:
+            mapped = self._maps.get(name) or self._read_maps.get(name)
+        if mapped is None or len(mapped) != nbytes:
+            fd = os.open(os.path.join(self.directory, name), os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                if size != nbytes:
+                    raise ValueError(f"spool file {name} holds {size} bytes, not the model's {nbytes}")
+                mapped = mmap.mmap(fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ)
+            finally:
+                os.close(fd)
+            with self._lock:
+                self._read_maps[name] = mapped
+                while len(self._read_maps) > self.max_read_maps:  # unmapped once no view of it is left
+                    del self._read_maps[next(iter(self._read_maps))]
+        return memoryview(mapped)
 
 
 def reserve(fd: int, nbytes: int) -> None:

@@ -98,10 +98,9 @@ class Collector:
         self.slots = files.SpoolSlots(self.spool_dir, self.fsync)
         self._payloads: dict[int, tuple[bytes, str]] = {}
         self._payload_lock = threading.Lock()
-        self._spool_buf: bytearray | None = None  # _sum_upto's spool buffer (used under the write lock)
         self._build_lock = threading.Lock()  # one checkpoint writer at a time in this process...
         self._build_flock = files.ProcessLock(os.path.join(self.sums_dir, ".build.lock"))  # ...and across them
-        self._build_bufs: tuple[np.ndarray, bytearray] | None = None  # the build's float64 sum and spool buffer
+        self._build_flat: np.ndarray | None = None  # the build's float64 sum
         self.started = time.time()
         self._bootstrap()
         self.cleanup_files(min_age_s=ORPHAN_AGE_S)
@@ -444,18 +443,17 @@ class Collector:
         records = self.store.updates_between(c, number, rnd.ckpt_seq)
         if not records or any(rec.spool is None for rec in records):
             return  # nothing to fold, or the round closed while it was read
-        if self._build_bufs is None:
-            self._build_bufs = (np.empty(self.dim, "<f8"), bytearray(4 * self.dim))
-        flat, spool_buf = self._build_bufs
-        rs = self._from_checkpoint(rnd, flat)
+        if self._build_flat is None:
+            self._build_flat = np.empty(self.dim, "<f8")
+        rs = self._from_checkpoint(rnd, self._build_flat)
         for rec in records:
-            self._add_spooled(rs, rec, spool_buf)
-        path = self._write_checkpoint(rnd, flat)
+            self._add_spooled(rs, rec)
+        path = self._write_checkpoint(rnd, self._build_flat)
         with self.store.write() as c:
             latest = self.store.get_round(number, c)
             if latest is None or latest.state != "open" or latest.ckpt_seq != rnd.ckpt_seq:
                 return  # closed, or checkpointed by someone else: this sum may hold a torn read
-            self._point_at_checkpoint(c, number, records[-1].seq, path, rs)
+            self._point_at_checkpoint(c, number, rnd.ckpt_seq, records[-1].seq, path, rs)
 
     def _sum_upto(self, c: Any, rnd: Round, upto_seq: int) -> _SumCache:
         """The round's running sum over its updates with seq <= upto_seq (inside the write lock):
@@ -465,9 +463,7 @@ class Collector:
         if cache is None or cache.round != rnd.round or cache.seq < rnd.ckpt_seq or cache.seq > upto_seq:
             cache = self._rebuild(rnd)
         for rec in self.store.updates_between(c, rnd.round, cache.seq, upto_seq):
-            if self._spool_buf is None:
-                self._spool_buf = bytearray(4 * self.dim)
-            self._add_spooled(cache.rs, rec, self._spool_buf)
+            self._add_spooled(cache.rs, rec)
             cache.seq = rec.seq
         return cache
 
@@ -490,25 +486,19 @@ class Collector:
             flat.fill(0.0)
         return RunningSum(files.tensor_views(flat, self.shapes), rnd.ckpt_weight, rnd.ckpt_count)
 
-    def _add_spooled(self, rs: RunningSum, rec: UpdateRecord, buf: bytearray) -> None:
+    def _add_spooled(self, rs: RunningSum, rec: UpdateRecord) -> None:
         """Add a recorded update to `rs` from its spool file, as it entered the sum when accepted."""
-        rs.add(validation.prepared(self._read_spool(rec.spool, buf), rec.clip_to), rec.weight)
+        rs.add(validation.prepared(self._read_spool(rec.spool), rec.clip_to), rec.weight)
 
-    def _read_spool(self, name: str, buf: bytearray) -> Weights:
-        """A spooled update (float32, validated when it was accepted), read into `buf`: its
-        tensors are views, valid until the buffer is read into again."""
-        view = memoryview(buf)
-        with open(os.path.join(self.spool_dir, name), "rb", buffering=0) as f:
-            got = f.readinto(view)
-            while got < len(view) and (more := f.readinto(view[got:])):
-                got += more
-            if got != len(view) or f.read(1):
-                raise ValueError(f"spool file {name} is not the model's {len(view)}-byte float32 payload")
+    def _read_spool(self, name: str) -> Weights:
+        """A spooled update (float32, validated when it was accepted) as tensors viewing the
+        spool file in place (`SpoolSlots.view`; OSError if it is gone, ValueError if cut)."""
+        view = self.slots.view(name, 4 * self.dim)
         return files.tensor_views(np.frombuffer(view, dtype="<f4"), self.shapes)
 
     def _checkpoint(self, c: Any, rnd: Round, cache: _SumCache) -> None:
         """Checkpoint this worker's sum inside the write lock."""
-        self._point_at_checkpoint(c, rnd.round, cache.seq, self._write_checkpoint(rnd, cache.flat), cache.rs)
+        self._point_at_checkpoint(c, rnd.round, rnd.ckpt_seq, cache.seq, self._write_checkpoint(rnd, cache.flat), cache.rs)
 
     def _write_checkpoint(self, rnd: Round, flat: np.ndarray) -> str:
         """Write a sum to the checkpoint file the round's record does not point at (double
@@ -518,10 +508,11 @@ class Collector:
         files.write_sums(path, [flat], self.fsync)
         return path
 
-    def _point_at_checkpoint(self, c: Any, number: int, seq: int, path: str, rs: RunningSum) -> None:
-        """Record a written checkpoint as the round's (inside the write lock)."""
+    def _point_at_checkpoint(self, c: Any, number: int, after: int, seq: int, path: str, rs: RunningSum) -> None:
+        """Record a written checkpoint, holding the updates up to seq, as the round's in place of
+        the one up to `after` (inside the write lock)."""
         self.store.set_checkpoint(c, number, seq, path, rs.total_weight, rs.count)
-        self.store.clear_spools(c, number, seq)  # their slots may be reused from now on
+        self.store.clear_spools(c, number, after, seq)  # their slots may be reused from now on
 
     # -- closing rounds ------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> Round | None:
@@ -557,7 +548,7 @@ class Collector:
                 version = latest.version
                 self.store.finish_round(c, number, "abandoned", now, None,
                                         f"deadline passed with {rnd.reports} reports, fewer than {rnd.min_reports}")
-            self.store.clear_spools(c, number)
+            self.store.clear_spools(c, number, rnd.ckpt_seq)
             self._open_round(c, number + 1, version, now)
             # inside the lock: cleared after it, this could drop (or, mid-_rebuild, break) the
             # sum another thread has just started for the next round

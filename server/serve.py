@@ -16,6 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from server.settings import load_settings
+from server.worker import WORKER_CLASS
 
 # Where gunicorn's workers keep their heartbeat files (touched twice per request by a gthread
 # worker's event loop): a tmpfs, as gunicorn's docs advise, since on a disk-backed /tmp each
@@ -29,14 +30,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def worker_class_for(threads: int) -> str:
+    """gunicorn's gthread for workers of several threads, server/worker.py's for single-threaded ones."""
+    return WORKER_CLASS if threads == 1 else "gthread"
+
+
 def gunicorn_argv(config_path: str, host: str, port: int, workers: int, threads: int,
-                  python: str = sys.executable) -> list[str]:
-    """The command line that serves the app (gthread workers, no preload: each worker opens its
-    own SQLite connections)."""
+                  python: str = sys.executable, worker_class: Optional[str] = None) -> list[str]:
+    """The command line that serves the app (no preload: each worker opens its own SQLite
+    connections). Workers of several threads are gunicorn's gthread; single-threaded ones serve
+    each request on their event loop's thread (server/worker.py); `worker_class` overrides."""
+    worker_class = worker_class or worker_class_for(threads)
     factory = f"server.app:create_app(config_path={os.path.abspath(config_path)!r}, workers={int(workers)})"
     heartbeat = ["--worker-tmp-dir", SHM] if os.path.isdir(SHM) and os.access(SHM, os.W_OK) else []
     return [python, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--worker-class", "gthread", "--threads", str(threads), "--timeout", "120",
+            "--worker-class", worker_class, "--threads", str(threads), "--timeout", "120",
             "--graceful-timeout", "10", "--keep-alive", "30", *heartbeat, "--access-logfile", "-", factory]
 
 

@@ -294,9 +294,13 @@ class SqliteStore:
         c.execute("UPDATE rounds SET ckpt_seq = ?, ckpt_path = ?, ckpt_weight = ?, ckpt_count = ? WHERE round = ?",
                   (seq, path, total_weight, count, number))
 
-    def clear_spools(self, c: sqlite3.Connection, number: int, upto_seq: Optional[int] = None) -> None:
+    def clear_spools(self, c: sqlite3.Connection, number: int, after_seq: int, upto_seq: Optional[int] = None) -> None:
+        """Drop the spool references of a round's updates with after_seq < seq <= upto_seq (the
+        ones a new checkpoint covers: those up to the previous checkpoint have none left). A
+        range of the primary key, not the whole round: per checkpoint the work is the updates
+        it adds, not all the round's so far."""
         hi = upto_seq if upto_seq is not None else 2**62
-        c.execute("UPDATE updates SET spool = NULL WHERE round = ? AND seq <= ?", (number, hi))
+        c.execute("UPDATE updates SET spool = NULL WHERE seq > ? AND seq <= ? AND round = ?", (after_seq, hi, number))
 
     def spool_owner(self, spool: str) -> Optional[tuple[int, int]]:
         row = self.conn().execute("SELECT round, seq FROM updates WHERE spool = ?", (spool,)).fetchone()

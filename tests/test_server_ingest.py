@@ -310,6 +310,10 @@ def test_two_workers_alternating_give_the_single_worker_numbers(tmp_path, worker
             a.checkin(f"d{i}", ELIGIBLE)
         for i, who in enumerate(pattern):
             (a if who == "a" else b).accept(f"d{i}", 0, memoryview(upload_body(0, 0, ups[i], 1 + i, f"u{i}")))
+            rnd = a.store.get_round(0)
+            if rnd.state == "open":  # exactly the updates after the checkpoint keep their spool file
+                recs = a.store.updates_between(a.store.conn(), 0, 0)
+                assert [r.spool is not None for r in recs] == [r.seq > rnd.ckpt_seq for r in recs]
             if name == "two" and i == n - 2:  # before the last upload: checkpoints were written
                 assert a.store.get_round(0).ckpt_count >= 6
         assert a.status()["model"]["version"] == 1
@@ -335,11 +339,11 @@ def test_a_checkpoint_build_overtaken_by_the_rounds_close_is_dropped(tmp_path, m
     read = a._read_spool
     closed = []
 
-    def read_while_the_round_closes(name, buf):
+    def read_while_the_round_closes(name):
         if not closed:
             for i in range(5, n):  # b records the rest and publishes
                 closed.append(b.accept(f"d{i}", 0, memoryview(upload_body(0, 0, ups[i], 1 + i, f"u{i}"))))
-        return read(name, buf)
+        return read(name)
 
     monkeypatch.setattr(a, "_read_spool", read_while_the_round_closes)
     a._build_checkpoint(0)
@@ -426,7 +430,8 @@ def _responses(sock: socket.socket, count: int) -> list[tuple[int, dict]]:
     return out
 
 
-def test_two_gunicorn_workers_publish_the_sum_in_recorded_order(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])  # server/worker.py's LoopWorker, gunicorn's gthread
+def test_two_gunicorn_workers_publish_the_sum_in_recorded_order(tmp_path, threads):
     """Two real worker processes (shared mode: checkpoints folded from the spool outside the
     write lock, every third update) and concurrent uploads over HTTP: the published model is bit
     for bit the FedAvg step over the updates summed in the order the database recorded them."""
@@ -435,7 +440,7 @@ def test_two_gunicorn_workers_publish_the_sum_in_recorded_order(tmp_path):
     cfg["collector"]["checkpoint_every"] = 3
     rng = np.random.default_rng(9)
     ups = [random_update(MEDIUM_SHAPES, 0.6, rng) for _ in range(n)]
-    with ServerProcess(str(tmp_path), cfg, workers=2, threads=2) as srv:
+    with ServerProcess(str(tmp_path), cfg, workers=2, threads=threads) as srv:
         s = requests.Session()
         tokens = [s.post(srv.url + "/v1/devices", json={"device_id": f"p{i}"}).json()["token"] for i in range(n)]
         for t in tokens:
@@ -463,9 +468,10 @@ def test_two_gunicorn_workers_publish_the_sum_in_recorded_order(tmp_path):
     assert w1 == encodings.encode_float32(apply_delta(w0, ref.mean(), 1.0))
 
 
-def test_uploads_over_gunicorn_keepalive_pipelining_and_truncation(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_uploads_over_gunicorn_keepalive_pipelining_and_truncation(tmp_path, threads):
     cfg = config(tmp_path, over_selection=1.34)  # 4 selected, the round closes at 3
-    with ServerProcess(str(tmp_path), cfg, workers=1, threads=2) as srv:
+    with ServerProcess(str(tmp_path), cfg, workers=1, threads=threads) as srv:
         s = requests.Session()
         tokens = [s.post(srv.url + "/v1/devices", json={"device_id": f"p{i}"}).json()["token"] for i in range(4)]
         for t in tokens:
@@ -509,3 +515,24 @@ def test_uploads_over_gunicorn_keepalive_pipelining_and_truncation(tmp_path):
         metrics = s.get(srv.url + "/metrics").text
         assert "fedkeys_updates_accepted_total 3" in metrics
         assert 'fedkeys_updates_rejected_total{error="malformed"} 1' in metrics
+
+
+def test_single_threaded_worker_serves_others_while_a_connection_sends_nothing(tmp_path):
+    """server/worker.py: a connection that is open but silent waits on the poller, not on the
+    worker's one thread (gthread would give it its only pool thread for up to 5 s), and a
+    kept-alive connection's requests are served one after another on the loop's thread."""
+    with ServerProcess(str(tmp_path), config(tmp_path), workers=1, threads=1) as srv:
+        silent = [socket.create_connection((srv.host, srv.port)) for _ in range(3)]
+        try:
+            s = requests.Session()
+            for i in range(5):
+                r = s.get(srv.url + "/v1/status", timeout=2)  # gthread: ~5 s behind the silent ones
+                assert r.status_code == 200 and r.json()["round"]["round"] == 0
+            silent[0].sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")  # speaks after all
+            status, answer = _responses(silent[0], 1)[0]
+            assert status == 200 and answer["round"]["round"] == 0
+        finally:
+            for sock in silent:
+                sock.close()
+    with open(os.path.join(str(tmp_path), "gunicorn.log")) as f:
+        assert "Using worker: server.worker.LoopWorker" in f.read()
