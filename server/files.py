@@ -187,9 +187,10 @@ class SpoolSlots:
     def write(self, name: str, payload: bytes | memoryview) -> str:
         path = os.path.join(self.directory, name)
         with self._lock:
-            mapped = self._maps.get(name)
-            if mapped is not None and len(mapped) != len(payload):  # about to change size: unmap first
-                del self._maps[name]  # unmapped once no view of it is left
+            for maps in (self._maps, self._read_maps):  # about to change size: unmap first
+                mapped = maps.get(name)
+                if mapped is not None and len(mapped) != len(payload):
+                    del maps[name]  # unmapped once no view of it is left
         write_in_place(path, [payload], self.fsync)
         return path
 
@@ -219,7 +220,6 @@ class SpoolSlots:
             mapped.flush()
         return view
 
-
     def view(self, name: str, nbytes: int) -> memoryview:
         """A slot's `nbytes` bytes, this process's or another's, read in place through a shared
         mapping kept from one read to the next (a checkpoint build reads every recorded update
@@ -231,7 +231,9 @@ class SpoolSlots:
         are kept: a process sees the slots of every worker, and workers come and go.
         FileNotFoundError if the file is gone, ValueError if it is not `nbytes` long."""
         with self._lock:
-            mapped = self._maps.get(name) or self._read_maps.get(name)
+            mapped = self._maps.get(name)
+            if mapped is None:
+                mapped = self._read_maps.get(name)
         if mapped is None or len(mapped) != nbytes:
             fd = os.open(os.path.join(self.directory, name), os.O_RDONLY)
             try:

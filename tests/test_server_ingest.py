@@ -271,6 +271,33 @@ def test_spool_slot_is_never_handed_out_while_a_record_points_at_it(tmp_path):
     assert slots.acquire(lambda n: n in referenced) not in referenced | {got}
 
 
+def test_spool_view_shows_each_slots_current_bytes_through_kept_mappings(tmp_path, monkeypatch):
+    """Checkpoint builds read slots back through mappings kept from one read to the next: one
+    worker's slot, rewritten in place by another (its owner, receiving into its own mapping, or
+    with pwrite), reads as its new bytes; a missing or cut file is an error, not a crash; and
+    no more than `max_read_maps` mappings are kept."""
+    from server.files import SpoolSlots
+
+    n = 4 * 1000
+    owner, reader = SpoolSlots(str(tmp_path), fsync=False), SpoolSlots(str(tmp_path), fsync=False)
+    name = owner.acquire(lambda _: False)
+    for fill in (1, 2):
+        owner.receive(name, n, lambda view: view.__setitem__(slice(None), bytes([fill]) * n))
+        assert bytes(reader.view(name, n)) == bytes([fill]) * n  # the kept mapping, new bytes
+    owner.write(name, b"\x07" * n)  # the other way a slot is written: pwrite, same size
+    assert bytes(reader.view(name, n)) == b"\x07" * n and bytes(owner.view(name, n)) == b"\x07" * n
+    with pytest.raises(FileNotFoundError):
+        reader.view("w1-gone-0.bin", n)
+    (tmp_path / "cut.bin").write_bytes(b"\x00" * (n - 4))
+    with pytest.raises(ValueError):
+        reader.view("cut.bin", n)
+    monkeypatch.setattr(reader, "max_read_maps", 3)
+    for i in range(5):
+        (tmp_path / f"s{i}.bin").write_bytes(bytes([i]) * n)
+        assert bytes(reader.view(f"s{i}.bin", n)[:1]) == bytes([i])
+    assert list(reader._read_maps) == ["s2.bin", "s3.bin", "s4.bin"]
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_reserve_allocates_the_whole_file_with_or_without_posix_fallocate(tmp_path, monkeypatch, native):
     from server import files
