@@ -3,12 +3,13 @@ keep-alive and shutdown, with each request served on the loop's own thread.
 
 gunicorn's gthread worker polls its connections on the main thread and hands each readable one
 to a thread pool, which hands it back through a queue and a wake-up pipe when the request is
-done. With one pool thread that is still one request at a time, plus, per request, a future, two
-thread switches (each a GIL hand-off) and a pipe round trip: on the collector's two cores about
-0.13 ms of CPU per upload (`benchmarks/server_ingest.py --sizes tiny --threads 1`, docs/decisions.md),
-as much as the in-process work of a small update. Here the loop serves a readable connection
-itself, and a new connection waits on the poller until its first bytes arrive (gthread blocks
-a pool thread for up to 5 s on it), so the loop only ever reads a request that has begun.
+done. With one pool thread that is still one request at a time, plus, per request, a future,
+two thread switches (each a GIL hand-off) and a pipe round trip: on the collector's two cores
+0.82 against 0.71 ms of server CPU per upload (`benchmarks/server_ingest.py --sizes tiny
+--updates 3000`, with and without `--worker-class gthread`; docs/decisions.md), against 0.13 ms
+of in-process work for a small update. Here the loop serves a readable connection itself, and a
+new connection waits on the poller until its first bytes arrive (gthread blocks a pool thread
+for up to 5 s on it), so the loop only ever reads a request that has begun.
 
 What it shares with gunicorn's `sync` worker: while a request is served the loop does nothing
 else, including the heartbeat, so a client that stalls mid-request holds the worker until
