@@ -26,44 +26,34 @@ real servers with it and with gthread.
 
 from __future__ import annotations
 
-import errno
-import selectors
-import time
 from concurrent.futures import Future
-from functools import partial
 
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 # what `gunicorn --worker-class` takes (server/serve.py picks it when threads == 1)
 WORKER_CLASS = "server.worker.LoopWorker"
 
 
+def _done(result) -> Future:
+    """A finished future, as gthread's `finish_request` expects from its pool."""
+    fut: Future = Future()
+    fut.set_result(result)
+    return fut
+
+
 class LoopWorker(ThreadWorker):
     """gthread with the request served on the event loop's thread (no pool hand-offs)."""
-
-    def accept(self, listener) -> None:
-        """A new connection waits on the poller until it is readable (gthread's pending queue,
-        with its keep-alive timeout), rather than blocking the loop until its first bytes."""
-        try:
-            sock, addr = listener.accept()
-        except OSError as e:  # another worker took it, or the client gave up
-            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED):
-                return
-            raise
-        self.nr_conns += 1
-        sock.setblocking(False)
-        conn = TConn(self.cfg, sock, addr, listener.getsockname())
-        conn.timeout = time.monotonic() + self.cfg.keepalive
-        self.pending_conns.append(conn)
-        self.poller.register(sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
     def enqueue_req(self, conn) -> None:
         """Serve the connection's request now, and any next request it has already sent (a
         pipelining client's, or bytes a body drain read ahead), then hand the connection back
-        to the loop's keep-alive bookkeeping as gthread does when its pool is done."""
+        to the loop's keep-alive bookkeeping as gthread does when its pool is done. A new
+        connection with nothing read yet goes to gthread's pending queue (on the poller, with
+        its keep-alive timeout) rather than blocking the loop until its first bytes."""
+        if not conn.initialized and not conn.data_ready:
+            self.finish_request(conn, _done(_DEFER))
+            return
         keepalive = self.handle(conn)
         while keepalive and self.alive and conn.parser.unreader.buf.getvalue():
             keepalive = self.handle(conn)
-        done: Future = Future()
-        done.set_result(keepalive)
-        self.finish_request(conn, done)
+        self.finish_request(conn, _done(keepalive))
