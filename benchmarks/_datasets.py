@@ -1,9 +1,15 @@
 """Shared by the accuracy benchmarks (not a benchmark itself; `make bench` skips `_*.py`).
 
-The data sets they run on (the simulator's `default` population and the Shakespeare corpus in
-../shared/corpora, one user per speaking role), prepared once per folder, and the KN-trigram
-baseline scored on them. A prepared folder is reused when its data config matches (delete it
-after changing the simulator's code: the config cannot tell).
+The data sets they run on, prepared once per folder, and the baselines scored on them:
+
+- `default`: the preset's own data (the simulator's population for the built-in presets);
+- `shakespeare`: the Shakespeare corpus in ../shared/corpora, one user per speaking role
+  (roles with at least 5 speeches);
+- `irc`: the duraspace IRC corpus in ../shared/corpora, one user per nick;
+- `jsonl:PATH`: any `{"user", "text"}` JSONL corpus (gzip or plain; docs/data.md).
+
+A prepared folder is reused when its data config matches (delete it after changing the
+simulator's or the normaliser's code: the config cannot tell).
 """
 
 from __future__ import annotations
@@ -12,20 +18,61 @@ import dataclasses
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAKESPEARE = os.path.join(os.path.dirname(REPO), "shared", "corpora", "shakespeare_gutenberg",
-                           "shakespeare_gutenberg.jsonl.gz")
+CORPORA = os.path.join(os.path.dirname(REPO), "shared", "corpora")
+SHAKESPEARE = os.path.join(CORPORA, "shakespeare_gutenberg", "shakespeare_gutenberg.jsonl.gz")
+IRC = os.path.join(CORPORA, "duraspace_irc", "duraspace_irc.jsonl.gz")
+NAMED = {"shakespeare": (SHAKESPEARE, 5), "irc": (IRC, 1)}  # name -> (path, min_messages)
+JSONL = "jsonl:"
+# `--small`: a quick check of the whole benchmark, figures far from converged.
+SMALL = ("data.num_users=80", "data.max_users=80", "train.rounds=6", "train.clients_per_round=5",
+         "train.max_examples_per_client=64", "train.eval_every=3", "train.eval_max_examples=600")
 
 
 def dataset_config(name: str, base):
-    """`base` (a RunConfig) pointed at the data set `name`: "default" or "shakespeare"."""
+    """`base` (a RunConfig) pointed at the data set `name` (see the module docstring).
+
+    Raises:
+        FileNotFoundError: the corpus file is missing.
+        ValueError: `name` is not default, shakespeare, irc or jsonl:PATH.
+    """
     if name == "default":
         return base
-    if name == "shakespeare":
-        if not os.path.exists(SHAKESPEARE):
-            raise FileNotFoundError(f"Shakespeare corpus not found at {SHAKESPEARE}")
-        return dataclasses.replace(base, data=dataclasses.replace(base.data, source=f"jsonl:{SHAKESPEARE}",
-                                                                  min_messages=5))
-    raise ValueError(f"unknown dataset {name!r}; expected default or shakespeare")
+    if name in NAMED:
+        path, min_messages = NAMED[name]
+    elif name.startswith(JSONL) and len(name) > len(JSONL):
+        path, min_messages = os.path.abspath(os.path.expanduser(name[len(JSONL):])), base.data.min_messages
+    else:
+        raise ValueError(f"unknown dataset {name!r}; expected default, {', '.join(NAMED)} or jsonl:PATH")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"corpus for dataset {name!r} not found at {path}")
+    return dataclasses.replace(base, data=dataclasses.replace(base.data, source=f"jsonl:{path}",
+                                                              min_messages=min_messages))
+
+
+def dataset_label(name: str) -> str:
+    """A folder name for `name`: a jsonl:PATH data set is named after its file."""
+    if not name.startswith(JSONL):
+        return name
+    base = os.path.basename(name[len(JSONL):])
+    for ext in (".gz", ".jsonl", ".json"):
+        base = base[:-len(ext)] if base.endswith(ext) else base
+    return base or "jsonl"
+
+
+def run_config(preset_name: str, overrides=(), small: bool = False):
+    """The preset (a name or a JSON preset file) with `SECTION.FIELD=VALUE` overrides.
+
+    `small` first shrinks it to a quick check (80 users, 6 rounds of 5 clients, 64 examples a
+    client, 600 held-out windows): minutes for the whole benchmark, figures far from converged.
+    """
+    from configs.io import apply_overrides
+    from configs.presets import preset
+
+    cfg = preset(preset_name)
+    if small:
+        cfg = apply_overrides(cfg, SMALL)
+    return apply_overrides(cfg, overrides)
+
 
 
 def prepared(cfg, data_dir: str):
@@ -46,12 +93,29 @@ def prepared(cfg, data_dir: str):
     return data
 
 
-def trigram_scores(cfg, data) -> dict:
-    """The interpolated KN trigram fit on every training user's text, scored on held-out windows."""
+def trigram_scores(cfg, data, keystroke_rows: int = 0) -> dict:
+    """The interpolated KN trigram fit on every training user's text, scored on held-out windows.
+
+    With `keystroke_rows`, also its keystroke savings on the first that-many held-out windows
+    (model.metrics.KeystrokeSavings, as `fedkeys evaluate` scores a model).
+    """
     from data.ngram import KneserNeyTrigram, score
-    from model.metrics import NextWordAccumulator
+    from model.metrics import KeystrokeSavings, NextWordAccumulator
 
     tri = KneserNeyTrigram(data.tokenizer.vocab_size).fit(
         [toks for u in data.users("train") for toks in data.tokens(u)])
     ex, ey = data.pooled_examples("heldout", cfg.data.seq_len, cfg.train.eval_max_examples)
-    return score(tri, ex, ey, NextWordAccumulator(ks=(1, 3)))
+    out = score(tri, ex, ey, NextWordAccumulator(ks=(1, 3)))
+    if keystroke_rows:
+        out.update(score(tri, ex[:keystroke_rows], ey[:keystroke_rows],
+                         KeystrokeSavings(data.tokenizer.words, slots=3)))
+    return out
+
+
+def model_keystroke_savings(cfg, data, weights_path: str, rows: int) -> float:
+    """Keystroke savings of the weights in `weights_path` on the first `rows` held-out windows."""
+    from fedkeys.commands.evaluate import heldout, keystroke_savings
+    from model.weights_io import load_weights
+
+    x, y = heldout(cfg, data)
+    return keystroke_savings(cfg, data, load_weights(weights_path)[1], (x, y), max_rows=rows)["keystroke_savings"]

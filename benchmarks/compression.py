@@ -1,15 +1,15 @@
 """Update compression: bytes per update against held-out top-1, for each encoding.
 
     python benchmarks/compression.py [--preset default] [--rounds 10] [--encodings LIST]
-                                     [--bundle DIR] [--collector loopback|http]
+                                     [--bundle DIR] [--collector inprocess|http]
                                      [--error-feedback auto|on|off] [--seed N]
 
 Every encoding trains the same model from the same start for the same rounds, with the same
 cohorts (federated.sampling.sample_clients, as TFF would pick them), through the phone code of
 device_sim (TFLite training, clipping, the encoding, error feedback for top-k). Only the
-encoding differs. The collector is the in-process loopback (device_sim/loopback.py: the same
-fedmath decode and weighted mean as server/) by default, or the real server over HTTP
-(--collector http), which needs a collector that decodes the encoding named in the upload.
+encoding differs. The collector is the real one in this process (device_sim/inprocess.py: the
+collector's Flask app behind the phones' own transport, no socket) by default, or under gunicorn
+over HTTP (--collector http).
 
 Prints, per encoding, mean bytes per update, compression against float32, top-1/top-3 on
 held-out users, top-1 relative to float32 and perplexity; names the best encoding meeting the
@@ -51,33 +51,36 @@ def run_encoding(cfg, encoding: str, bundle_dir: str, clients: dict, cohorts: li
                  concurrency: int, workdir: str, error_feedback: bool | None = None, seed: int = 0):
     """Train len(cohorts) rounds with `encoding`; returns (final weights, fleet summary)."""
     from device_sim.fleet import fetch_published_weights, run_devices
-    from device_sim.loopback import LoopbackCollector
+    from device_sim.inprocess import InProcessCollector
+    from fedmath import encodings
+    from model.weights_io import load_weights
 
-    plan = {"local_epochs": cfg.server.local_epochs, "batch_size": cfg.server.batch_size,
-            "learning_rate": cfg.server.learning_rate, "clip_norm": cfg.privacy.clip_norm, "noise_std": 0.0,
-            "encoding": encoding, "max_examples": cfg.server.max_examples}
     k = len(cohorts[0])
-    if collector == "loopback":
-        lb = LoopbackCollector(bundle_dir, k, plan, cfg.server.server_learning_rate)
-        fleet = run_devices("loopback", clients, rounds=len(cohorts), concurrency=concurrency, encoding=encoding,
-                            error_feedback=error_feedback, seed=seed, cohort=lambda r: cohorts[r],
-                            transport_factory=lb.transport, progress=False)
-        return lb.weights, fleet.summary()
+    # every cohort reports in full, no noise; the phones use `encoding` whatever the plan suggests
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, goal_count=k, over_selection=1.0,
+                                                              encoding=encoding),
+                              privacy=dataclasses.replace(cfg.privacy, noise_multiplier=0.0))
+    _, init = load_weights(os.path.join(bundle_dir, "weights.npz"))
+    shapes = [w.shape for w in init]
+    if collector == "inprocess":
+        with InProcessCollector(cfg, bundle_dir) as col:
+            fleet = run_devices(col.url, clients, rounds=len(cohorts), concurrency=concurrency, encoding=encoding,
+                                error_feedback=error_feedback, seed=seed, cohort=lambda r: cohorts[r],
+                                transport_factory=col.transport, progress=False)
+            s = fleet.summary()
+            last = max((r["model_version"] for r in s["rounds"] if r["model_version"]), default=0)
+            return encodings.decode("float32", col.collector.weights_payload(last)[0], shapes), s
     from server.process import ServerProcess, write_server_config
 
-    path = write_server_config(
-        os.path.join(workdir, "server.json"), dataclasses.replace(cfg.server, goal_count=k, over_selection=1.0),
-        dataclasses.replace(cfg.privacy, noise_multiplier=0.0), bundle_dir,
-        os.path.join(workdir, f"state_{encoding.replace(':', '_')}_{int(time.time())}"))
+    path = write_server_config(os.path.join(workdir, "server.json"), cfg, bundle_dir,
+                               os.path.join(workdir, f"state_{encoding.replace(':', '_')}_{int(time.time())}"))
     with ServerProcess(path, log_path=os.path.join(workdir, "server.log")) as srv:
         fleet = run_devices(srv.url, clients, rounds=len(cohorts), concurrency=concurrency, encoding=encoding,
                             error_feedback=error_feedback, seed=seed, cohort=lambda r: cohorts[r], progress=False)
         s = fleet.summary()
-        from model.weights_io import load_weights
-        _, init = load_weights(os.path.join(bundle_dir, "weights.npz"))
         # The newest published model (a round left open at the end publishes none).
         last = max((r["model_version"] for r in s["rounds"] if r["model_version"]), default=0)
-        return fetch_published_weights(srv.url, last, [w.shape for w in init]), s
+        return fetch_published_weights(srv.url, last, shapes), s
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=None, help="rounds (default: the preset's train.rounds)")
     p.add_argument("--clients", type=int, default=None, help="clients per round (default: train.clients_per_round)")
     p.add_argument("--encodings", default=DEFAULT_ENCODINGS, help="comma-separated encoding names")
-    p.add_argument("--collector", choices=("loopback", "http"), default="loopback")
+    p.add_argument("--collector", choices=("inprocess", "http"), default="inprocess",
+                   help="the real collector in this process (no socket) or under gunicorn over HTTP")
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--eval-examples", type=int, default=2000)
     p.add_argument("--workdir", default="runs/bench/compression")
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     k = min(args.clients or cfg.train.clients_per_round, len(users))
     cohorts = [sample_clients(users, k, cfg.train.seed, r) for r in range(args.rounds)]
     needed = sorted({u for c in cohorts for u in c})
-    clients = {u: data.client_examples(u, cfg.data.seq_len, cfg.server.max_examples) for u in needed}
+    clients = {u: data.client_examples(u, cfg.data.seq_len, cfg.train.max_examples_per_client) for u in needed}
     eval_x, eval_y = data.pooled_examples("heldout", cfg.data.seq_len, args.eval_examples)
     keras_model = build_model(cfg.model, int(data.tokenizer.vocab_size), cfg.data.seq_len)
     distinct, repeats = repeat_uploads(cohorts)

@@ -105,16 +105,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"fleet_day: the data has {len(users)} training users, fewer than --devices {args.devices}")
     users = users[: args.devices]
     seq_len = cfg.data.seq_len
-    clients = {u: data.client_examples(u, seq_len, cfg.server.max_examples) for u in users}
+    clients = {u: data.client_examples(u, seq_len, cfg.train.max_examples_per_client) for u in users}
     _, initial = load_weights(os.path.join(bundle_dir, "weights.npz"))
     shapes = [w.shape for w in initial]
     eval_x, eval_y = data.pooled_examples("heldout", seq_len, args.eval_examples)
     keras_model = build_model(cfg.model, int(data.tokenizer.vocab_size), seq_len)
 
     state_dir = os.path.join(args.workdir, f"server_state_{int(time.time())}")
-    config_path = write_server_config(
-        os.path.join(args.workdir, "server.json"), cfg.server, cfg.privacy, bundle_dir, state_dir,
-        collector={"report_deadline_s": args.report_deadline_s, "population": args.devices})
+    cfg = dataclasses.replace(cfg, collector=dataclasses.replace(
+        cfg.collector, report_deadline_s=args.report_deadline_s, population=args.devices))
+    config_path = write_server_config(os.path.join(args.workdir, "server.json"), cfg, bundle_dir, state_dir)
     setup_s = time.perf_counter() - t_setup
 
     day = DayConfig(sim_hours=args.sim_hours, start_hour=args.start_hour, speedup=args.speedup,

@@ -60,8 +60,9 @@ def make_cfg(root: str, goal: int, max_body: int, checkpoint_every: int) -> dict
     bundle = os.path.join(root, "bundle")
     make_bundle(bundle, SHAPES, seed=1)
     return config_dict(bundle, os.path.join(root, "state"),
-                       server={"goal_count": goal, "over_selection": 1.5, "max_examples": 64, "max_body_bytes": max_body},
+                       server={"goal_count": goal, "over_selection": 1.5, "max_body_bytes": max_body},
                        privacy={"mode": "device", "clip_norm": 1.0, "noise_multiplier": 0.5},
+                       train={"max_examples_per_client": 64},
                        collector={"rate_limit_per_s": 1e6, "rate_limit_burst": 10**6, "register_rate_per_s": 1e6,
                                   "register_burst": 10**6, "report_deadline_s": 3600, "checkpoint_every": checkpoint_every,
                                   "population": 1000})

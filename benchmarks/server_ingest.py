@@ -112,9 +112,9 @@ def make_config(root: str, size: str, n: int, durability: str, workers: int, thr
     if not os.path.exists(bundle):
         make_bundle(bundle, MODEL_SHAPES[size])
     return config_dict(bundle, os.path.join(root, "state"),
-                       server={"goal_count": n, "over_selection": 1.0, "max_examples": 256, "workers": workers,
-                               "threads": threads},
+                       server={"goal_count": n, "over_selection": 1.0, "workers": workers, "threads": threads},
                        privacy={"mode": "device", "clip_norm": 1.0, "noise_multiplier": 0.0},
+                       train={"max_examples_per_client": 256},
                        collector={"durability": durability, "rate_limit_per_s": 1e6, "rate_limit_burst": 10**6,
                                   "register_rate_per_s": 1e6, "register_burst": 10**6, "report_deadline_s": 3600})
 

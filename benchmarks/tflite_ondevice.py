@@ -65,7 +65,7 @@ def bench_preset(name: str, users: int, train_steps: int, eval_rows: int, repeat
     data_dir = os.path.join(work, name, "data")
     t0 = time.perf_counter()
     data = prepared(cfg, data_dir)  # reused when --work already holds it
-    vocab, seq_len, batch = data.tokenizer.vocab_size, cfg.data.seq_len, cfg.server.batch_size
+    vocab, seq_len, batch = data.tokenizer.vocab_size, cfg.data.seq_len, cfg.train.batch_size
     x_train, y_train = data.pooled_examples("train", seq_len)
     x_held, y_held = data.pooled_examples("heldout", seq_len, max_examples=eval_rows)
     prep_s = time.perf_counter() - t0
@@ -73,7 +73,7 @@ def bench_preset(name: str, users: int, train_steps: int, eval_rows: int, repeat
     # Central Keras SGD, timing the tf.function step (the Keras side of train_ratio).
     model = build_model(cfg.model, vocab, seq_len)
     step = tf.function(lambda x, y, lr: sgd_step(model, x, y, lr))
-    lr = tf.constant(cfg.server.learning_rate, tf.float32)
+    lr = tf.constant(cfg.train.client_learning_rate, tf.float32)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     for _ in range(train_steps):
@@ -96,7 +96,7 @@ def bench_preset(name: str, users: int, train_steps: int, eval_rows: int, repeat
     for n in sorted({1, threads}):
         tfl = TFLiteModel(os.path.join(bundle, "trainable.tflite"), num_threads=n)
         tfl.set_weights(weights)
-        tflite_ms[n] = _median_ms(lambda: tfl.train_step(xb, yb, cfg.server.learning_rate), repeats)
+        tflite_ms[n] = _median_ms(lambda: tfl.train_step(xb, yb, cfg.train.client_learning_rate), repeats)
 
     contexts, targets = context_batch(x_held, y_held)
     inf = manifest["inference"]

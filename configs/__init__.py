@@ -3,6 +3,7 @@
 from configs.io import apply_overrides, from_dict, read_config, resolve, to_dict, write_config
 from configs.presets import PRESETS, preset
 from configs.schema import (
+    CollectorConfig,
     DataConfig,
     DeviceConfig,
     ExportConfig,
@@ -14,7 +15,7 @@ from configs.schema import (
 )
 
 __all__ = [
-    "PRESETS", "DataConfig", "DeviceConfig", "ExportConfig", "ModelConfig", "PrivacyConfig",
+    "PRESETS", "CollectorConfig", "DataConfig", "DeviceConfig", "ExportConfig", "ModelConfig", "PrivacyConfig",
     "RunConfig", "ServerConfig", "TrainConfig", "apply_overrides", "from_dict", "preset",
     "read_config", "resolve", "to_dict", "write_config",
 ]

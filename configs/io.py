@@ -27,10 +27,19 @@ def _coerce(value: str, current: Any, where: str) -> Any:
     return value
 
 
+# The collector runs the server optimizer configured in `train` (one field for both paths);
+# these names are the same fields under the section a collector operator looks in.
+ALIASES = {
+    "collector.server_momentum": "train.server_momentum",
+    "collector.server_learning_rate": "train.server_learning_rate",
+}
+
+
 def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
     """Apply overrides such as `train.rounds=5` to a RunConfig, checking names and types."""
     for item in overrides:
         key, sep, value = item.partition("=")
+        key = ALIASES.get(key, key)
         section, dot, name = key.partition(".")
         if not sep or not dot:
             raise ValueError(f"override {item!r}: expected SECTION.FIELD=VALUE, e.g. train.rounds=5")

@@ -36,7 +36,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Federated training in the TFF simulation."""
+    """The federated algorithm: client work, aggregation and server optimizer. The TFF simulation
+    and the collector (the plan it hands to phones, its aggregation and its server step) both
+    read this one section (fedcore/algorithm.py)."""
 
     algorithm: str = "fedavg"  # fedavg, fedavgm, fedadam, fedyogi or fedprox (all through tff.learning)
     rounds: int = 20  # federated rounds
@@ -49,13 +51,13 @@ class TrainConfig:
     eval_every: int = 5  # evaluate on held-out users every this many rounds
     eval_max_examples: int = 4000  # held-out sequences used by each evaluation (0 = all)
     seed: int = 0  # client sampling seed
-    # -- added for issue 4 (federated/): algorithms, selection, runs --
     client_momentum: float = 0.0  # client SGD momentum (0 = plain SGD, as the phones run)
-    server_momentum: float = 0.9  # fedavgm: server Nesterov momentum (Gboard: 0.9, lr 1.0)
+    server_momentum: float = 0.0  # fedavgm: Nesterov momentum (Gboard: 0.9, lr 1.0); fedavg: heavy-ball if > 0
     server_beta_1: float = 0.9  # fedadam/fedyogi: first-moment decay
     server_beta_2: float = 0.99  # fedadam/fedyogi: second-moment decay (Reddi et al. 2021)
     server_epsilon: float = 1e-3  # fedadam/fedyogi: adaptivity tau (Reddi et al. 2021)
     server_lr_schedule: str = "constant"  # "constant", or "cosine": half cosine from server_learning_rate to 0 over `rounds`
+    aggregator: str = "auto"  # "weighted_mean" (by examples), "uniform_mean", a registered rule, "pkg.mod:Class"; auto: uniform iff DP noise
     proximal_strength: float = 0.01  # fedprox: weight mu of the proximal term
     selection: str = "uniform"  # "uniform" (sample_clients) or "availability" (eligible, over-selected)
     over_selection: float = 1.3  # availability: devices selected = ceil(clients_per_round * this)
@@ -74,7 +76,6 @@ class PrivacyConfig:
     mode: str = "device"  # "none", or "device": each device clips and adds its share of noise
     clip_norm: float = 1.0  # L2 bound C on one device's update
     noise_multiplier: float = 0.0  # z: the aggregate sum carries N(0, (z*C)^2) per coordinate
-    # -- added for issue 4 (federated/): DP in the TFF simulation --
     dp: str = "none"  # TFF simulation: "none", "fixed" (clip_norm) or "adaptive" (clip_norm is the initial clip)
     target_unclipped_quantile: float = 0.5  # adaptive: share of updates left unclipped (Andrew et al. 2021)
     clip_learning_rate: float = 0.2  # adaptive: geometric clip update rate (Andrew et al. 2021)
@@ -91,17 +92,32 @@ class ServerConfig:
     threads: int = 4  # threads per worker
     goal_count: int = 8  # reports that close a round
     over_selection: float = 1.3  # devices accepted per round = ceil(goal_count * over_selection)
-    local_epochs: int = 1  # plan: local epochs on device
-    batch_size: int = 16  # plan: on-device batch size (static in the TFLite train signature)
-    learning_rate: float = 0.5  # plan: on-device SGD step size
-    server_learning_rate: float = 1.0  # step on the weighted mean delta
-    max_examples: int = 256  # plan: cap on examples per device; uploads claiming more are refused
     max_body_bytes: int = 64 * 1024 * 1024  # uploads larger than this get 413
     norm_slack: float = 6.0  # accept ||update|| <= C + norm_slack * sigma_device * sqrt(dim)
     retry_after_s: int = 1  # suggested wait for devices turned away
     # plan: update encoding ("float32", "int8", "topk:F", "topk_int8:F", "hadamard:BITS",
     # "hadamard_sr:LEVELS"; fedmath/encodings.py); the collector decodes any of them
     encoding: str = "float32"
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """The collector's round lifecycle (Bonawitz et al. 2019), DP accounting and storage; its plan,
+    aggregation and server step come from `train` (local epochs, batch size, client and server
+    learning rates, `max_examples_per_client` as the cap on examples an upload may claim)."""
+
+    report_deadline_s: float = 600.0  # reporting window, counted from the round's first accepted check-in
+    min_reports: int = 0  # reports needed to publish at the deadline (0 = goal_count); fewer: round abandoned
+    norm_policy: str = "reject"  # update above the plausible norm: "reject" (400) or "reclip" it to that norm
+    population: int = 0  # N for q = goal_count / N and the default delta 1/N^1.1 (0 = registered devices)
+    checkpoint_every: int = 32  # write the running sum to disk every this many accepted updates
+    durability: str = "process"  # "process": survives kill -9 (page cache); "power": also fsync every write
+    rate_limit_per_s: float = 5.0  # per-device token bucket refill rate (requests per second)
+    rate_limit_burst: int = 30  # per-device token bucket size
+    register_rate_per_s: float = 50.0  # registrations per second per client address
+    register_burst: int = 2000  # registration bucket size per client address
+    max_retry_after_s: int = 600  # upper bound on the Retry-After handed to turned-away devices
+    metrics_flush_s: float = 1.0  # how often a worker writes its request counters to SQLite
 
 
 @dataclass(frozen=True)
@@ -131,5 +147,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
     devices: DeviceConfig = field(default_factory=DeviceConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

@@ -5,7 +5,7 @@
     fleet.py      K phones for R rounds on a thread pool (run_devices), evaluation hook
     day.py        a simulated day: diurnal availability, profiles, dropouts, stragglers
     parity.py     the same rounds through TFF and through phones + collector, compared
-    loopback.py   an in-process stand-in for the collector (benchmarks of encodings)
+    inprocess.py  the real collector app in this process, reached through the phones' transport
 
 The numeric kernels (clip, noise, encodings, error feedback, availability) live in `fedmath`,
 shared with the server and the TFF simulation. device_sim reaches the server only over HTTP.

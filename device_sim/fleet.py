@@ -46,7 +46,7 @@ from fedmath.types import Shapes, Weights
 
 Examples = tuple[np.ndarray, np.ndarray]  # (x, y) int32 [N, T]
 Cohort = Callable[[int], Sequence[str]]  # round index (0-based, this run) -> device ids that check in
-TransportFactory = Callable[[str], Any]  # server URL -> a Transport (or device_sim.loopback's stand-in)
+TransportFactory = Callable[[str], Any]  # server URL -> a Transport (HTTP, or device_sim.inprocess)
 
 
 class ModelPool:
@@ -152,11 +152,20 @@ def fetch_published_weights(server_url: str, version: int, shapes: Shapes,
 
     The weights endpoint needs a device token, so this registers `device_id` once per call.
     """
+    dl = _as_evaluator(server_url, device_id, lambda t: t.weights(version))
+    return encodings.decode_float32(dl.content or b"", shapes)
+
+
+def fetch_published_meta(server_url: str, version: int, device_id: str = "fleet-evaluator") -> dict[str, Any]:
+    """What the server recorded when it published `version` (reports, algorithm, privacy)."""
+    return _as_evaluator(server_url, device_id, lambda t: t.model_meta(version))
+
+
+def _as_evaluator(server_url: str, device_id: str, call: Callable[[Transport], Any]) -> Any:
     t = Transport(server_url)
     try:
         t.register(device_id)
-        dl = t.weights(version)
-        return encodings.decode_float32(dl.content or b"", shapes)
+        return call(t)
     finally:
         t.close()
 
@@ -205,7 +214,7 @@ def run_devices(server_url: str, clients: Mapping[str, Examples], *, rounds: int
         progress: show a tqdm bar of sessions.
         store: shared on-"disk" store for bundle and weights.
         phones: reuse phones from an earlier call (keeps error-feedback residuals and caches).
-        transport_factory: URL -> transport (default HTTP; device_sim.loopback for in-process).
+        transport_factory: URL -> transport (default HTTP; InProcessCollector.transport for in-process).
 
     Returns:
         A FleetResult with one RoundReport per round.

@@ -4,9 +4,15 @@
       |-- TFF:    federated.training.run_federated, uniform cohorts sample_clients(users, K, seed, r)
       |-- phones: device_sim.fleet.run_devices with cohort = the same sample_clients(...), in order,
       |           against a gunicorn collector with goal_count = K and over_selection = 1.0
-    same local epochs, batch size, client learning rate, example cap; no clipping that binds,
-    no noise, float32 uploads, example-weighted FedAvg, server learning rate as TFF's
+    same local epochs, batch size, client learning rate, example cap, server optimizer (one
+    `train` section read by both); no noise, float32 uploads
       -> compare the two weight lists after R rounds (max |difference|)
+
+The cases (`CASES`): every server optimizer the algorithm core has (fedavg, fedavgm, fedadam,
+fedyogi) with a clip no update reaches and example weighting, and `fedavg_clipped`, where a clip
+binds on most clients: TFF clips in its aggregator (`privacy.dp = "fixed"` at z = 0, which divides
+the clipped sum by the cohort size) and the phones clip before uploading to a collector that
+weighs every update the same (`train.aggregator = "uniform_mean"`).
 
 Only the order of float additions differs (the collector sums updates as they arrive, in
 float64), so the two models agree to float32 rounding accumulated over R rounds.
@@ -23,27 +29,56 @@ import numpy as np
 
 from configs.schema import RunConfig
 
-PARITY_CLIP = 1e6  # a clip bound no update reaches: parity runs without clipping
+PARITY_CLIP = 1e6  # a clip bound no update reaches
+
+# name -> (train overrides, clip norm or None). Adaptive optimizers at server rate 0.01: at the
+# rate 1.0 of the SGD cases a first Adam step moves every weight by about 1 whatever its delta.
+CASES: dict[str, tuple[dict[str, Any], float | None]] = {
+    "fedavg": ({"algorithm": "fedavg", "server_momentum": 0.0}, None),
+    "fedavgm": ({"algorithm": "fedavgm", "server_momentum": 0.9}, None),
+    "fedadam": ({"algorithm": "fedadam", "server_learning_rate": 0.01}, None),
+    "fedyogi": ({"algorithm": "fedyogi", "server_learning_rate": 0.01}, None),
+    "fedavg_clipped": ({"algorithm": "fedavg", "server_momentum": 0.0}, 0.05),
+}
 
 
-def parity_config(cfg: RunConfig, rounds: int) -> RunConfig:
+def parity_config(cfg: RunConfig, rounds: int, clip_norm: float | None = None) -> RunConfig:
     """`cfg` with both paths set to compute the same thing (see the module docstring).
 
+    Args:
+        clip_norm: None: no clipping (a bound no update reaches), example weighting. A number:
+            every update clipped to it and weighted the same, in TFF and on the collector.
+
     Raises:
-        ValueError: an algorithm other than plain FedAvg (the collector runs server SGD).
+        ValueError: fedprox (its proximal term is client work the phones do not run), or an
+            aggregator other than the two means (TFF runs only those).
     """
     t = cfg.train
-    if t.algorithm != "fedavg":
-        raise ValueError(f"parity needs train.algorithm 'fedavg' (server SGD on the mean delta), got {t.algorithm!r}")
+    if t.algorithm == "fedprox":
+        raise ValueError("parity needs a client step the phones run: train.algorithm 'fedprox' adds a proximal "
+                         "term they do not")
+    if t.aggregator not in ("auto", "weighted_mean", "uniform_mean"):
+        raise ValueError(f"parity needs an aggregator TFF runs (weighted_mean or uniform_mean), got {t.aggregator!r}")
+    clipped = clip_norm is not None
     train = dataclasses.replace(t, rounds=rounds, selection="uniform", client_momentum=0.0,
-                                eval_every=rounds, checkpoint_every=0, tensorboard=False)
-    server = dataclasses.replace(cfg.server, goal_count=t.clients_per_round, over_selection=1.0,
-                                 local_epochs=t.local_epochs, batch_size=t.batch_size,
-                                 learning_rate=t.client_learning_rate,
-                                 server_learning_rate=t.server_learning_rate,
-                                 max_examples=t.max_examples_per_client or cfg.server.max_examples)
-    privacy = dataclasses.replace(cfg.privacy, mode="none", dp="none", noise_multiplier=0.0, clip_norm=PARITY_CLIP)
+                                eval_every=rounds, checkpoint_every=0, tensorboard=False,
+                                aggregator="uniform_mean" if clipped else "weighted_mean")
+    server = dataclasses.replace(cfg.server, goal_count=t.clients_per_round, over_selection=1.0)
+    if clipped:
+        privacy = dataclasses.replace(cfg.privacy, mode="device", dp="fixed", noise_multiplier=0.0,
+                                      clip_norm=float(clip_norm))
+    else:
+        privacy = dataclasses.replace(cfg.privacy, mode="none", dp="none", noise_multiplier=0.0,
+                                      clip_norm=PARITY_CLIP)
     return dataclasses.replace(cfg, train=train, server=server, privacy=privacy)
+
+
+def case_config(cfg: RunConfig, case: str, rounds: int) -> RunConfig:
+    """`parity_config` for one of `CASES`."""
+    if case not in CASES:
+        raise ValueError(f"unknown parity case {case!r}; expected one of {sorted(CASES)}")
+    overrides, clip = CASES[case]
+    return parity_config(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides)), rounds, clip)
 
 
 def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -53,13 +88,15 @@ def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, concurrency: int = 2,
-               progress: bool = False) -> dict[str, Any]:
+               progress: bool = False, clip_norm: float | None = None) -> dict[str, Any]:
     """Train R rounds both ways from the same start and compare; writes out_dir/parity.json.
 
+    `cfg` is used as given after `parity_config(cfg, rounds, clip_norm)`.
+
     Returns:
-        {"rounds", "max_abs_diff", "per_round" (phones vs TFF after each round is not available
-        from TFF's driver, so only the final comparison), "tff_seconds", "devices_seconds",
-        "cohorts", "fleet"}.
+        {"rounds", "max_abs_diff", "max_abs_change_from_initial", "clipped_fraction" (updates
+        longer than the clip before clipping), "algorithm" (what the collector ran), "tff_seconds",
+        "devices_seconds", "cohorts", "fleet"}.
     """
     import time
 
@@ -68,12 +105,12 @@ def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, con
     from federated.sampling import sample_clients
     from federated.tff_model import initial_weights
     from federated.training import run_federated
-    from server.process import ServerProcess, write_server_config
     from model.nwp import build_model, weight_names
     from model.weights_io import load_weights, save_weights
+    from server.process import ServerProcess, write_server_config
     from tflite_export.bundle import export_bundle
 
-    cfg = parity_config(cfg, rounds)
+    cfg = parity_config(cfg, rounds, clip_norm)
     os.makedirs(out_dir, exist_ok=True)
     data = FederatedData(data_dir)
     vocab, seq_len, seed = int(data.tokenizer.vocab_size), cfg.data.seq_len, cfg.train.seed
@@ -96,8 +133,8 @@ def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, con
     needed = sorted({u for c in cohorts for u in c})
     cap = cfg.train.max_examples_per_client
     clients = {u: data.client_examples(u, seq_len, cap) for u in needed}
-    config_path = write_server_config(os.path.join(out_dir, "server.json"), cfg.server, cfg.privacy,
-                                      bundle_dir, os.path.join(out_dir, "server_state"))
+    config_path = write_server_config(os.path.join(out_dir, "server.json"), cfg, bundle_dir,
+                                      os.path.join(out_dir, "server_state"))
     t0 = time.perf_counter()
     with ServerProcess(config_path, workers=1, threads=4, log_path=os.path.join(out_dir, "server.log")) as srv:
         fleet = run_devices(srv.url, clients, rounds=rounds, concurrency=concurrency, seed=seed,
@@ -108,12 +145,17 @@ def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, con
             raise RuntimeError(f"the collector published {summary['rounds_completed']} of {rounds} versions: {summary}")
         final_version = summary["rounds"][-1]["model_version"]
         device_weights = fetch_published_weights(srv.url, final_version, [w.shape for w in tff_weights])
+        with open(os.path.join(out_dir, "server_state", "models", f"v{final_version}.json")) as f:
+            algorithm = json.load(f).get("algorithm")
     dev_s = time.perf_counter() - t0
+    norms = [o["update_norm"] for o in fleet.outcomes() if o["update_norm"] is not None]
+    clipped = float(np.mean([n > cfg.privacy.clip_norm for n in norms])) if norms else 0.0
 
     result = {
         "rounds": rounds, "clients_per_round": k, "cohorts": cohorts,
         "max_abs_diff": max_abs_diff(device_weights, tff_weights),
         "max_abs_change_from_initial": max_abs_diff(device_weights, init),
+        "clip_norm": clip_norm, "clipped_fraction": clipped, "algorithm": algorithm,
         "tff_seconds": round(tff_s, 2), "devices_seconds": round(dev_s, 2),
         "fleet": {k2: v for k2, v in summary.items() if k2 != "rounds"},
     }

@@ -24,6 +24,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from fedcore.messages import Plan
+
 DEFAULT_TIMEOUT = (5.0, 120.0)  # (connect, read) seconds
 RETRY_STATUSES = (500, 502, 504)  # retried with backoff; 503/429 mean "come back later"
 PACING_STATUSES = (429, 503)
@@ -55,36 +57,6 @@ class TransportError(RuntimeError):
 class Registration:
     device_id: str
     token: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the server asks a selected device to do (docs/http_api.md, check-in)."""
-
-    round: int
-    model_version: int
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    clip_norm: float  # 0 or less: no clipping
-    noise_std: float
-    encoding: str
-    max_examples: int  # 0: no cap
-    deadline_unix: float
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Plan:
-        try:
-            return cls(
-                round=int(raw["round"]), model_version=int(raw["model_version"]),
-                local_epochs=int(raw["local_epochs"]), batch_size=int(raw["batch_size"]),
-                learning_rate=float(raw["learning_rate"]),
-                clip_norm=float(raw.get("clip_norm") or 0.0),
-                noise_std=float(raw.get("noise_std") or 0.0), encoding=str(raw["encoding"]),
-                max_examples=int(raw.get("max_examples") or 0),
-                deadline_unix=float(raw.get("deadline_unix") or 0.0))
-        except (KeyError, TypeError, ValueError) as e:
-            raise TransportError(f"check-in plan is malformed ({e!r}): {raw!r}", 200) from None
 
 
 @dataclass(frozen=True)
@@ -252,7 +224,10 @@ class Transport:
             "num_examples": int(num_examples)})
         body = _json(resp)
         if resp.status_code == 200:
-            plan = Plan.from_json(body.get("plan") or {})
+            try:
+                plan = Plan.from_json(body.get("plan") or {})
+            except ValueError as e:
+                raise TransportError(f"check-in: {e}", 200) from None
             return CheckinResult(200, True, int(body.get("round", plan.round)), plan)
         if resp.status_code in PACING_STATUSES or resp.status_code in (403, 409):
             return CheckinResult(resp.status_code, False, retry_after=_retry_after(resp),
@@ -266,6 +241,13 @@ class Transport:
             raise self._fail("model info", resp)
         b = _json(resp)
         return ModelInfo(int(b["version"]), str(b.get("sha256", "")), int(b.get("num_params", 0)))
+
+    def model_meta(self, version: int) -> dict[str, Any]:
+        """GET /v1/model/<version>: what was published (reports, algorithm, privacy spent)."""
+        resp = self._request("GET", f"/v1/model/{int(version)}", "model")
+        if resp.status_code != 200:
+            raise self._fail(f"model meta v{version}", resp)
+        return _json(resp)
 
     def weights(self, version: int, etag: str | None = None) -> Download:
         """GET /v1/model/<version>/weights (float32 payload), conditional on `etag`."""

@@ -1,15 +1,20 @@
 """The FedAvg family as `tff.learning` processes, chosen by `TrainConfig.algorithm`.
 
 No FedAvg is written by hand here: every algorithm is a `tff.learning.algorithms` builder with
-a client optimizer, a server optimizer and (for DP) an aggregator factory.
+a client optimizer, a server optimizer and (for DP) an aggregator factory. Which server
+optimizer an algorithm runs is the algorithm core's table (`fedcore.algorithm`), the one the
+collector runs in numpy; here each is built as TFF's own optimizer:
 
-| algorithm | builder                         | server optimizer                          | paper |
-|-----------|---------------------------------|-------------------------------------------|-------|
-| fedavg    | build_weighted_fed_avg          | SGD(server_learning_rate)                 | McMahan et al. 2017 |
-| fedavgm   | build_weighted_fed_avg          | Nesterov SGD(lr, server_momentum)         | Hsu et al. 2019; Hard et al. 2018 |
-| fedadam   | build_weighted_fed_avg          | Adam(lr, beta_1, beta_2, epsilon)         | Reddi et al. 2021 |
-| fedyogi   | build_weighted_fed_avg          | Yogi(lr, beta_1, beta_2, epsilon)         | Reddi et al. 2021 |
-| fedprox   | build_weighted_fed_prox         | SGD(server_learning_rate)                 | Li et al. 2020 |
+| server optimizer (fedcore) | TFF optimizer                                   | algorithms |
+|----------------------------|-------------------------------------------------|------------|
+| sgd / momentum             | build_sgdm(lr, server_momentum or None)         | fedavg, fedprox |
+| nesterov                   | federated/optimizers.py build_nesterov          | fedavgm |
+| adam                       | build_adam(lr, beta_1, beta_2, epsilon)         | fedadam |
+| yogi                       | build_yogi(lr, beta_1, beta_2, epsilon)         | fedyogi |
+
+The aggregation rule is `train.aggregator` as the core resolves it: `weighted_mean` uses the
+`build_weighted_*` builders, `uniform_mean` the `build_unweighted_*` ones (with DP, TFF's DP
+aggregator, which is uniform by construction). Other rules run on the collector only.
 
 The server learning rate is constant, or (`train.server_lr_schedule = "cosine"`) a half cosine from
 `server_learning_rate` at the first round to 0 after the last (federated/optimizers.py); the
@@ -26,11 +31,10 @@ from __future__ import annotations
 import tensorflow_federated as tff
 
 from configs.schema import RunConfig
+from fedcore.algorithm import ALGORITHMS, aggregator_name, server_optimizer_name
 from federated.optimizers import build_nesterov, with_schedule
 from federated.privacy import DpPlan, dp_aggregator
 from federated.tff_model import make_model_fn
-
-ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox")
 
 # The clients' training loop: a dataset iterator, not TFF's default `DatasetReduce`. Same batches,
 # same order, same weights (bit for bit after a round; tests/test_federated_training.py compares
@@ -57,17 +61,33 @@ def _server_optimizer(cfg: RunConfig) -> tff.learning.optimizers.Optimizer:
     t = cfg.train
     if t.server_learning_rate <= 0:
         raise ValueError(f"train.server_learning_rate must be > 0, got {t.server_learning_rate}")
-    if t.algorithm in ("fedavg", "fedprox"):
-        return tff.learning.optimizers.build_sgdm(t.server_learning_rate)
-    if t.algorithm == "fedavgm":
+    name = server_optimizer_name(t.algorithm, t.server_momentum)
+    if name in ("sgd", "momentum"):
+        return tff.learning.optimizers.build_sgdm(t.server_learning_rate, momentum=t.server_momentum or None)
+    if name == "nesterov":
         return build_nesterov(t.server_learning_rate, t.server_momentum)
-    if t.algorithm == "fedadam":
+    if name == "adam":
         return tff.learning.optimizers.build_adam(t.server_learning_rate, beta_1=t.server_beta_1,
                                                   beta_2=t.server_beta_2, epsilon=t.server_epsilon)
-    if t.algorithm == "fedyogi":
-        return tff.learning.optimizers.build_yogi(t.server_learning_rate, beta_1=t.server_beta_1,
-                                                  beta_2=t.server_beta_2, epsilon=t.server_epsilon)
-    raise ValueError(f"train.algorithm must be one of {ALGORITHMS}, got {t.algorithm!r}")
+    return tff.learning.optimizers.build_yogi(t.server_learning_rate, beta_1=t.server_beta_1,
+                                              beta_2=t.server_beta_2, epsilon=t.server_epsilon)
+
+
+def uniform_weighting(cfg: RunConfig) -> bool:
+    """Whether the simulation weighs every client the same (see the module docstring).
+
+    Raises:
+        ValueError: a rule TFF does not run, or example weighting with DP on.
+    """
+    dp = cfg.privacy.dp != "none"
+    rule = aggregator_name(cfg.train.aggregator, dp_noise=dp)
+    if rule not in ("weighted_mean", "uniform_mean"):
+        raise ValueError(f"the TFF simulation runs train.aggregator 'weighted_mean' or 'uniform_mean' (or 'auto'); "
+                         f"{rule!r} runs on the collector only")
+    if dp and rule == "weighted_mean":
+        raise ValueError("privacy.dp needs each client to count once: train.aggregator 'uniform_mean' or 'auto', "
+                         "got 'weighted_mean'")
+    return rule == "uniform_mean"
 
 
 def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan,
@@ -83,14 +103,17 @@ def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan,
         raise ValueError(f"train.proximal_strength must be >= 0, got {t.proximal_strength}")
     model_fn = make_model_fn(cfg.model, vocab_size, cfg.data.seq_len, seed=t.seed)
     client_opt, server_opt = client_optimizer(cfg), server_optimizer(cfg)
+    uniform = uniform_weighting(cfg)
     agg = dp_aggregator(dp, cfg.privacy)
+    if agg is None and uniform:
+        agg = tff.aggregators.UnweightedMeanFactory()
     alg = tff.learning.algorithms
     loop = {"loop_implementation": client_loop or CLIENT_LOOP}
     if t.algorithm == "fedprox":
-        if agg is None:
+        if not uniform:
             return alg.build_weighted_fed_prox(model_fn, t.proximal_strength, client_opt, server_opt, **loop)
         return alg.build_unweighted_fed_prox(model_fn, t.proximal_strength, client_opt, server_opt,
                                              model_aggregator=agg, **loop)
-    if agg is None:
+    if not uniform:
         return alg.build_weighted_fed_avg(model_fn, client_opt, server_opt, **loop)
     return alg.build_unweighted_fed_avg(model_fn, client_opt, server_opt, model_aggregator=agg, **loop)

@@ -27,6 +27,7 @@ import tensorflow as tf
 from configs.io import read_config, to_dict, write_config
 from configs.schema import RunConfig
 from data.tfdata import client_dataset
+from fedcore.algorithm import build as server_algorithm
 from federated import checkpoint
 from federated.algorithms import build_process
 from federated.privacy import check_dp
@@ -242,6 +243,8 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
     summary = {
         "stage": "train",
         "algorithm": t.algorithm,
+        # what the server ran, described by the algorithm core the collector runs (same table)
+        "server_algorithm": server_algorithm(cfg.train, dp_noise=cfg.privacy.dp != "none").describe(),
         "rounds": t.rounds,
         "rounds_with_clients": completed,
         "population": len(users),

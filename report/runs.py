@@ -232,7 +232,8 @@ def load_run(run_dir: str) -> Run:
         for r in fleet_rounds(fleet):
             ev = _scores(r.get("eval"))
             if ev is not None:
-                results.append(Result(f"after on-device round {r.get('round', '?')} ({r.get('accepted', '?')} updates)",
+                reports = r.get("reports", r.get("accepted", "?"))
+                results.append(Result(f"on-device round {r.get('round', '?')} ({reports} reports)",
                                       _rel(fleet, "summary.json"), f"v{r.get('model_version', '?')}", ev))
 
     config = None

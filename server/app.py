@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from typing import Any, Optional
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 
+from fedcore.messages import Refusal
 from fedmath import wire
 from server.body import BodyBuffers
 from server.bundle import load_bundle
 from server.dashboard import dashboard
-from server.errors import ApiError
+from server.errors import http_status
 from server.metrics import Metrics
 from server.pace import RateLimiter
 from server.rounds import Collector
@@ -68,29 +70,37 @@ def build_app(settings: Settings, workers: Optional[int] = None) -> Flask:
     app.register_blueprint(ops)
     app.register_blueprint(dashboard)  # the operator's page at /, reads only /v1/status and /metrics
 
-    @app.errorhandler(ApiError)
-    def api_error(e: ApiError):
+    @app.errorhandler(Refusal)
+    def api_error(e: Refusal):
         if request.blueprint == "v1" and request.endpoint == "v1.upload":
             metrics.inc("fedkeys_updates_rejected_total", error=e.code)
         resp = jsonify(e.body())
-        resp.status_code = e.status
+        resp.status_code = http_status(e)
         if e.retry_after is not None:
             resp.headers["Retry-After"] = str(e.retry_after)
         return resp
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(e.code or 500, "http_error")
-        if e.code == 413 and request.endpoint == "v1.upload":
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                413: "too_large"}.get(e.code or 500, "http_error")
+        detail = e.description
+        if isinstance(e, ClientDisconnected):
+            code = "incomplete_body"
+            if detail == BadRequest.description:  # werkzeug's generic text: say what it means here
+                detail = "the request body ended early: fewer bytes than its Content-Length, or no last chunk"
+        if e.code in (400, 413) and request.endpoint == "v1.upload":
             metrics.inc("fedkeys_updates_rejected_total", error=code)
-        resp = jsonify({"error": code, "detail": e.description})
+        resp = jsonify({"error": code, "detail": detail})
         resp.status_code = e.code or 500
         return resp
 
     @app.errorhandler(Exception)
     def internal_error(e: Exception):
-        log.exception("internal error on %s %s", request.method, request.path)
-        resp = jsonify({"error": "internal", "detail": f"{type(e).__name__}: {e}"})
+        # The exception's text stays in the server's log: it can hold paths, SQL or request bytes.
+        incident = secrets.token_hex(6)
+        log.exception("internal error %s on %s %s", incident, request.method, request.path)
+        resp = jsonify({"error": "internal", "detail": f"internal error {incident} (the server log has it)"})
         resp.status_code = 500
         return resp
 

@@ -13,6 +13,12 @@ Under gunicorn (HTTP/1.1 with a Content-Length) the bytes come from the connecti
 much of the body is left, so keep-alive and the next request on the connection work as before
 (what the app leaves unread, gunicorn reads and drops before the next request). Anywhere else
 (Flask's test client, another WSGI server) the bytes come through `wsgi.input.readinto`, or `read`.
+
+A body without a Content-Length (`Transfer-Encoding: chunked`) is read whole by werkzeug
+(`read_whole`), which enforces the request's size limit. gunicorn parses the chunk framing as
+the body is read, inside the app: a malformed chunk-size line, extension, terminator or trailer
+is an answer of 400 `bad_framing` here, and gunicorn closes the connection after it (its body
+reader marks itself failed), since where the next request would start is unknown.
 """
 
 from __future__ import annotations
@@ -22,13 +28,38 @@ from typing import Any
 
 from werkzeug.exceptions import ClientDisconnected
 
+from fedcore.messages import Refusal
+
 try:  # gunicorn's own body reader, for the socket fast path (absent: the WSGI path only)
     from gunicorn.http.body import Body as _GunicornBody
     from gunicorn.http.body import LengthReader as _LengthReader
+    from gunicorn.http.errors import ParseException as _FramingError
 except ImportError:  # pragma: no cover - gunicorn is a dependency of the server
     _GunicornBody = _LengthReader = None  # type: ignore[assignment, misc]
 
+    class _FramingError(Exception):  # type: ignore[no-redef]
+        """Stands in for gunicorn's parse errors where gunicorn is absent (never raised)."""
+
 _STEP = 1 << 20  # largest piece asked of a generic wsgi.input at once
+_DETAIL_CHARS = 200  # of the server's description of a framing error, echoed to the client
+
+
+def framing_error(e: Exception) -> Refusal:
+    """The answer to a body whose transfer framing (chunk sizes, extensions, terminators,
+    trailers) the WSGI server refused while the app read it."""
+    what = str(e)
+    if len(what) > _DETAIL_CHARS:
+        what = what[:_DETAIL_CHARS] + "..."
+    return Refusal("bad_framing", f"the request body's chunked framing is malformed: {what}")
+
+
+def read_whole(request: Any) -> bytes:
+    """The whole body of a werkzeug request, through werkzeug's size limit (413 past
+    `request.max_content_length`); 400 `bad_framing` for malformed chunked framing."""
+    try:
+        return request.get_data(cache=False)
+    except _FramingError as e:
+        raise framing_error(e) from None
 
 
 class BodyBuffers:
@@ -101,7 +132,10 @@ class BodyStream:
 
     def _fill(self, view: memoryview) -> int:
         if self._sock is None:
-            return _from_stream(self._input, view)
+            try:
+                return _from_stream(self._input, view)
+            except _FramingError as e:  # a server that decodes chunks under a Content-Length
+                raise framing_error(e) from None
         n, left = len(view), self.length - self.consumed
         unreader = self._reader.unreader
         ahead = unreader.take_buffered()  # what gunicorn (or the last call) received past this point

@@ -1,26 +1,34 @@
-"""The one exception the collector raises at its boundary; routes turn it into JSON.
+"""Domain refusals mapped to HTTP: the one place a `fedcore.Refusal` code becomes a status.
 
-Every refusal is `{"error": code, "detail": what was wrong}` with an HTTP status, and
-`Retry-After` when the device should come back later (docs/http_api.md).
+Domain code (the collector, validation, pacing) raises `Refusal(code, detail, retry_after)` and
+knows nothing of HTTP; the app's error handler answers `{"error": code, "detail": what was wrong}`
+with the status below, and `Retry-After` when the device should come back later
+(docs/http_api.md).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from fedcore.messages import Refusal
+
+STATUS: dict[str, int] = {
+    # the request itself is malformed or implausible
+    "bad_request": 400, "malformed": 400, "bad_framing": 400, "bad_encoding": 400, "bad_payload": 400,
+    "non_finite": 400, "norm_too_large": 400, "too_many_examples": 400,
+    # who is asking
+    "unauthorized": 401, "not_selected": 403,
+    "not_found": 404,
+    # the request conflicts with the round's state
+    "duplicate": 409, "round_closed": 409, "stale_version": 409,
+    "too_large": 413,
+    # pacing: come back later (Retry-After)
+    "rate_limited": 429, "not_eligible": 503, "round_full": 503, "already_reported": 503,
+}
 
 
-class ApiError(Exception):
-    """A request the collector refuses; nothing in the server's state has changed."""
+def http_status(refusal: Refusal) -> int:
+    """The HTTP status of a refusal. Raises KeyError for a code missing from STATUS (a bug: the
+    table and the codes raised are checked against each other in tests/test_server_api.py)."""
+    return STATUS[refusal.code]
 
-    def __init__(self, status: int, code: str, detail: str, retry_after: Optional[int] = None) -> None:
-        super().__init__(f"{status} {code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.retry_after = retry_after
 
-    def body(self) -> dict:
-        out = {"error": self.code, "detail": self.detail}
-        if self.retry_after is not None:
-            out["retry_after"] = self.retry_after
-        return out
+__all__ = ["Refusal", "STATUS", "http_status"]

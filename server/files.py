@@ -68,6 +68,16 @@ def write_npz(path: str, names: Sequence[str], arrays: Weights, fsync: bool) -> 
                       fsync)
 
 
+def write_arrays(path: str, arrays: dict[str, np.ndarray], fsync: bool) -> None:
+    """Named arrays of any dtype (a server optimizer's state) as an uncompressed .npz."""
+    atomic_write_with(path, lambda f: np.savez(f, **arrays), fsync)
+
+
+def read_arrays(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def read_npz(path: str, names: Sequence[str]) -> Weights:
     with np.load(path) as npz:
         return [np.asarray(npz[n], np.float32) for n in names]

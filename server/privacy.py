@@ -8,7 +8,8 @@ Three modes (privacy.mode), named for where clipping and noise happen (docs/priv
   N(0, (z*C)^2) in the sum. The collector checks the norm is plausible for that noise.
 - "central": devices only clip; the collector clips (or refuses) what exceeds C and adds
   N(0, (z*C*w_max)^2) to the weighted sum itself before dividing (McMahan et al. 2018,
-  DP-FedAvg with a trusted server), w_max being the largest weight one device can have.
+  DP-FedAvg with a trusted server), w_max being the largest weight one device can have: the
+  aggregation rule wrapped in `fedcore.dp.CentralGaussian` (server/rounds.py builds it).
 
 Each published round is accounted as a Poisson-sampled Gaussian mechanism with
 q = goal_count / population and its effective noise multiplier (`fedmath.accounting`).
@@ -19,12 +20,8 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-import numpy as np
-
 from fedmath import accounting
-from fedmath.aggregate import RunningSum
 from fedmath.privacy import device_noise_std
-from fedmath.types import Weights
 from server.settings import Settings
 
 
@@ -36,26 +33,12 @@ class ServerPrivacy:
         self.goal = settings.server.goal_count
         self.fixed_delta = settings.privacy.delta
         self.population = settings.collector.population
-        self.uniform = settings.uniform_weighting
-        self.max_weight = 1.0 if self.uniform else float(settings.server.max_examples)
 
     def plan_noise_std(self) -> float:
         """The noise std each device adds (the plan's noise_std)."""
         if self.mode == "device":
             return device_noise_std(self.z, self.clip_norm, self.goal)
         return 0.0
-
-    def weight(self, num_examples: int) -> float:
-        return 1.0 if self.uniform else float(num_examples)
-
-    def mean(self, rs: RunningSum, rng: Optional[np.random.Generator] = None) -> Weights:
-        """The round's mean delta; in central mode the sum is noised first."""
-        if self.mode != "central" or self.z == 0:
-            return rs.mean()
-        rng = rng or np.random.default_rng()
-        std = self.z * self.clip_norm * self.max_weight
-        noised = RunningSum([s + rng.normal(0.0, std, size=s.shape) for s in rs.sums], rs.total_weight, rs.count)
-        return noised.mean()
 
     def population_size(self, registered: int) -> int:
         """N: collector.population, else the registered devices (at least the goal count)."""
@@ -86,5 +69,4 @@ class ServerPrivacy:
     def describe(self) -> dict:
         return {"mode": self.mode, "clip_norm": self.clip_norm, "noise_multiplier": self.z,
                 "device_noise_std": self.plan_noise_std(),
-                "weighting": "uniform" if self.uniform else "examples",
                 "accountant": "RDP, Poisson-sampled Gaussian (dp_accounting)"}

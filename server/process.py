@@ -19,19 +19,23 @@ from typing import Any
 
 import requests
 
-from configs import PrivacyConfig, ServerConfig
+from configs import RunConfig
 from server.serve import free_port, gunicorn_argv
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def write_server_config(path: str, server: ServerConfig, privacy: PrivacyConfig, bundle_dir: str,
-                        state_dir: str, collector: dict[str, Any] | None = None) -> str:
-    """Write the JSON file `server.app.create_app(config_path=...)` reads; return its path."""
-    raw: dict[str, Any] = {"server": asdict(server), "privacy": asdict(privacy),
-                           "bundle_dir": os.path.abspath(bundle_dir), "state_dir": os.path.abspath(state_dir)}
-    if collector:
-        raw["collector"] = collector
+def server_config_dict(cfg: RunConfig, bundle_dir: str, state_dir: str) -> dict[str, Any]:
+    """The JSON object `server.app.create_app` reads: the run's server, collector, privacy and
+    train (algorithm) sections, and the two directories (absolute)."""
+    return {"server": asdict(cfg.server), "collector": asdict(cfg.collector), "privacy": asdict(cfg.privacy),
+            "train": asdict(cfg.train), "bundle_dir": os.path.abspath(bundle_dir),
+            "state_dir": os.path.abspath(state_dir)}
+
+
+def write_server_config(path: str, cfg: RunConfig, bundle_dir: str, state_dir: str) -> str:
+    """Write `server_config_dict(...)` as JSON at `path`; return the path."""
+    raw = server_config_dict(cfg, bundle_dir, state_dir)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(raw, f, indent=2)

@@ -4,11 +4,17 @@
        │            │ the first selection starts the reporting deadline
        v            v
     upload ──> validation.py ──> spool slot + `updates` row (one SQLite transaction)
-                                  └─> running weighted sum (fedmath.aggregate.RunningSum)
+                                  └─> linear rule: running weighted sum (fedmath.aggregate.RunningSum)
     (over HTTP a float32 payload is received into a free spool slot first, then checked there)
-    goal_count reports ──> mean delta (+ central noise) ──> server step ──> models/v<N+1>.npz
+    goal_count reports ──> aggregate (+ central noise) ──> server optimizer step ──> models/v<N+1>.npz
     deadline passed ──> >= min_reports: publish what arrived; fewer: abandon, keep the model
     either way the next round opens at once.
+
+What a round computes is the algorithm core's (fedcore/): the round policy (`SyncRounds`) says
+when to select, publish or abandon; the aggregation rule gives each update its weight and makes
+the aggregate; the server optimizer (with its state in `models/.opt-v<N>.npz`) takes the step.
+This class keeps that durable and concurrent. A non-linear rule needs every update at the close:
+its rounds are not checkpointed, and the spooled updates are replayed into the rule then.
 
 Crash safety. An accepted update is durable before it is acknowledged: its payload is written to
 `spool/` and its record (weight, re-clip, spool name) committed to SQLite. The running sum is
@@ -21,27 +27,29 @@ before the transaction that announces them commits.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from fedcore.algorithm import build as build_algorithm
+from fedcore.dp import CentralGaussian
+from fedcore.messages import Plan, Refusal
+from fedcore.optimizers import State
 from fedmath import encodings, wire
-from fedmath.aggregate import RunningSum, apply_delta
 from fedmath.types import Weights
 from server import files, pace, validation
 from server.bundle import Bundle, load_initial_weights
-from server.errors import ApiError
 from server.privacy import ServerPrivacy
+from server.round_sum import RoundSum
 from server.settings import Settings
-from server.storage import Round, SqliteStore, UpdateRecord
+from server.storage import Round, SqliteStore
 
 if TYPE_CHECKING:
     from server.body import BodyStream
@@ -64,14 +72,6 @@ def weights_sha256(weights: Weights) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class _SumCache:
-    round: int
-    seq: int  # the last update (by seq) included
-    rs: RunningSum
-    flat: np.ndarray  # the float64 buffer rs.sums are views of (reused when the sum is rebuilt)
-
-
 class Collector:
     """Owns one state directory; safe to use from many threads and many processes at once."""
 
@@ -79,7 +79,7 @@ class Collector:
                  shared: bool = False) -> None:
         """`shared`: other processes (gunicorn workers) accept updates into the same state
         directory, so checkpoints are built from the spool outside the write lock
-        (`_build_checkpoint`) rather than kept current in this process's memory."""
+        (`RoundSum.build_checkpoint`) rather than kept current in this process's memory."""
         self.settings = settings
         self.shared = shared
         self.bundle = bundle
@@ -87,6 +87,13 @@ class Collector:
         self.dim = bundle.num_params
         self.fsync = settings.collector.durability == "power"
         self.dp = ServerPrivacy(settings)
+        self.policy = settings.rounds
+        self.algorithm = build_algorithm(settings.train, dp_noise=settings.dp_noise)
+        if self.dp.mode == "central" and self.dp.z > 0:
+            rule = self.algorithm.aggregator
+            noise = CentralGaussian(rule, self.dp.clip_norm, self.dp.z, rule.weight(settings.max_examples))
+            self.algorithm = dataclasses.replace(self.algorithm, aggregator=noise)
+        self.aggregator = self.algorithm.aggregator
         root = settings.state_dir
         self.models_dir = os.path.join(root, "models")
         self.spool_dir = os.path.join(root, "spool")
@@ -94,13 +101,11 @@ class Collector:
         for d in (root, self.models_dir, self.spool_dir, self.sums_dir):
             os.makedirs(d, exist_ok=True)
         self.store = store or SqliteStore(os.path.join(root, "fedkeys.sqlite3"), fsync=self.fsync)
-        self._cache: Optional[_SumCache] = None
         self.slots = files.SpoolSlots(self.spool_dir, self.fsync)
+        self.sums = RoundSum(self.store, self.slots, self.aggregator, self.shapes, self.sums_dir,
+                             settings.collector.checkpoint_every, shared, self.fsync)
         self._payloads: dict[int, tuple[bytes, str]] = {}
         self._payload_lock = threading.Lock()
-        self._build_lock = threading.Lock()  # one checkpoint writer at a time in this process...
-        self._build_flock = files.ProcessLock(os.path.join(self.sums_dir, ".build.lock"))  # ...and across them
-        self._build_flat: np.ndarray | None = None  # the build's float64 sum
         self.started = time.time()
         self._bootstrap()
         self.cleanup_files(min_age_s=ORPHAN_AGE_S)
@@ -184,50 +189,49 @@ class Collector:
     # -- devices -------------------------------------------------------------------------------
     def register(self, device_id: Any) -> str:
         if not isinstance(device_id, str) or not 0 < len(device_id) <= 128 or not device_id.isprintable():
-            raise ApiError(400, "bad_request", f"device_id must be a printable string of 1 to 128 chars, got {device_id!r}")
+            raise Refusal("bad_request", f"device_id must be a printable string of 1 to 128 chars, got {validation.shown(device_id)}")
         token = secrets.token_urlsafe(32)
         with self.store.write() as c:  # registering again rotates the token (the old one stops working)
             self.store.add_device(c, device_id, token_hash(token), time.time())
         return token
 
     def authenticate(self, authorization: Optional[str]) -> str:
-        """The device id behind an `Authorization: Bearer <token>` header, or ApiError 401."""
+        """The device id behind an `Authorization: Bearer <token>` header, or Refusal 401."""
         if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 512:
-            raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <token>' header")
+            raise Refusal("unauthorized", "missing 'Authorization: Bearer <token>' header")
         # no cache: a re-registration in another worker revokes the token at once
         device = self.store.device_for_token(token_hash(authorization[len("Bearer "):].strip()))
         if device is None:
-            raise ApiError(401, "unauthorized", "unknown or revoked token")
+            raise Refusal("unauthorized", "unknown or revoked token")
         return device
 
     # -- check-in ------------------------------------------------------------------------------
     def plan(self, rnd: Round) -> dict:
-        s = self.settings.server
-        return {
-            "round": rnd.round, "model_version": rnd.model_version, "local_epochs": s.local_epochs,
-            "batch_size": s.batch_size, "learning_rate": s.learning_rate,
-            "clip_norm": self.settings.privacy.clip_norm, "noise_std": rnd.noise_std, "encoding": self.settings.server.encoding,
-            "max_examples": s.max_examples, "deadline_unix": rnd.deadline,
-        }
+        t = self.settings.train
+        return Plan(round=rnd.round, model_version=rnd.model_version, local_epochs=t.local_epochs,
+                    batch_size=t.batch_size, learning_rate=t.client_learning_rate,
+                    clip_norm=self.settings.privacy.clip_norm, noise_std=rnd.noise_std,
+                    encoding=self.settings.server.encoding, max_examples=t.max_examples_per_client,
+                    deadline_unix=rnd.deadline or 0.0).to_json()
 
-    def _turn_away(self, device_id: str, rnd: Round, now: float, code: str, detail: str) -> ApiError:
+    def _turn_away(self, device_id: str, rnd: Round, now: float, code: str, detail: str) -> Refusal:
         s = self.settings
         wait = pace.retry_after(
             device_id, rnd.round, now, base=s.server.retry_after_s, cap=s.collector.max_retry_after_s,
             population=self.store.count_devices(), slots=rnd.slots, goal=rnd.goal_count, reports=rnd.reports,
             first_checkin=(rnd.deadline - s.collector.report_deadline_s) if rnd.deadline else None,
             deadline=rnd.deadline)
-        return ApiError(503, code, detail, retry_after=wait)
+        return Refusal(code, detail, retry_after=wait)
 
     def checkin(self, device_id: str, body: Any, now: Optional[float] = None) -> dict:
         if not isinstance(body, dict):
-            raise ApiError(400, "bad_request", f"check-in body must be a JSON object, got {type(body).__name__}")
+            raise Refusal("bad_request", f"check-in body must be a JSON object, got {type(body).__name__}")
         for key in ("idle", "charging", "unmetered"):
             if not isinstance(body.get(key), bool):
-                raise ApiError(400, "bad_request", f"check-in field {key!r} must be a boolean, got {body.get(key)!r}")
+                raise Refusal("bad_request", f"check-in field {key!r} must be a boolean, got {validation.shown(body.get(key))}")
         n = body.get("num_examples")
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ApiError(400, "bad_request", f"check-in field 'num_examples' must be an integer >= 0, got {n!r}")
+            raise Refusal("bad_request", f"check-in field 'num_examples' must be an integer >= 0, got {validation.shown(n)}")
         now = time.time() if now is None else now
         rnd = self.tick(now)
         assert rnd is not None
@@ -261,7 +265,7 @@ class Collector:
     def model_meta(self, version: int) -> dict:
         m = self.store.get_model(version)
         if m is None:
-            raise ApiError(404, "not_found", f"no model version {version}")
+            raise Refusal("not_found", f"no model version {version}")
         return dict(m.meta, sha256=m.sha256, num_params=m.num_params, created_unix=m.created_at)
 
     def weights_payload(self, version: int) -> tuple[bytes, str]:
@@ -272,7 +276,7 @@ class Collector:
             return hit
         m = self.store.get_model(version)
         if m is None:
-            raise ApiError(404, "not_found", f"no model version {version}")
+            raise Refusal("not_found", f"no model version {version}")
         payload = encodings.encode_float32(files.read_npz(m.path, self.bundle.names))
         with self._payload_lock:
             if len(self._payloads) >= 2:
@@ -282,7 +286,7 @@ class Collector:
 
     # -- uploads -------------------------------------------------------------------------------
     def accept(self, device_id: str, url_round: int, body: bytes | memoryview, now: Optional[float] = None) -> dict:
-        """Validate an upload and add it to the round; returns the 202 body. Raises ApiError.
+        """Validate an upload and add it to the round; returns the 202 body. Raises Refusal.
 
         `body` may be a view into a buffer the caller reuses: nothing here keeps it (or the
         decoded update, which views it) after returning."""
@@ -315,7 +319,7 @@ class Collector:
             end = wire.PREFIX_BYTES + wire.header_length(buf[:k], body.length)
             body.readinto(buf[k:end])
             header, _ = validation.parse(buf[:end], url_round)
-        except (wire.WireError, ApiError):
+        except (wire.WireError, Refusal):
             pass  # accept() reads the rest and says what is wrong
         if header is None or header.encoding != SPOOL_ENCODING or body.length - end != 4 * self.dim:
             return self.accept(device_id, url_round, body.read_all(), now)
@@ -345,7 +349,7 @@ class Collector:
 
     def _check_content(self, header: wire.UploadHeader, payload: memoryview, rnd: Round) -> validation.CheckedUpdate:
         return validation.check_content(
-            header, payload, self.shapes, max_examples=self.settings.server.max_examples,
+            header, payload, self.shapes, max_examples=self.settings.max_examples,
             clip_norm=self.settings.privacy.clip_norm, noise_std=rnd.noise_std,
             norm_slack=self.settings.server.norm_slack, norm_policy=self.settings.collector.norm_policy)
 
@@ -354,7 +358,7 @@ class Collector:
         header = checked.header
         r = header.round
         update = validation.prepared(checked.update, checked.clip_to)
-        weight = self.dp.weight(header.num_examples)
+        weight = self.aggregator.weight(header.num_examples)
         with self.store.write() as c:
             rnd = self.store.get_round(r, c)
             answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id, c),
@@ -365,154 +369,15 @@ class Collector:
             seq = self.store.insert_update(c, r, device_id, header.upload_id, header.num_examples, weight,
                                            checked.clip_to, checked.norm, slot, now, complete)
             try:
-                build = self._add(c, rnd, seq, update, weight)
+                build = self.sums.add(c, rnd, seq, update, weight)
             except BaseException:
-                self._cache = None  # the transaction rolls back; rebuild from disk next time
+                self.sums.forget()  # the transaction rolls back; rebuild from disk next time
                 raise
         if complete:
             self._close(r, time.time())
         elif build:
-            self._build_checkpoint(r)
+            self.sums.build_checkpoint(r)
         return {"accepted": True, "round_complete": bool(complete)}
-
-    def _add(self, c: Any, rnd: Round, seq: int, update: Weights, weight: float) -> bool:
-        """Add a just-recorded update (seq) to this worker's sum when that sum is current, and
-        checkpoint when one is due (inside the write lock; `rnd` is the round before it).
-        Shared: nothing here; returns whether a checkpoint build is due (after the commit)."""
-        due = rnd.reports + 1 - rnd.ckpt_count >= self.settings.collector.checkpoint_every
-        if self.shared:
-            return due
-        cache = self._cache
-        if rnd.reports == 0 and (cache is None or cache.round != rnd.round):  # the round's first update
-            cache = self._rebuild(rnd)
-        if cache is not None and cache.round == rnd.round and cache.rs.count == rnd.reports:
-            cache.rs.add(update, weight)
-            cache.seq = seq
-        # else another worker added since: this sum still holds exactly the updates up to
-        # cache.seq, and catches up from the spool when a checkpoint is due
-        if due:
-            with self._building() as mine:
-                if mine:  # else a shared-mode build elsewhere writes checkpoint files now: next time
-                    self._checkpoint(c, rnd, self._sum_upto(c, rnd, seq))
-        return False
-
-    def _build_checkpoint(self, number: int) -> None:
-        """Shared mode: fold the round's spooled updates into a new checkpoint, reading and adding
-        them outside the write lock, so the other workers go on recording uploads meanwhile.
-
-        Several processes accept updates, so none keeps a current sum in memory (each would add
-        every update, its own and, read back from the spool, everyone else's). Instead one
-        process at a time (an flock, taken without waiting: a busy builder means one is
-        running) sums the latest checkpoint and the updates recorded after it, in recorded order,
-        exactly as `_sum_upto` would, writes the checkpoint file the store does not point at, and
-        commits it only if the round is still open and no other checkpoint was committed
-        meanwhile. A spool file is reused only after a checkpoint commit or the round's close has
-        dropped its record's reference, and both make this commit refuse, so a file read while
-        being overwritten never reaches a checkpoint."""
-        with self._building() as mine:
-            if not mine:
-                return
-            try:
-                self._build(number)
-            except (OSError, ValueError):  # a spool file gone or resized: the round closed under the build
-                log.warning("checkpoint build for round %d dropped", number, exc_info=True)
-
-    @contextlib.contextmanager
-    def _building(self) -> Iterator[bool]:
-        """The right to write checkpoint files, taken without waiting: yields whether it was had.
-        Builds hold it while they read and write; the inline checkpoint of a worker that is alone
-        takes it too, so no two writers ever share a checkpoint file."""
-        if not self._build_lock.acquire(blocking=False):
-            yield False
-            return
-        try:
-            mine = self._build_flock.acquire(wait=False)
-            try:
-                yield mine
-            finally:
-                if mine:
-                    self._build_flock.release()
-        finally:
-            self._build_lock.release()
-
-    def _build(self, number: int) -> None:
-        c = self.store.conn()
-        rnd = self.store.get_round(number, c)
-        if rnd is None or rnd.state != "open":
-            return
-        records = self.store.updates_between(c, number, rnd.ckpt_seq)
-        if not records or any(rec.spool is None for rec in records):
-            return  # nothing to fold, or the round closed while it was read
-        if self._build_flat is None:
-            self._build_flat = np.empty(self.dim, "<f8")
-        rs = self._from_checkpoint(rnd, self._build_flat)
-        for rec in records:
-            self._add_spooled(rs, rec)
-        path = self._write_checkpoint(rnd, self._build_flat)
-        with self.store.write() as c:
-            latest = self.store.get_round(number, c)
-            if latest is None or latest.state != "open" or latest.ckpt_seq != rnd.ckpt_seq:
-                return  # closed, or checkpointed by someone else: this sum may hold a torn read
-            self._point_at_checkpoint(c, number, rnd.ckpt_seq, records[-1].seq, path, rs)
-
-    def _sum_upto(self, c: Any, rnd: Round, upto_seq: int) -> _SumCache:
-        """The round's running sum over its updates with seq <= upto_seq (inside the write lock):
-        this worker's sum if no later checkpoint replaced it, else the checkpoint, plus the
-        spooled updates after it."""
-        cache = self._cache
-        if cache is None or cache.round != rnd.round or cache.seq < rnd.ckpt_seq or cache.seq > upto_seq:
-            cache = self._rebuild(rnd)
-        for rec in self.store.updates_between(c, rnd.round, cache.seq, upto_seq):
-            self._add_spooled(cache.rs, rec)
-            cache.seq = rec.seq
-        return cache
-
-    def _rebuild(self, rnd: Round) -> _SumCache:
-        """This worker's sum set to the round's checkpoint (zeros before the first one), in the
-        float64 buffer of the sum it replaces when there is one (no new 8-bytes-per-value array
-        each time another worker's checkpoint makes this one stale)."""
-        old = self._cache
-        flat = old.flat if old is not None else np.empty(self.dim, "<f8")
-        self._cache = old = None
-        self._cache = _SumCache(rnd.round, rnd.ckpt_seq, self._from_checkpoint(rnd, flat), flat)
-        return self._cache
-
-    def _from_checkpoint(self, rnd: Round, flat: np.ndarray) -> RunningSum:
-        """A running sum over `flat` (float64, the model's size) holding the round's checkpoint
-        (zeros before the first one)."""
-        if rnd.ckpt_path:
-            files.read_sums_into(rnd.ckpt_path, flat)
-        else:
-            flat.fill(0.0)
-        return RunningSum(files.tensor_views(flat, self.shapes), rnd.ckpt_weight, rnd.ckpt_count)
-
-    def _add_spooled(self, rs: RunningSum, rec: UpdateRecord) -> None:
-        """Add a recorded update to `rs` from its spool file, as it entered the sum when accepted."""
-        rs.add(validation.prepared(self._read_spool(rec.spool), rec.clip_to), rec.weight)
-
-    def _read_spool(self, name: str) -> Weights:
-        """A spooled update (float32, validated when it was accepted) as tensors viewing the
-        spool file in place (`SpoolSlots.view`; OSError if it is gone, ValueError if cut)."""
-        view = self.slots.view(name, 4 * self.dim)
-        return files.tensor_views(np.frombuffer(view, dtype="<f4"), self.shapes)
-
-    def _checkpoint(self, c: Any, rnd: Round, cache: _SumCache) -> None:
-        """Checkpoint this worker's sum inside the write lock."""
-        self._point_at_checkpoint(c, rnd.round, rnd.ckpt_seq, cache.seq, self._write_checkpoint(rnd, cache.flat), cache.rs)
-
-    def _write_checkpoint(self, rnd: Round, flat: np.ndarray) -> str:
-        """Write a sum to the checkpoint file the round's record does not point at (double
-        buffering: a crash mid-write leaves the recorded checkpoint intact); returns its path."""
-        current = os.path.basename(rnd.ckpt_path or "")
-        path = os.path.join(self.sums_dir, "ckpt-1.f64" if current == "ckpt-0.f64" else "ckpt-0.f64")
-        files.write_sums(path, [flat], self.fsync)
-        return path
-
-    def _point_at_checkpoint(self, c: Any, number: int, after: int, seq: int, path: str, rs: RunningSum) -> None:
-        """Record a written checkpoint, holding the updates up to seq, as the round's in place of
-        the one up to `after` (inside the write lock)."""
-        self.store.set_checkpoint(c, number, seq, path, rs.total_weight, rs.count)
-        self.store.clear_spools(c, number, after, seq)  # their slots may be reused from now on
 
     # -- closing rounds ------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> Round | None:
@@ -522,25 +387,34 @@ class Collector:
         rnd = self.store.open_round()
         if rnd is None:
             return None
-        if rnd.reports >= rnd.goal_count or (rnd.deadline is not None and now > rnd.deadline):
+        if self._outcome(rnd, now) != "open":
             self._close(rnd.round, now)
             return self.store.open_round()
         return rnd
+
+    def _outcome(self, rnd: Round, now: float) -> str:
+        """The policy's verdict on a round, by the counts it was opened with (a restart with
+        other settings does not change a round already open)."""
+        policy = self.policy
+        if (rnd.goal_count, rnd.min_reports) != (policy.goal_count, policy.publish_at):
+            policy = dataclasses.replace(policy, goal_count=rnd.goal_count, min_reports=rnd.min_reports)
+        return policy.outcome(rnd.reports, rnd.deadline, now)
 
     def _close(self, number: int, now: float) -> None:
         with self.store.write() as c:
             rnd = self.store.get_round(number, c)
             if rnd is None or rnd.state != "open":
                 return
-            full = rnd.reports >= rnd.goal_count
-            if not full and (rnd.deadline is None or now <= rnd.deadline):
+            outcome = self._outcome(rnd, now)
+            if outcome == "open":
                 return
+            full = rnd.reports >= rnd.goal_count
             latest = self.store.latest_model(c)
-            if full or (rnd.reports >= rnd.min_reports and rnd.reports > 0):
+            if outcome == "publish":
                 try:
                     version = self._publish(c, rnd, latest, now)
                 except BaseException:
-                    self._cache = None
+                    self.sums.forget()
                     raise
                 note = "goal reached" if full else f"deadline passed with {rnd.reports} of {rnd.goal_count} reports"
                 self.store.finish_round(c, number, "closed", now, version, note)
@@ -552,43 +426,48 @@ class Collector:
             self._open_round(c, number + 1, version, now)
             # inside the lock: cleared after it, this could drop (or, mid-_rebuild, break) the
             # sum another thread has just started for the next round
-            self._cache = None
+            self.sums.forget()
 
     def _publish(self, c: Any, rnd: Round, latest: Any, now: float) -> int:
-        cache = self._sum_upto(c, rnd, self.store.last_seq(c, rnd.round))
-        mean = self.dp.mean(cache.rs)
-        reports, total_weight = cache.rs.count, cache.rs.total_weight
-        del cache
-        self._cache = None  # the round's sum is done with: free it before the model is loaded
+        aggregate = self.sums.aggregate(c, rnd)
+        self.sums.forget()  # the round's sum is done with: free it before the model is loaded
         old = files.read_npz(latest.path, self.bundle.names)
-        beta = self.settings.collector.server_momentum
+        state = self._optimizer_state(latest.version, old)
+        lr = self.algorithm.lr(int(state["step"]))
+        state, new = self.algorithm.apply(state, old, aggregate)
+        del old
         version = latest.version + 1
-        if beta > 0:
-            mpath = os.path.join(self.models_dir, f".momentum-v{latest.version}.npz")
-            prev = files.read_npz(mpath, self.bundle.names) if os.path.exists(mpath) else [np.zeros_like(m) for m in mean]
-            step = [(beta * p + m).astype(np.float32) for p, m in zip(prev, mean)]
-            files.write_npz(os.path.join(self.models_dir, f".momentum-v{version}.npz"), self.bundle.names, step, self.fsync)
-        else:
-            step = mean
-        new = apply_delta(old, step, self.settings.server.server_learning_rate)
-        del mean, step, old  # only the new model from here on
+        files.write_arrays(self._optimizer_path(version), state, self.fsync)
         path = os.path.join(self.models_dir, f"v{version}.npz")
         files.write_npz(path, self.bundle.names, new, self.fsync)
         sha = weights_sha256(new)
+        del new, state
         population = self.dp.population_size(self.store.count_devices(c))
         q, z = self.dp.round_event(self.store.round_weights(c, rnd.round), population, rnd.noise_std)
         events = self.store.privacy_events(c) + [(q, z)]
         delta = self.dp.delta(population)
         eps = self.dp.epsilon(events, delta)
-        meta = {"version": version, "round": rnd.round, "parent_version": latest.version, "reports": reports,
-                "total_weight": total_weight, "goal_count": rnd.goal_count, "published_unix": now,
-                "sampling_probability": q, "effective_noise_multiplier": z, "epsilon": eps, "delta": delta,
-                "population": population,
-                "rounds_accounted": len(events), "privacy": self.dp.describe(),
-                "server_learning_rate": self.settings.server.server_learning_rate, "server_momentum": beta}
+        meta = {"version": version, "round": rnd.round, "parent_version": latest.version,
+                "reports": aggregate.reports, "total_weight": aggregate.total_weight, "goal_count": rnd.goal_count,
+                "published_unix": now, "sampling_probability": q, "effective_noise_multiplier": z, "epsilon": eps,
+                "delta": delta, "population": population, "rounds_accounted": len(events),
+                "privacy": self.dp.describe(), "algorithm": self.algorithm.describe(), "server_learning_rate": lr}
         self._write_meta(version, meta)
         self.store.insert_model(c, version, rnd.round, path, sha, self.dim, now, q, z, meta)
         return version
+
+    def _optimizer_path(self, version: int) -> str:
+        return os.path.join(self.models_dir, f".opt-v{version}.npz")
+
+    def _optimizer_state(self, version: int, weights: Weights) -> State:
+        """The server optimizer's state after model `version` was published (fresh at v0, or
+        when a state directory predates it: zero slots, its step count at `version`)."""
+        path = self._optimizer_path(version)
+        if os.path.exists(path):
+            return files.read_arrays(path)
+        state = self.algorithm.init_state(weights)
+        state["step"] = np.asarray(version, np.int64)
+        return state
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -603,6 +482,7 @@ class Collector:
             "model": {"version": m.version, "sha256": m.sha256, "num_params": m.num_params},
             "rounds_closed": counts.get("closed", 0), "rounds_abandoned": counts.get("abandoned", 0),
             "devices": self.store.count_devices(),
+            "algorithm": self.algorithm.describe(),
             "privacy": dict(self.dp.describe(), epsilon=m.meta.get("epsilon"), delta=m.meta.get("delta"),
                             rounds_accounted=m.meta.get("rounds_accounted", 0)),
             "server_time_unix": time.time(), "uptime_s": time.time() - self.started,

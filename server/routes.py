@@ -7,7 +7,9 @@ import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, send_file
 
-from server.errors import ApiError
+from fedcore.messages import Refusal
+from server import validation
+from server.body import read_whole
 from server.rounds import Collector
 
 bp = Blueprint("v1", __name__)
@@ -28,29 +30,31 @@ def _device() -> str:
     g.device_id = device
     wait = _state("device_limiter").take(device, time.monotonic())
     if wait is not None:
-        raise ApiError(429, "rate_limited", "too many requests from this device", retry_after=wait)
+        raise Refusal("rate_limited", "too many requests from this device", retry_after=wait)
     return device
 
 
 def _number(value: int, what: str) -> int:
     """A round or version number from the URL; beyond SQLite's range it cannot exist."""
     if value >= 2**63:
-        raise ApiError(404, "not_found", f"no {what} {value}")
+        raise Refusal("not_found", f"no {what} {value}")
     return value
 
 
 def _json_body() -> object:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "bad_request", "the body must be JSON with Content-Type: application/json")
-    return body
+    """The request's JSON body (server/validation.py `json_body`), at most MAX_JSON_BYTES."""
+    if not request.is_json:
+        raise Refusal("bad_request", "the body must be JSON with Content-Type: application/json")
+    limit = request.max_content_length  # the app's MAX_CONTENT_LENGTH, unless set lower
+    request.max_content_length = min(limit, validation.MAX_JSON_BYTES) if limit else validation.MAX_JSON_BYTES
+    return validation.json_body(read_whole(request))
 
 
 @bp.post("/devices")
 def register():
     wait = _state("register_limiter").take(request.remote_addr or "?", time.monotonic())
     if wait is not None:
-        raise ApiError(429, "rate_limited", "too many registrations from this address", retry_after=wait)
+        raise Refusal("rate_limited", "too many registrations from this address", retry_after=wait)
     body = _json_body()
     device_id = body.get("device_id") if isinstance(body, dict) else None
     token = collector().register(device_id)
@@ -62,7 +66,7 @@ def checkin():
     device = _device()
     try:
         answer = collector().checkin(device, _json_body())
-    except ApiError as e:
+    except Refusal as e:
         _state("metrics").inc("fedkeys_checkins_total", result=e.code)
         raise
     _state("metrics").inc("fedkeys_checkins_total", result="accepted")
@@ -96,7 +100,7 @@ def bundle_file(name: str):
     _device()
     path = collector().bundle.path(name)
     if path is None:
-        raise ApiError(404, "not_found", f"the bundle has no file {name!r}; it has {sorted(collector().bundle.files)}")
+        raise Refusal("not_found", f"the bundle has no file {name!r}; it has {sorted(collector().bundle.files)}")
     mimetype = "application/json" if name.endswith(".json") else "application/octet-stream"
     return send_file(path, mimetype=mimetype, etag=collector().bundle.files[name],
                      conditional=True, max_age=0)
@@ -109,12 +113,12 @@ def upload(round_number: int):
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     length = request.content_length
     if length is not None and length > limit:
-        raise ApiError(413, "too_large", f"body of {length} bytes exceeds the {limit}-byte limit")
+        raise Refusal("too_large", f"body of {length} bytes exceeds the {limit}-byte limit")
     if length is not None:  # read front to back, each part where it is used (server/body.py)
         body_stream = _state("bodies").stream(request.environ, length)
         answer = collector().receive(device, _number(round_number, "round"), body_stream)
     else:  # no Content-Length (chunked): werkzeug reads it, enforcing the limit
-        body = request.get_data(cache=False)
+        body = read_whole(request)
         length = len(body)
         answer = collector().accept(device, _number(round_number, "round"), body)
     m = _state("metrics")

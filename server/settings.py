@@ -1,75 +1,70 @@
-"""The collector's settings: configs.ServerConfig and configs.PrivacyConfig, plus the knobs only
-the server has (CollectorConfig), the phone bundle and the state directory.
+"""The collector's settings: the run's `server`, `collector`, `privacy` and `train` sections
+(configs/schema.py), the phone bundle and the state directory.
 
 A config file (or Flask's `test_config`) is one JSON object:
 
-    {"server": {ServerConfig fields}, "privacy": {PrivacyConfig fields},
-     "collector": {CollectorConfig fields}, "bundle_dir": str, "state_dir": str}
+    {"server": {ServerConfig fields}, "collector": {CollectorConfig fields},
+     "privacy": {PrivacyConfig fields}, "train": {TrainConfig fields},
+     "bundle_dir": str, "state_dir": str}
 
-Every section is optional except the two directories; unknown keys are refused.
+Every section is optional except the two directories; unknown keys are refused. `train` is the
+algorithm: the plan's client step, the aggregation rule and the server optimizer, the same
+section the TFF simulation reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from configs.schema import PrivacyConfig, ServerConfig
+from configs.schema import CollectorConfig, PrivacyConfig, ServerConfig, TrainConfig
+from fedcore.algorithm import build as build_algorithm
+from fedcore.policy import SyncRounds
 
 PRIVACY_MODES = ("none", "device", "central")
 NORM_POLICIES = ("reject", "reclip")
-WEIGHTINGS = ("auto", "examples", "uniform")
 DURABILITY = ("process", "power")
-
-
-@dataclass(frozen=True)
-class CollectorConfig:
-    """Server-only settings (Bonawitz et al. 2019 round lifecycle, DP accounting, storage)."""
-
-    report_deadline_s: float = 600.0  # reporting window, counted from the round's first accepted check-in
-    min_reports: int = 0  # reports needed to publish at the deadline (0 = goal_count); fewer: round abandoned
-    norm_policy: str = "reject"  # update above the plausible norm: "reject" (400) or "reclip" it to that norm
-    weighting: str = "auto"  # "examples" (FedAvg), "uniform" (DP-FedAvg), "auto": uniform iff noise_multiplier > 0
-    server_momentum: float = 0.0  # server SGD momentum on the mean delta (Gboard used 0.9); 0 = plain
-    population: int = 0  # N for q = goal_count / N and the default delta 1/N^1.1 (0 = registered devices)
-    checkpoint_every: int = 32  # write the running sum to disk every this many accepted updates
-    durability: str = "process"  # "process": survives kill -9 (page cache); "power": also fsync every write
-    rate_limit_per_s: float = 5.0  # per-device token bucket refill rate (requests per second)
-    rate_limit_burst: int = 30  # per-device token bucket size
-    register_rate_per_s: float = 50.0  # registrations per second per client address
-    register_burst: int = 2000  # registration bucket size per client address
-    max_retry_after_s: int = 600  # upper bound on the Retry-After handed to turned-away devices
-    metrics_flush_s: float = 1.0  # how often a worker writes its request counters to SQLite
 
 
 @dataclass(frozen=True)
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     bundle_dir: str = ""
     state_dir: str = ""
 
     @property
+    def rounds(self) -> SyncRounds:
+        """The round policy (raises ValueError for impossible counts)."""
+        return SyncRounds(self.server.goal_count, self.server.over_selection, self.collector.report_deadline_s,
+                          self.collector.min_reports)
+
+    @property
     def slots(self) -> int:
         """Check-ins accepted per round: ceil(goal_count * over_selection)."""
-        return math.ceil(self.server.goal_count * self.server.over_selection - 1e-9)
+        return self.rounds.slots
 
     @property
     def min_reports(self) -> int:
-        return self.collector.min_reports or self.server.goal_count
+        return self.rounds.publish_at
 
     @property
-    def uniform_weighting(self) -> bool:
-        w = self.collector.weighting
-        return w == "uniform" or (w == "auto" and self.privacy.mode != "none" and self.privacy.noise_multiplier > 0)
+    def max_examples(self) -> int:
+        """The most examples an upload may claim (train.max_examples_per_client; 0 there = no cap)."""
+        return self.train.max_examples_per_client or 2 ** 62
+
+    @property
+    def dp_noise(self) -> bool:
+        """Whether updates carry DP noise (devices' or the collector's)."""
+        return self.privacy.mode != "none" and self.privacy.noise_multiplier > 0
 
 
-_SECTIONS = {"server": ServerConfig, "privacy": PrivacyConfig, "collector": CollectorConfig}
+_SECTIONS = {"server": ServerConfig, "collector": CollectorConfig, "privacy": PrivacyConfig, "train": TrainConfig}
 
 
 def _section(cls: type, raw: Any, name: str) -> Any:
@@ -120,10 +115,14 @@ def _require(ok: bool, what: str, value: Any) -> None:
 
 
 def check(s: Settings) -> None:
-    sv, pv, cv = s.server, s.privacy, s.collector
+    sv, pv, cv, tv = s.server, s.privacy, s.collector, s.train
     _require(sv.goal_count >= 1, "server.goal_count must be >= 1", sv.goal_count)
     _require(sv.over_selection >= 1.0, "server.over_selection must be >= 1.0", sv.over_selection)
-    _require(sv.max_examples >= 1, "server.max_examples must be >= 1", sv.max_examples)
+    _require(tv.max_examples_per_client >= 0, "train.max_examples_per_client must be >= 0 (0 = no cap)",
+             tv.max_examples_per_client)
+    _require(tv.local_epochs >= 1, "train.local_epochs must be >= 1", tv.local_epochs)
+    _require(tv.batch_size >= 1, "train.batch_size must be >= 1", tv.batch_size)
+    _require(tv.client_learning_rate > 0, "train.client_learning_rate must be > 0", tv.client_learning_rate)
     _require(sv.max_body_bytes >= 1024, "server.max_body_bytes must be >= 1024", sv.max_body_bytes)
     _require(sv.norm_slack >= 0, "server.norm_slack must be >= 0", sv.norm_slack)
     _require(sv.retry_after_s >= 1, "server.retry_after_s must be >= 1", sv.retry_after_s)
@@ -134,8 +133,6 @@ def check(s: Settings) -> None:
     _require(0 <= cv.min_reports <= sv.goal_count, f"collector.min_reports must be in [0, goal_count={sv.goal_count}]",
              cv.min_reports)
     _require(cv.norm_policy in NORM_POLICIES, f"collector.norm_policy must be one of {NORM_POLICIES}", cv.norm_policy)
-    _require(cv.weighting in WEIGHTINGS, f"collector.weighting must be one of {WEIGHTINGS}", cv.weighting)
-    _require(0 <= cv.server_momentum < 1, "collector.server_momentum must be in [0, 1)", cv.server_momentum)
     _require(cv.population >= 0, "collector.population must be >= 0", cv.population)
     _require(0 <= pv.delta < 1, "privacy.delta must be in [0, 1) (0 = 1/N^1.1)", pv.delta)
     _require(cv.checkpoint_every >= 1, "collector.checkpoint_every must be >= 1", cv.checkpoint_every)
@@ -144,5 +141,10 @@ def check(s: Settings) -> None:
              (cv.rate_limit_per_s, cv.rate_limit_burst))
     _require(cv.register_rate_per_s > 0 and cv.register_burst >= 1, "collector.register_* must be positive",
              (cv.register_rate_per_s, cv.register_burst))
+    _require(not (pv.mode == "central" and pv.noise_multiplier > 0 and tv.max_examples_per_client == 0),
+             "central noise needs train.max_examples_per_client > 0 (it bounds the weight one update can have)",
+             tv.max_examples_per_client)
     _require(cv.max_retry_after_s >= sv.retry_after_s, "collector.max_retry_after_s must be >= server.retry_after_s",
              cv.max_retry_after_s)
+    s.rounds  # the round policy checks its counts
+    build_algorithm(s.train, dp_noise=s.dp_noise)  # the algorithm, its rule and its optimizer settings

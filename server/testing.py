@@ -12,8 +12,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from fedmath import encodings, wire
-from server import process
 from fedmath.types import Weights
+from server import process
 
 TINY_SHAPES: list[tuple[str, tuple[int, ...]]] = [("embedding", (5, 3)), ("kernel", (3, 4)), ("bias", (4,))]
 
@@ -46,9 +46,9 @@ def make_bundle(directory: str, shapes: Sequence[tuple[str, tuple[int, ...]]] = 
 
 
 def config_dict(bundle_dir: str, state_dir: str, server: Optional[dict] = None, privacy: Optional[dict] = None,
-                collector: Optional[dict] = None) -> dict[str, Any]:
+                collector: Optional[dict] = None, train: Optional[dict] = None) -> dict[str, Any]:
     return {"server": dict(server or {}), "privacy": dict(privacy or {}), "collector": dict(collector or {}),
-            "bundle_dir": bundle_dir, "state_dir": state_dir}
+            "train": dict(train or {}), "bundle_dir": bundle_dir, "state_dir": state_dir}
 
 
 def upload_body(round_number: int, model_version: int, update: Weights, num_examples: int,

@@ -1,6 +1,6 @@
 """Upload validation at the door: every check an update passes before it may touch the sum.
 
-The checks run cheapest first and change nothing; the first that fails raises ApiError with the
+The checks run cheapest first and change nothing; the first that fails raises Refusal with the
 status docs/http_api.md gives it:
 
 1. the body parses as `fedmath.wire` (400 `malformed`) and names the round of the URL (400);
@@ -14,23 +14,31 @@ status docs/http_api.md gives it:
 5. its L2 norm at most what the clip plus the plan's noise allows
    (`fedmath.privacy.max_plausible_norm`): above it the update is refused (400 `norm_too_large`)
    or, with `norm_policy="reclip"`, scaled down to that norm.
+
+The JSON bodies of registration and check-in pass `json_body` first: JSON nested at most
+MAX_JSON_DEPTH deep (400 `bad_request` otherwise), so no later check or error message walks a
+hostile structure.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from fedcore.messages import Refusal
 from fedmath import encodings, privacy, wire
 from fedmath.types import Shapes, Weights
 from server import files
-from server.errors import ApiError
 from server.storage import Round, UpdateRecord
 
 MAX_INT = 2**63  # SQLite's INTEGER range; round and version numbers beyond it cannot exist
+# Registration and check-in bodies are flat objects of a few short fields.
+MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -42,17 +50,42 @@ class CheckedUpdate:
     clip_to: Optional[float]  # re-clip target when the norm was above the bound (reclip mode)
 
 
+SHOWN_CHARS = 80  # how much of a client's value an error detail echoes
+
+
+def shown(value: object) -> str:
+    """A client's value as an error detail shows it: its repr, cut to SHOWN_CHARS characters."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
+
+
+def json_body(data: bytes) -> object:
+    """A request's JSON body, refused with 400 `bad_request` when it is not JSON or nests
+    arrays and objects more than MAX_JSON_DEPTH deep (checked before parsing: json.loads of a
+    deeper text can end in RecursionError rather than a ValueError)."""
+    try:
+        text = data.decode(json.detect_encoding(data))  # as json.loads(bytes) reads it: UTF-8, -16 or -32
+    except UnicodeDecodeError as e:
+        raise Refusal("bad_request", f"the body is not JSON text: {e}") from None
+    if wire.nesting_exceeds(text, MAX_JSON_DEPTH):
+        raise Refusal("bad_request", f"the body nests arrays or objects more than {MAX_JSON_DEPTH} deep")
+    try:
+        return json.loads(text)
+    except ValueError as e:  # JSONDecodeError, or an integer literal beyond int's digit limit
+        raise Refusal("bad_request", f"the body is not JSON: {e}") from None
+
+
 def parse(body: bytes | memoryview, url_round: int) -> tuple[wire.UploadHeader, memoryview]:
     """Header and payload of an upload; the payload is a view into the body (no copy)."""
     try:
         header, payload = wire.unpack(memoryview(body))  # raises WireError saying what is wrong
     except wire.WireError as e:
-        raise ApiError(400, "malformed", str(e)) from None
+        raise Refusal("malformed", str(e)) from None
     for name in ("round", "model_version", "num_examples"):
         if not 0 <= getattr(header, name) < MAX_INT:
-            raise ApiError(400, "malformed", f"header field {name!r} must be in [0, 2**63), got {getattr(header, name)}")
+            raise Refusal("malformed", f"header field {name!r} must be in [0, 2**63), got {getattr(header, name)}")
     if header.round != url_round:
-        raise ApiError(400, "malformed", f"header says round {header.round} but the URL says round {url_round}")
+        raise Refusal("malformed", f"header says round {header.round} but the URL says round {url_round}")
     return header, payload
 
 
@@ -62,21 +95,21 @@ def check_round(header: wire.UploadHeader, device_id: str, rnd: Optional[Round],
     if existing is not None:
         if existing.upload_id == header.upload_id:
             return {"accepted": True, "round_complete": bool(existing.round_complete)}
-        raise ApiError(409, "duplicate",
+        raise Refusal("duplicate",
                        f"device {device_id!r} already reported for round {header.round} with upload_id "
                        f"{existing.upload_id!r}; this upload has {header.upload_id!r}")
     if rnd is None:
-        raise ApiError(409, "round_closed", f"round {header.round} does not exist")
+        raise Refusal("round_closed", f"round {header.round} does not exist")
     if rnd.state != "open":
-        raise ApiError(409, "round_closed", f"round {header.round} is {rnd.state}")
+        raise Refusal("round_closed", f"round {header.round} is {rnd.state}")
     if rnd.reports >= rnd.goal_count:
-        raise ApiError(409, "round_closed", f"round {header.round} already has its {rnd.goal_count} reports")
+        raise Refusal("round_closed", f"round {header.round} already has its {rnd.goal_count} reports")
     if rnd.deadline is not None and now > rnd.deadline:
-        raise ApiError(409, "round_closed", f"round {header.round}'s reporting deadline {rnd.deadline:.3f} has passed")
+        raise Refusal("round_closed", f"round {header.round}'s reporting deadline {rnd.deadline:.3f} has passed")
     if not selected:
-        raise ApiError(403, "not_selected", f"device {device_id!r} was not selected for round {header.round}")
+        raise Refusal("not_selected", f"device {device_id!r} was not selected for round {header.round}")
     if header.model_version != rnd.model_version:
-        raise ApiError(409, "stale_version",
+        raise Refusal("stale_version",
                        f"round {header.round} trains model version {rnd.model_version}, "
                        f"the update was computed from version {header.model_version}")
     return None
@@ -94,10 +127,10 @@ def check_content(header: wire.UploadHeader, payload: memoryview, shapes: Shapes
     goes through `encodings.decode`.
     """
     if header.num_examples > max_examples:
-        raise ApiError(400, "too_many_examples",
+        raise Refusal("too_many_examples",
                        f"num_examples {header.num_examples} exceeds the plan's cap of {max_examples}")
     if header.encoding not in encodings.DECODERS:
-        raise ApiError(400, "bad_encoding",
+        raise Refusal("bad_encoding",
                        f"unknown encoding {header.encoding!r}; expected one of {sorted(encodings.DECODERS)}")
     dim = sum(math.prod(s) for s in shapes)
     update, norm = None, math.nan
@@ -111,9 +144,9 @@ def check_content(header: wire.UploadHeader, payload: memoryview, shapes: Shapes
         try:
             update = encodings.decode(header.encoding, payload, shapes)
         except encodings.NonFiniteError as e:
-            raise ApiError(400, "non_finite", str(e)) from None
+            raise Refusal("non_finite", str(e)) from None
         except encodings.EncodingError as e:
-            raise ApiError(400, "bad_payload", str(e)) from None
+            raise Refusal("bad_payload", str(e)) from None
         norm = privacy.global_l2_norm(update)
     bound = privacy.max_plausible_norm(clip_norm, noise_std, dim, norm_slack)
     clip_to = None
@@ -121,7 +154,7 @@ def check_content(header: wire.UploadHeader, payload: memoryview, shapes: Shapes
         if norm_policy == "reclip":
             clip_to = bound
         else:
-            raise ApiError(400, "norm_too_large",
+            raise Refusal("norm_too_large",
                            f"update L2 norm {norm:.6g} exceeds {bound:.6g}, the most a clip of {clip_norm:g} plus "
                            f"noise std {noise_std:g} over {dim} values allows")
     return CheckedUpdate(header, payload, update, norm, clip_to)

@@ -28,7 +28,7 @@ def test_stats_on_jsonl(tmp_path):
     rows = []
     for u in range(10):
         for m in range(u + 1):  # user u has u+1 messages
-            rows.append({"user": f"u{u}", "text": f"hello there friend {u}"})
+            rows.append({"user": f"u{u}", "text": f"hello there friend {'abcdefghij'[u] * 2}"})  # a word per user
     path = tmp_path / "c.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     s = data_stats(DataConfig(source=f"jsonl:{path}", vocab_size=7), out_dir=str(tmp_path / "out"), progress=False)

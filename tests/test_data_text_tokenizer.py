@@ -5,18 +5,42 @@ from __future__ import annotations
 import pytest
 
 from data.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from data.text import normalise, words
+from data.text import PLACEHOLDERS, is_placeholder, normalise, words
 from data.tokenizer import Tokenizer, train_tokenizer
 
 
 def test_words_hand_checked():
     assert words("Hey Sam!! Don't forget the 9:30 meeting :)") == \
-        ["hey", "sam", "don't", "forget", "the", "9", "30", "meeting"]
+        ["hey", "sam", "don't", "forget", "the", "<num>", "meeting"]
     assert words("It\u2019s   'tis__fine...") == ["it's", "tis", "fine"]
     assert words("") == []
     assert normalise("A  b,C") == "a b c"
     with pytest.raises(ValueError, match="str"):
         words(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("see https://t.co/xjDKoVOsOq now", ["see", "<url>", "now"]),
+    ("docs at wiki.duraspace.org/display/DSPACE/Home.", ["docs", "at", "<url>"]),
+    ("www.example.com?q=1", ["<url>"]),
+    ("thanks @Tony_Robinson!", ["thanks", "<user>"]),
+    ("mail a.b+x@c-d.org, ok", ["mail", "<email>", "ok"]),
+    ("#DSpace7 rocks, #1 fan", ["<hashtag>", "rocks", "<num>", "fan"]),
+    ("at 9:30 on 12/05/2026, 1,000.5 of 2nd mp3", ["at", "<num>", "on", "<num>", "<num>", "of", "<num>", "<num>"]),
+    ("lol \U0001F602\U0001F602 ok \U0001F44D\U0001F3FD", ["lol", "<emoji>", "ok", "<emoji>"]),
+    ("i \u2764\ufe0f it :)", ["i", "<emoji>", "it"]),
+    ("e.g. node.js", ["e", "g", "node", "js"]),  # no known TLD: words, not a link
+    ("x@y", ["x", "y"]),  # no domain: not an address; "@" inside a word: not a handle
+])
+def test_keyboard_placeholders(text, expected):
+    assert words(text) == expected
+
+
+def test_placeholders_are_words_to_the_vocabulary(tmp_path):
+    tok = train_tokenizer(["see https://a.com at 5", "see www.b.org at 6"], str(tmp_path / "p"), 10)
+    assert {"<url>", "<num>"} <= set(tok.words)
+    assert tok.encode(["at 7"])[0][2] == tok.word_to_id("<num>") != UNK_ID
+    assert all(is_placeholder(p) for p in PLACEHOLDERS) and not is_placeholder("the")
 
 
 @pytest.fixture()

@@ -87,9 +87,10 @@ def server_config(tmp_path, bundle_dir, **server):
     # delta fixed: the default 1/N^1.1 is 1 for a population of one device
     privacy = server.pop("privacy", {"mode": "device", "clip_norm": 1.5, "noise_multiplier": 0.5, "delta": 1e-5})
     collector = server.pop("collector", {})
-    cfg = {"goal_count": 1, "over_selection": 1.0, "local_epochs": 2, "batch_size": 2,
-           "learning_rate": 0.5, "max_examples": 3, **server}
-    return {"server": cfg, "privacy": privacy, "collector": {"weighting": "examples", **collector},
+    train = {"local_epochs": 2, "batch_size": 2, "client_learning_rate": 0.5, "max_examples_per_client": 3,
+             "aggregator": "weighted_mean", **server.pop("train", {})}
+    cfg = {"goal_count": 1, "over_selection": 1.0, **server}
+    return {"server": cfg, "privacy": privacy, "collector": collector, "train": train,
             "bundle_dir": str(bundle_dir), "state_dir": str(tmp_path / "state")}
 
 

@@ -33,8 +33,10 @@ def tiny_stack(root: Path, cfg: RunConfig | None = None) -> tuple[RunConfig, str
 
 
 def collector_config(cfg: RunConfig, bundle_dir: str, state_dir: str, **collector) -> dict:
-    return {"server": dataclasses.asdict(cfg.server), "privacy": dataclasses.asdict(cfg.privacy),
-            "collector": collector, "bundle_dir": bundle_dir, "state_dir": state_dir}
+    from server.process import server_config_dict
+
+    cfg = dataclasses.replace(cfg, collector=dataclasses.replace(cfg.collector, **collector))
+    return server_config_dict(cfg, bundle_dir, state_dir)
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,7 @@ def test_demo_report_embeds_every_plot_and_matches_summaries(demo_dir):
     assert "centralized, 3 rounds" in table
     fleet = json.loads((demo_dir / "devices" / "summary.json").read_text())
     for r in fleet["rounds"]:
-        row = table[f"after on-device round {r['round']} ({r['accepted']} updates)"]
+        row = table[f"on-device round {r['round']} ({r.get('reports', r['accepted'])} reports)"]
         assert row[:3] == [f"v{r['model_version']}", f"{r['eval']['top1']:.4f}", f"{r['eval']['top3']:.4f}"]
     # the devices totals appear in its summary table, the resolved config in its own
     assert re.search(r"<td>bytes_up</td><td class=\"num\">541,188</td>", page)

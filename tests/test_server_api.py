@@ -18,13 +18,14 @@ SHAPES = [s for _, s in TINY_SHAPES]
 ELIGIBLE = {"idle": True, "charging": True, "unmetered": True, "num_examples": 10}
 
 
-def make_app(tmp_path, server=None, privacy=None, collector=None):
+def make_app(tmp_path, server=None, privacy=None, collector=None, train=None):
     bundle = str(tmp_path / "bundle")
     if not os.path.exists(bundle):
         make_bundle(bundle)
-    server = {"goal_count": 2, "over_selection": 1.5, "max_examples": 100, **(server or {})}
+    server = {"goal_count": 2, "over_selection": 1.5, **(server or {})}
     privacy = {"mode": "device", "clip_norm": 1.0, "noise_multiplier": 0.0, **(privacy or {})}
-    return create_app(test_config=config_dict(bundle, str(tmp_path / "state"), server, privacy, collector))
+    train = {"max_examples_per_client": 100, **(train or {})}
+    return create_app(test_config=config_dict(bundle, str(tmp_path / "state"), server, privacy, collector, train))
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def snapshot(app):
                 continue
             with open(os.path.join(state, d, name), "rb") as f:
                 listing[f"{d}/{name}"] = hashlib.sha256(f.read()).hexdigest()
-    cache = app.extensions["fedkeys"]["collector"]._cache
+    cache = app.extensions["fedkeys"]["collector"].sums._cache
     sums = None if cache is None else (cache.seq, [s.copy() for s in cache.rs.sums], cache.rs.total_weight)
     return tables, listing, sums
 
@@ -356,3 +357,21 @@ def test_compressed_uploads_are_decoded_by_the_header_encoding(app, client):
     got = encodings.decode_float32(client.get("/v1/model/1/weights", headers=heads[0]).data, SHAPES)
     for a, g, d1, d2 in zip(w0, got, bodies[0][1], bodies[1][1]):
         np.testing.assert_allclose(g, a + (d1 + d2) / 2, rtol=1e-6, atol=1e-7)
+
+
+def test_every_refusal_code_has_one_http_status():
+    """Domain code raises `Refusal(code, ...)`; server/errors.py is the one table of statuses."""
+    import glob
+    import re
+
+    from server.errors import STATUS
+
+    raised = set()
+    for path in glob.glob(os.path.join(os.path.dirname(os.path.dirname(__file__)), "server", "*.py")):
+        with open(path) as f:
+            text = f.read()
+        raised |= set(re.findall(r'Refusal\(\s*"([a-z_]+)"', text))
+        raised |= set(re.findall(r'_turn_away\([^)]*?"([a-z_]+)"', text, flags=re.S))
+    assert raised, "no Refusal codes found: the pattern no longer matches the code"
+    assert raised <= set(STATUS), sorted(raised - set(STATUS))
+    assert {"round_full", "not_eligible", "already_reported"} <= raised  # the turn-away codes were seen

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import requests
 
+from fedcore.messages import Refusal
 from fedmath import encodings, privacy, wire
 from fedmath.aggregate import CHUNK, RunningSum, apply_delta
 from server.app import create_app
 from server.body import BodyBuffers, BodyStream
-from server.errors import ApiError
+from server.errors import http_status
 from server.testing import (
     ServerProcess,
     config_dict,
@@ -116,16 +117,16 @@ def test_float32_check_in_place_matches_decode(offset):
         for where in (0, len(payload) // 8, len(payload) // 4 - 1):
             flat = np.frombuffer(payload, np.float32).copy()
             flat[where] = bad
-            with pytest.raises(ApiError) as e:
+            with pytest.raises(Refusal) as e:
                 check_content(header, memoryview(flat.tobytes()), MEDIUM_SHAPES, **kw)
             with pytest.raises(encodings.NonFiniteError) as ref:
                 encodings.decode_float32(flat.tobytes(), MEDIUM_SHAPES)
-            assert (e.value.status, e.value.code, e.value.detail) == (400, "non_finite", str(ref.value))
-    with pytest.raises(ApiError) as e:
+            assert (http_status(e.value), e.value.code, e.value.detail) == (400, "non_finite", str(ref.value))
+    with pytest.raises(Refusal) as e:
         check_content(header, view[:-4], MEDIUM_SHAPES, **kw)
     assert e.value.code == "bad_payload"
     big = np.full(sum(int(np.prod(s)) for s in MEDIUM_SHAPES), 3e38, np.float32)  # finite, squares overflow float32
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(Refusal) as e:
         check_content(header, memoryview(big.tobytes()), MEDIUM_SHAPES, **kw)
     assert e.value.code == "norm_too_large"
     assert l2_norm(big) == pytest.approx(3e38 * np.sqrt(big.size), rel=1e-6)
@@ -221,12 +222,12 @@ def test_received_uploads_are_spooled_in_place_and_publish_the_accepted_numbers(
             if i == 2:  # refusals on the way: not selected, stale version, a NaN
                 refused = [bodies[i], upload_body(0, 3, ups[i], 1, "stale"), bodies[i]]
                 for device, body in zip((f"d{n}", f"d{i}", f"d{i}"), refused[:2]):
-                    with pytest.raises(ApiError) as e:
+                    with pytest.raises(Refusal) as e:
                         send(device, body)
                     answers.append(e.value.code)
                 bad = [u.copy() for u in ups[i]]
                 bad[0].flat[5] = np.nan
-                with pytest.raises(ApiError) as e:
+                with pytest.raises(Refusal) as e:
                     send(f"d{i}", upload_body(0, 0, bad, 1, "nan"))
                 answers.append(e.value.code)
             answers.append(send(f"d{i}", bodies[i]))
@@ -363,7 +364,7 @@ def test_a_checkpoint_build_overtaken_by_the_rounds_close_is_dropped(tmp_path, m
         a.checkin(f"d{i}", ELIGIBLE)
     for i in range(5):
         (a, b)[i % 2].accept(f"d{i}", 0, memoryview(upload_body(0, 0, ups[i], 1 + i, f"u{i}")))
-    read = a._read_spool
+    read = a.sums.read_spool
     closed = []
 
     def read_while_the_round_closes(name):
@@ -372,8 +373,8 @@ def test_a_checkpoint_build_overtaken_by_the_rounds_close_is_dropped(tmp_path, m
                 closed.append(b.accept(f"d{i}", 0, memoryview(upload_body(0, 0, ups[i], 1 + i, f"u{i}"))))
         return read(name)
 
-    monkeypatch.setattr(a, "_read_spool", read_while_the_round_closes)
-    a._build_checkpoint(0)
+    monkeypatch.setattr(a.sums, "read_spool", read_while_the_round_closes)
+    a.sums.build_checkpoint(0)
     rnd = a.store.get_round(0)
     assert closed[-1]["round_complete"] and rnd.state == "closed"
     assert (rnd.ckpt_count, rnd.ckpt_path) == (0, None)  # nothing committed by the overtaken build
@@ -399,7 +400,7 @@ def test_a_checkpoint_build_that_cannot_read_the_spool_commits_nothing_and_raise
         col.checkin(f"d{i}", ELIGIBLE)
         col.accept(f"d{i}", 0, memoryview(upload_body(0, 0, random_update(MEDIUM_SHAPES, 0.5, rng), 2, f"u{i}")))
     os.remove(os.path.join(col.spool_dir, col.store.get_update(0, "d1").spool))
-    col._build_checkpoint(0)
+    col.sums.build_checkpoint(0)
     assert col.store.get_round(0).ckpt_count == 0
     assert "checkpoint build for round 0 dropped" in caplog.text
 

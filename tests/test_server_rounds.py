@@ -10,25 +10,33 @@ import time
 import numpy as np
 import pytest
 
+from fedcore.messages import Refusal
 from fedmath import accounting, encodings
 from fedmath.privacy import device_noise_std, global_l2_norm, max_plausible_norm
 from server import pace
 from server.app import create_app
-from server.errors import ApiError
-from server.testing import TINY_SHAPES, config_dict, make_bundle, random_update, upload_body
+from server.errors import http_status
+from server.testing import (
+    TINY_SHAPES,
+    config_dict,
+    make_bundle,
+    random_update,
+    upload_body,
+)
 
 SHAPES = [s for _, s in TINY_SHAPES]
 DIM = sum(int(np.prod(s)) for s in SHAPES)
 ELIGIBLE = {"idle": True, "charging": True, "unmetered": True, "num_examples": 10}
 
 
-def settings(tmp_path, server=None, privacy=None, collector=None):
+def settings(tmp_path, server=None, privacy=None, collector=None, train=None):
     bundle = str(tmp_path / "bundle")
     if not os.path.exists(bundle):
         make_bundle(bundle)
-    server = {"goal_count": 3, "over_selection": 1.3, "max_examples": 100, **(server or {})}
+    server = {"goal_count": 3, "over_selection": 1.3, **(server or {})}
     privacy = {"mode": "device", "clip_norm": 1.0, "noise_multiplier": 0.0, "delta": 1e-6, **(privacy or {})}
-    return config_dict(bundle, str(tmp_path / "state"), server, privacy, collector)
+    train = {"max_examples_per_client": 100, **(train or {})}
+    return config_dict(bundle, str(tmp_path / "state"), server, privacy, collector, train)
 
 
 def collector_of(app):
@@ -65,9 +73,9 @@ def test_deadline_with_min_reports_publishes_what_arrived(tmp_path):
     ups = [random_update(SHAPES, 0.5, rng) for _ in range(2)]
     col.accept(ids[0], 0, upload_body(0, 0, ups[0], 4), now=t0 + 1)
     col.accept(ids[1], 0, upload_body(0, 0, ups[1], 12), now=t0 + 2)
-    with pytest.raises(ApiError) as e:  # after the deadline, a report is refused
+    with pytest.raises(Refusal) as e:  # after the deadline, a report is refused
         col.accept(ids[2], 0, upload_body(0, 0, ups[0], 5), now=t0 + 11)
-    assert e.value.status == 409 and e.value.code == "round_closed"
+    assert http_status(e.value) == 409 and e.value.code == "round_closed"
     col.tick(now=t0 + 11)
     st = col.status()
     assert st["model"]["version"] == 1 and st["rounds_closed"] == 1 and st["round"]["round"] == 1
@@ -105,9 +113,9 @@ def test_reject_vs_reclip(tmp_path):
     reject = collector_of(create_app(test_config=settings(tmp_path / "a", privacy=privacy)))
     ids = enroll(reject, 1)
     select_all(reject, ids)
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(Refusal) as e:
         reject.accept(ids[0], 0, upload_body(0, 0, big, 5))
-    assert e.value.status == 400 and e.value.code == "norm_too_large"
+    assert http_status(e.value) == 400 and e.value.code == "norm_too_large"
 
     reclip = collector_of(create_app(test_config=settings(tmp_path / "b", privacy=privacy,
                                                           collector={"norm_policy": "reclip"})))
@@ -173,17 +181,23 @@ def test_accounting_kernels():
         accounting.dp_epsilon([(0.1, 1.0)], 0.0)
 
 
-def test_server_momentum(tmp_path):
-    col = collector_of(create_app(test_config=settings(tmp_path, server={"goal_count": 1, "server_learning_rate": 0.5},
-                                                       collector={"server_momentum": 0.9})))
+@pytest.mark.parametrize("algorithm,steps", [
+    ("fedavg", 1.0 + 1.9),  # heavy ball: a1 = g, a2 = 0.9 g + g
+    ("fedavgm", 1.9 + 2.71),  # Nesterov: g + 0.9 a with a1 = g, then a2 = 1.9 g: g + 1.71 g
+])
+def test_server_momentum(tmp_path, algorithm, steps):
+    train = {"algorithm": algorithm, "server_learning_rate": 0.5, "server_momentum": 0.9}
+    col = collector_of(create_app(test_config=settings(tmp_path, server={"goal_count": 1}, train=train)))
     (d,) = enroll(col, 1)
     u = random_update(SHAPES, 0.5, np.random.default_rng(3))
     for r in range(2):
         col.checkin(d, ELIGIBLE)
         col.accept(d, r, upload_body(r, r, u, 5))
     w0, w2 = weights(col, 0), weights(col, 2)
-    for t in range(len(SHAPES)):  # v1 = u, v2 = 0.9 u + u; w2 = w0 + 0.5 (u + 1.9 u)
-        np.testing.assert_allclose(w2[t], w0[t] + 0.5 * 2.9 * u[t], rtol=1e-5, atol=1e-6)
+    for t in range(len(SHAPES)):  # the same delta u twice: w2 = w0 + lr * steps * u
+        np.testing.assert_allclose(w2[t], w0[t] + 0.5 * steps * u[t], rtol=1e-5, atol=1e-6)
+    meta = col.model_meta(2)["algorithm"]["server_optimizer"]
+    assert meta["name"] == ("momentum" if algorithm == "fedavg" else "nesterov") and meta["momentum"] == 0.9
 
 
 def test_restart_replays_spool_and_checkpoint_exactly_once(tmp_path):
@@ -248,7 +262,7 @@ def test_two_apps_on_one_state_dir_agree(tmp_path):
     ids = enroll(a, 5)
     for i, d in enumerate(ids[:4]):
         (a if i % 2 else b).checkin(d, ELIGIBLE)
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(Refusal) as e:
         a.checkin(ids[4], ELIGIBLE)
     assert e.value.code == "round_full"
     rng = np.random.default_rng(2)

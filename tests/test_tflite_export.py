@@ -75,7 +75,7 @@ def verified(bundle) -> dict:
     from tflite_export.verify import verify_bundle
 
     cfg = configs.preset("tiny")
-    x, y = examples(3 * cfg.server.batch_size + 2, cfg.data.seq_len, VOCAB)
+    x, y = examples(3 * cfg.train.batch_size + 2, cfg.data.seq_len, VOCAB)
     result = verify_bundle(bundle[0], x, y)
     print(json.dumps(result, indent=1))
     return result
@@ -91,7 +91,7 @@ def test_manifest_describes_the_files(bundle, weights_path):
     assert read_manifest(out) == manifest
     assert manifest["model_version"] == 3
     assert (manifest["vocab_size"], manifest["seq_len"], manifest["batch_size"]) == (
-        VOCAB, cfg.data.seq_len, cfg.server.batch_size)
+        VOCAB, cfg.data.seq_len, cfg.train.batch_size)
     assert manifest["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
     assert set(manifest["files"]) == {"trainable.tflite", "spm.model", "weights.npz",
                                       "infer.tflite", "infer_int8.tflite"}
@@ -102,7 +102,7 @@ def test_manifest_describes_the_files(bundle, weights_path):
     assert all(np.array_equal(a, b) for a, b in zip(arrays, want_arrays))
     sigs = manifest["signatures"]
     assert {"train", "infer", "get_weights", "set_weights", "save", "restore"} <= set(sigs)
-    b, t = cfg.server.batch_size, cfg.data.seq_len
+    b, t = cfg.train.batch_size, cfg.data.seq_len
     assert sigs["train"]["inputs"] == {"lr": {"shape": [], "dtype": "float32"},
                                        "x": {"shape": [b, t], "dtype": "int32"},
                                        "y": {"shape": [b, t], "dtype": "int32"}}
@@ -139,7 +139,7 @@ def test_train_step_matches_keras_sgd(verified):
 
 @pytest.mark.slow
 def test_padded_last_batch_matches_keras_short_batch(verified):
-    assert 1 <= verified["padded_rows"] < configs.preset("tiny").server.batch_size
+    assert 1 <= verified["padded_rows"] < configs.preset("tiny").train.batch_size
     assert verified["padded_max_abs_weight_diff"] <= 1e-5
 
 

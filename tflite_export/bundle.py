@@ -77,7 +77,7 @@ def export_bundle(cfg: RunConfig, weights_path: str | None, tokenizer_path: str,
     from tflite_export.trainable import TrainableNWP
 
     vocab_size = Tokenizer(tokenizer_path).vocab_size
-    seq_len, batch_size = cfg.data.seq_len, cfg.server.batch_size
+    seq_len, batch_size = cfg.data.seq_len, cfg.train.batch_size
     module = TrainableNWP(cfg.model, vocab_size, seq_len, batch_size, seed=cfg.train.seed)
     if weights_path is None:
         arrays = [v.numpy() for v in module.model.trainable_weights]
@@ -118,7 +118,7 @@ def export_bundle(cfg: RunConfig, weights_path: str | None, tokenizer_path: str,
         "vocab_size": int(vocab_size),
         "seq_len": int(seq_len),
         "batch_size": int(batch_size),
-        "learning_rate": float(cfg.server.learning_rate),
+        "learning_rate": float(cfg.train.client_learning_rate),
         "special_ids": dict(SPECIAL_ID_NAMES),
         "num_params": int(sum(int(np.size(a)) for a in arrays)),
         "weights": [{"name": n, "shape": list(s), "dtype": "float32"}

@@ -17,6 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="synthetic (default) or jsonl:PATH")
 
 
+def optimizer_label(opt: dict | None) -> str:
+    """'nesterov 0.9, lr 1' for a server optimizer's description (fedcore ServerAlgorithm.describe)."""
+    if not opt:
+        return "unknown"
+    extra = f" {opt['momentum']:g}" if "momentum" in opt else ""
+    schedule = "" if opt.get("schedule", "constant") == "constant" else f" {opt['schedule']}"
+    return f"{opt['name']}{extra}, lr {opt['learning_rate']:g}{schedule}"
+
+
 def _stage(argv: list[str]) -> float:
     from fedkeys.cli import main
 
@@ -40,17 +49,25 @@ def run(args: argparse.Namespace) -> int:
         "devices": _stage(["devices", *common, "--bundle", dirs["bundle"], "--out", dirs["devices"]]),
     }
     trained, fleet = read_summary(dirs["train"]), read_summary(dirs["devices"])
+    tff_opt = trained["server_algorithm"]["server_optimizer"]
+    device_alg = fleet.get("server_algorithm") or {}
+    device_opt = device_alg.get("server_optimizer")
     rows = [("most-frequent-word baseline", "", f"{trained['baseline_most_frequent']['top1']:.4f}",
              f"{trained['baseline_most_frequent']['top3']:.4f}")]
     final = trained["final_eval"]
-    rows.append((f"TFF FedAvg, {cfg.train.rounds} rounds", "v0", f"{final['top1']:.4f}", f"{final['top3']:.4f}"))
+    rows.append((f"TFF {trained['algorithm']} ({optimizer_label(tff_opt)}), {cfg.train.rounds} rounds of "
+                 f"{cfg.train.clients_per_round}", "v0", f"{final['top1']:.4f}", f"{final['top3']:.4f}"))
     for r in fleet["rounds"]:
         ev = r["eval"]
-        rows.append((f"after on-device round {r['round']} ({r['accepted']} updates)", f"v{r['model_version']}",
-                     f"{ev['top1']:.4f}", f"{ev['top3']:.4f}"))
+        if ev is None:
+            continue
+        rows.append((f"on-device {device_alg.get('algorithm', '?')} ({optimizer_label(device_opt)}), "
+                     f"{r['reports']} reports", f"v{r['model_version']}", f"{ev['top1']:.4f}", f"{ev['top3']:.4f}"))
     print("\n" + table(rows, ("model", "version", "top-1", "top-3")))
     print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     write_summary(args.out, {"stage": "demo", "seconds": seconds, "rows": rows,
+                             "server_optimizer": {"tff": tff_opt, "devices": device_opt},
+                             "same_server_optimizer": tff_opt == device_opt,
                              "beats_baseline": final["top1"] > trained["baseline_most_frequent"]["top1"]})
     from report.html import write_report
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from data.dataset import FederatedData
-    from device_sim.fleet import fetch_published_weights, run_devices
+    from device_sim.fleet import fetch_published_meta, fetch_published_weights, run_devices
     from fedkeys.commands.evaluate import evaluate_weights, heldout
     from server.process import ServerProcess, write_server_config
     from tflite_export.bundle import read_manifest
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     users = sorted(data.users("train"))[: cfg.devices.num_devices]
     if len(users) < cfg.server.goal_count and not args.sim_hours:
         raise ValueError(f"{len(users)} phones cannot reach the round goal of {cfg.server.goal_count} reports")
-    clients = {u: data.client_examples(u, cfg.data.seq_len, max_examples=cfg.server.max_examples) for u in users}
+    clients = {u: data.client_examples(u, cfg.data.seq_len, max_examples=cfg.train.max_examples_per_client) for u in users}
     shapes = [tuple(w["shape"]) for w in read_manifest(args.bundle)["weights"]]
     xy = heldout(cfg, data)
 
@@ -67,16 +67,17 @@ def run(args: argparse.Namespace) -> int:
 
             print(f"devices: removing the previous run's collector state {state}", flush=True)
             shutil.rmtree(state)
-        config_path = write_server_config(os.path.join(args.out, "server.json"), cfg.server, cfg.privacy,
-                                          args.bundle, state)
+        config_path = write_server_config(os.path.join(args.out, "server.json"), cfg, args.bundle, state)
         server = ServerProcess(config_path, cfg.server.host, cfg.server.port, cfg.server.workers,
                                cfg.server.threads, log_path=os.path.join(args.out, "server.log"))
         url = server.url
 
     scores: dict[int, dict[str, float]] = {}
+    published: dict[int, dict[str, Any]] = {}
 
     def evaluate_version(version: int, sim_hour: float | None = None) -> dict[str, float]:
         scores[version] = evaluate_weights(cfg, data, fetch_published_weights(url, version, shapes), xy)
+        published[version] = fetch_published_meta(url, version)
         return scores[version]
 
     def score(report) -> None:
@@ -105,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
     summary = {**base, **result.summary()}
     for r in summary["rounds"]:
         r["eval"] = scores.get(r["model_version"])
+        meta = published.get(r["model_version"]) or {}
+        r["reports"] = meta.get("reports")  # updates in the published version (`accepted` counts uploads)
+    if published:
+        summary["server_algorithm"] = published[max(published)].get("algorithm")
     write_summary(args.out, summary)
     print(f"devices: {summary['rounds_completed']} rounds completed, {summary['accepted']} updates accepted, "
           f"{summary['rejected']} rejected, {summary['bytes_up']:,} bytes up -> {args.out}")

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         from tflite_export.verify import verify_bundle
 
         x, y = FederatedData(data_dir).pooled_examples("heldout", cfg.data.seq_len,
-                                                       max_examples=4 * cfg.server.batch_size)
+                                                       max_examples=4 * cfg.train.batch_size)
         checks = verify_bundle(args.out, x, y)
         summary["verify"] = checks
         print("export: verify " + ", ".join(f"{k}={v}" for k, v in checks.items()))

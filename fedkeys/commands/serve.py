@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, server=server)
     start(args, cfg)
     state = args.state or os.path.join(args.out, "state")
-    config_path = write_server_config(os.path.join(args.out, "server.json"), server, cfg.privacy, args.bundle, state)
+    config_path = write_server_config(os.path.join(args.out, "server.json"), cfg, args.bundle, state)
     port = server.port or free_port(server.host)
     url = f"http://{server.host}:{port}"
     write_summary(args.out, {"stage": "serve", "url": url, "state_dir": os.path.abspath(state)})

@@ -1,0 +1,18 @@
+"""The algorithm core: what a federated round computes, with no transport in it.
+
+Pure numpy over `fedmath`'s kernels; never imports TensorFlow, Flask, SQLite or HTTP, so the
+collector (server/), the in-process path and tests run the same code (docs/architecture.md).
+
+- messages.py    Plan, ClientUpdate, Aggregate, Refusal
+- aggregator.py  the aggregation-rule interface and registry; mean.py the linear rules
+- dp.py          DP wrappers around a rule (server-side clipping, central Gaussian noise)
+- optimizers.py  server optimizers with TFF's maths; schedules.py their learning-rate schedules
+- policy.py      round policies (synchronous rounds)
+- algorithm.py   the composition a run's config describes
+"""
+
+from fedcore.algorithm import ALGORITHMS, ServerAlgorithm, build
+from fedcore.messages import Aggregate, ClientUpdate, Plan, Refusal
+from fedcore.policy import SyncRounds
+
+__all__ = ["ALGORITHMS", "Aggregate", "ClientUpdate", "Plan", "Refusal", "ServerAlgorithm", "SyncRounds", "build"]
