@@ -101,8 +101,9 @@ def build(train, *, dp_noise: bool = False, central_noise: Optional[dict] = None
     Args:
         train: the run's TrainConfig (algorithm, server optimizer fields, aggregator, schedule).
         dp_noise: whether updates carry DP noise (resolves aggregator "auto").
-        central_noise: {"clip_norm", "noise_multiplier", "max_weight"} to wrap the rule in
-            server-side Gaussian noise (`fedcore.dp.CentralGaussian`); None for none.
+        central_noise: {"clip_norm", "noise_multiplier", "max_examples"} to wrap the rule in
+            server-side Gaussian noise (`fedcore.dp.CentralGaussian`) calibrated to the largest
+            weight the rule gives an update of at most max_examples examples; None for none.
         rng: the noise's generator (tests seed it).
 
     Raises:
@@ -118,6 +119,7 @@ def build(train, *, dp_noise: bool = False, central_noise: Optional[dict] = None
                            beta_2=train.server_beta_2, epsilon=train.server_epsilon)
     rule = aggregators.build(aggregator_name(train.aggregator, dp_noise))
     if central_noise is not None:
-        rule = CentralGaussian(rule, rng=rng, **central_noise)
+        rule = CentralGaussian(rule, central_noise["clip_norm"], central_noise["noise_multiplier"],
+                               rule.weight(central_noise["max_examples"]), rng=rng)
     return ServerAlgorithm(train.algorithm, rule, opt, float(train.server_learning_rate),
                            train.server_lr_schedule, max(1, int(train.rounds)))

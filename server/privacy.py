@@ -40,6 +40,12 @@ class ServerPrivacy:
             return device_noise_std(self.z, self.clip_norm, self.goal)
         return 0.0
 
+    def central_noise(self, max_examples: int) -> Optional[dict]:
+        """The server-side noise the aggregation rule is wrapped in (central mode with z > 0)."""
+        if self.mode != "central" or self.z == 0:
+            return None
+        return {"clip_norm": self.clip_norm, "noise_multiplier": self.z, "max_examples": max_examples}
+
     def population_size(self, registered: int) -> int:
         """N: collector.population, else the registered devices (at least the goal count)."""
         return self.population or max(registered, self.goal)

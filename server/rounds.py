@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from fedcore.algorithm import build as build_algorithm
-from fedcore.dp import CentralGaussian
 from fedcore.messages import Plan, Refusal
 from fedcore.optimizers import State
 from fedmath import encodings, wire
@@ -88,11 +87,8 @@ class Collector:
         self.fsync = settings.collector.durability == "power"
         self.dp = ServerPrivacy(settings)
         self.policy = settings.rounds
-        self.algorithm = build_algorithm(settings.train, dp_noise=settings.dp_noise)
-        if self.dp.mode == "central" and self.dp.z > 0:
-            rule = self.algorithm.aggregator
-            noise = CentralGaussian(rule, self.dp.clip_norm, self.dp.z, rule.weight(settings.max_examples))
-            self.algorithm = dataclasses.replace(self.algorithm, aggregator=noise)
+        self.algorithm = build_algorithm(settings.train, dp_noise=settings.dp_noise,
+                                         central_noise=self.dp.central_noise(settings.max_examples))
         self.aggregator = self.algorithm.aggregator
         root = settings.state_dir
         self.models_dir = os.path.join(root, "models")
@@ -196,7 +192,7 @@ class Collector:
         return token
 
     def authenticate(self, authorization: Optional[str]) -> str:
-        """The device id behind an `Authorization: Bearer <token>` header, or Refusal 401."""
+        """The device id behind an `Authorization: Bearer <token>` header; else Refusal "unauthorized"."""
         if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 512:
             raise Refusal("unauthorized", "missing 'Authorization: Bearer <token>' header")
         # no cache: a re-registration in another worker revokes the token at once

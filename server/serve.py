@@ -16,7 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from server.settings import load_settings
-from server.worker import WORKER_CLASS
+from server.worker import THREAD_WORKER_CLASS, WORKER_CLASS
 
 # Where gunicorn's workers keep their heartbeat files (touched twice per request by a gthread
 # worker's event loop): a tmpfs, as gunicorn's docs advise, since on a disk-backed /tmp each
@@ -31,8 +31,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def worker_class_for(threads: int) -> str:
-    """gunicorn's gthread for workers of several threads, server/worker.py's for single-threaded ones."""
-    return WORKER_CLASS if threads == 1 else "gthread"
+    """gthread for workers of several threads, the loop worker for single-threaded ones (both
+    server/worker.py's, which answer gunicorn's own refusals in JSON)."""
+    return WORKER_CLASS if threads == 1 else THREAD_WORKER_CLASS
 
 
 def gunicorn_argv(config_path: str, host: str, port: int, workers: int, threads: int,

@@ -22,16 +22,44 @@ gunicorn's docs advise for sync workers, or run more threads (the gthread worker
 It uses gthread's own connection handling (`handle`, `finish_request`, the keep-alive and pending
 queues), so it follows the gunicorn that requirements.txt pins; tests/test_server_ingest.py runs
 real servers with it and with gthread.
+
+Both worker classes here answer the requests gunicorn refuses before the app sees them (a
+request line or header it cannot parse, Content-Length beside chunked, an unknown transfer
+coding) in the API's JSON, `{"error", "detail"}`, instead of gunicorn's HTML page: importing this
+module, which gunicorn does in each worker process to load the class, replaces
+`gunicorn.util.write_error`, the one function gunicorn writes those answers with.
 """
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import Future
 
-from gunicorn.workers.gthread import _DEFER, ThreadWorker
+from gunicorn import util
+from gunicorn.workers.gthread import _DEFER
+from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
-# what `gunicorn --worker-class` takes (server/serve.py picks it when threads == 1)
+# what `gunicorn --worker-class` takes (server/serve.py picks one by the thread count)
 WORKER_CLASS = "server.worker.LoopWorker"
+THREAD_WORKER_CLASS = "server.worker.ThreadWorker"
+ERROR_CODES = {400: "bad_request", 403: "forbidden", 414: "too_large", 417: "bad_request", 431: "too_large",
+               500: "internal", 501: "not_implemented"}
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's `util.write_error` with the API's JSON body (docs/http_api.md); the detail is
+    gunicorn's own message, cut to 200 characters."""
+    body = json.dumps({"error": ERROR_CODES.get(status_int, "bad_request"), "detail": str(mesg)[:200]}).encode()
+    head = (f"HTTP/1.1 {int(status_int)} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+util.write_error = write_json_error
+
+
+class ThreadWorker(GThreadWorker):
+    """gunicorn's gthread worker; only its refusals differ (JSON, see the module docstring)."""
 
 
 def _done(result) -> Future:

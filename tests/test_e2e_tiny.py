@@ -76,6 +76,9 @@ def test_demo_tiny_runs_every_stage_and_trains(tmp_path):
 
     demo = json.loads((out / "summary.json").read_text())
     assert set(demo["seconds"]) == {"data", "train", "export", "devices"}
+    # the on-device rounds ran the server optimizer the TFF stage trained with, and say so
+    assert demo["same_server_optimizer"] is True and demo["server_optimizer"]["tff"]["name"] == "sgd"
+    assert first["reports"] == 3  # updates in the published version: the goal count
 
     untrained = _nats(_untrained_perplexity(out / "train"))
     tff = _nats(train["final_eval"]["perplexity"])
@@ -87,3 +90,15 @@ def test_demo_tiny_runs_every_stage_and_trains(tmp_path):
     assert on_device <= tff + DEVICE_SLACK_NATS, (
         f"the on-device round raised held-out cross-entropy by {on_device - tff:.3f} nats "
         f"({tff:.3f} -> {on_device:.3f}); expected at most {DEVICE_SLACK_NATS}")
+
+    # The collector's settings are a section of the run config: a devices stage told to use server
+    # momentum 0.9 (the collector's name for train.server_momentum) runs heavy-ball momentum.
+    again = out / "devices_momentum"
+    assert main(["devices", "--bundle", str(out / "bundle"), "--out", str(again), "--rounds", "1",
+                 "--set", "collector.server_momentum=0.9", "--set", "collector.report_deadline_s=300"]) == 0
+    fleet2 = json.loads((again / "summary.json").read_text())
+    assert fleet2["server_algorithm"]["server_optimizer"] == {
+        "name": "momentum", "momentum": 0.9, "nesterov": False, "learning_rate": 1.0, "schedule": "constant",
+        "schedule_steps": 3}
+    server_json = json.loads((again / "server.json").read_text())
+    assert server_json["collector"]["report_deadline_s"] == 300 and server_json["train"]["server_momentum"] == 0.9

@@ -331,3 +331,16 @@ def test_error_details_echo_at_most_a_short_prefix_of_a_clients_value(tmp_path):
     resp = client.post("/v1/devices", json={"device_id": "x" * 5000})
     assert resp.status_code == 400 and len(resp.get_json()["detail"]) < 200
     assert "5,002 characters" in resp.get_json()["detail"]
+
+
+@pytest.mark.parametrize("headers", [
+    {"Content-Length": "5", "Transfer-Encoding": "chunked"},  # request smuggling shape
+    {"Transfer-Encoding": "gzip"},
+    {"Bad Header Name": "x"},
+])
+def test_requests_gunicorn_refuses_itself_still_get_json(server, headers):
+    """gunicorn answers these before the app runs; server/worker.py makes it answer in JSON."""
+    lines = ["POST /v1/devices HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    got_status, ctype, body = parse(exchange(server.port, "\r\n".join(lines).encode() + b"hello"))
+    assert got_status in (400, 501) and ctype == "application/json", (got_status, ctype)
+    assert set(body) == {"error", "detail"} and body["error"] in ("bad_request", "not_implemented")
