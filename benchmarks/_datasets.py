@@ -24,8 +24,9 @@ IRC = os.path.join(CORPORA, "duraspace_irc", "duraspace_irc.jsonl.gz")
 NAMED = {"shakespeare": (SHAKESPEARE, 5), "irc": (IRC, 1)}  # name -> (path, min_messages)
 JSONL = "jsonl:"
 # `--small`: a quick check of the whole benchmark, figures far from converged.
-SMALL = ("data.num_users=80", "data.max_users=80", "train.rounds=6", "train.clients_per_round=5",
-         "train.max_examples_per_client=64", "train.eval_every=3", "train.eval_max_examples=600")
+SMALL = ("data.num_users=80", "data.max_users=80", "data.max_messages_per_user=30", "train.rounds=6",
+         "train.clients_per_round=5", "train.max_examples_per_client=64", "train.eval_every=3",
+         "train.eval_max_examples=600")
 
 
 def dataset_config(name: str, base):
@@ -62,8 +63,9 @@ def dataset_label(name: str) -> str:
 def run_config(preset_name: str, overrides=(), small: bool = False):
     """The preset (a name or a JSON preset file) with `SECTION.FIELD=VALUE` overrides.
 
-    `small` first shrinks it to a quick check (80 users, 6 rounds of 5 clients, 64 examples a
-    client, 600 held-out windows): minutes for the whole benchmark, figures far from converged.
+    `small` first shrinks it to a quick check (80 users of at most 30 messages, 6 rounds of 5
+    clients, 64 examples a client, 600 held-out windows): minutes for the whole benchmark,
+    figures far from converged.
     """
     from configs.io import apply_overrides
     from configs.presets import preset

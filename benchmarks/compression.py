@@ -50,6 +50,7 @@ def repeat_uploads(cohorts: list) -> tuple[int, int]:
 def run_encoding(cfg, encoding: str, bundle_dir: str, clients: dict, cohorts: list, collector: str,
                  concurrency: int, workdir: str, error_feedback: bool | None = None, seed: int = 0):
     """Train len(cohorts) rounds with `encoding`; returns (final weights, fleet summary)."""
+    from device_sim.attestation import issuer_for_run, transports
     from device_sim.fleet import fetch_published_weights, run_devices
     from device_sim.inprocess import InProcessCollector
     from fedmath import encodings
@@ -72,15 +73,18 @@ def run_encoding(cfg, encoding: str, bundle_dir: str, clients: dict, cohorts: li
             return encodings.decode("float32", col.collector.weights_payload(last)[0], shapes), s
     from server.process import ServerProcess, write_server_config
 
+    cfg, issuer = issuer_for_run(cfg)
+    phone_transport = transports(issuer)
     path = write_server_config(os.path.join(workdir, "server.json"), cfg, bundle_dir,
                                os.path.join(workdir, f"state_{encoding.replace(':', '_')}_{int(time.time())}"))
     with ServerProcess(path, log_path=os.path.join(workdir, "server.log")) as srv:
         fleet = run_devices(srv.url, clients, rounds=len(cohorts), concurrency=concurrency, encoding=encoding,
-                            error_feedback=error_feedback, seed=seed, cohort=lambda r: cohorts[r], progress=False)
+                            error_feedback=error_feedback, seed=seed, cohort=lambda r: cohorts[r], progress=False,
+                            transport_factory=phone_transport)
         s = fleet.summary()
         # The newest published model (a round left open at the end publishes none).
         last = max((r["model_version"] for r in s["rounds"] if r["model_version"]), default=0)
-        return fetch_published_weights(srv.url, last, shapes), s
+        return fetch_published_weights(srv.url, last, shapes, transport_factory=phone_transport), s
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -9,7 +9,7 @@ trigram and most-frequent-word baselines (scored with model/metrics.py). It then
 with one JSON line.
 
     .venv/bin/python benchmarks/data_realism.py
-    .venv/bin/python benchmarks/data_realism.py --vocab-size 2000   # the vocabulary size before issue 16
+    .venv/bin/python benchmarks/data_realism.py --vocab-size 2000   # the earlier default size
     .venv/bin/python benchmarks/data_realism.py --population 100000   # stats only, streamed
 """
 

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     data_dir, bundle_dir = _prepare(cfg, args.workdir, args.devices, args.data, args.bundle)
 
     from data.dataset import FederatedData
+    from device_sim.attestation import issuer_for_run, transports
     from device_sim.day import DayConfig, simulate_day
     from device_sim.fleet import fetch_published_weights
     from server.process import ServerProcess, write_server_config
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     state_dir = os.path.join(args.workdir, f"server_state_{int(time.time())}")
     cfg = dataclasses.replace(cfg, collector=dataclasses.replace(
         cfg.collector, report_deadline_s=args.report_deadline_s, population=args.devices))
+    cfg, issuer = issuer_for_run(cfg)
+    phone_transport = transports(issuer)
     config_path = write_server_config(os.path.join(args.workdir, "server.json"), cfg, bundle_dir, state_dir)
     setup_s = time.perf_counter() - t_setup
 
@@ -127,17 +130,20 @@ def main(argv: list[str] | None = None) -> dict:
                        log_path=os.path.join(args.workdir, "server.log")) as srv:
         def on_version(version: int, hour: float) -> dict | None:
             if args.eval_every and version % args.eval_every == 0:
-                ev = evaluate(keras_model, fetch_published_weights(srv.url, version, shapes), eval_x, eval_y)
+                ev = evaluate(keras_model, fetch_published_weights(srv.url, version, shapes,
+                                                                   transport_factory=phone_transport), eval_x, eval_y)
                 evals[version] = ev
                 return {"top1": round(ev["top1"], 4), "top3": round(ev["top3"], 4)}
             return None
 
         rep = simulate_day(srv.url, clients, day, concurrency=args.concurrency, encoding=args.encoding,
-                           seq_len=seq_len, on_version=on_version)
+                           seq_len=seq_len, on_version=on_version, transport_factory=phone_transport)
         s = rep.summary()
         last = s["versions"][-1]["version"] if s["versions"] else 0
         if last not in evals:
-            evals[last] = evaluate(keras_model, fetch_published_weights(srv.url, last, shapes), eval_x, eval_y)
+            evals[last] = evaluate(keras_model, fetch_published_weights(srv.url, last, shapes,
+                                                                        transport_factory=phone_transport),
+                                   eval_x, eval_y)
 
     elig = [row["eligible"] / args.devices for row in rep.hourly if row["eligible"] is not None]
     print(f"\nfleet_day: {args.devices} phones, {args.sim_hours:g} simulated hours from {args.start_hour:g}:00 UTC, "

@@ -1,6 +1,13 @@
 """Run configuration: frozen dataclasses per concern, presets, overrides, config.json."""
 
-from configs.io import apply_overrides, from_dict, read_config, resolve, to_dict, write_config
+from configs.io import (
+    apply_overrides,
+    from_dict,
+    read_config,
+    resolve,
+    to_dict,
+    write_config,
+)
 from configs.presets import PRESETS, preset
 from configs.schema import (
     CollectorConfig,

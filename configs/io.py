@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any, Iterable
 
+from configs.dicts import from_dict, to_dict
 from configs.presets import preset
 from configs.schema import RunConfig
 
@@ -57,28 +58,6 @@ def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
 def resolve(preset_name: str, overrides: Iterable[str] = ()) -> RunConfig:
     """The preset with the overrides applied."""
     return apply_overrides(preset(preset_name), overrides)
-
-
-def to_dict(cfg: RunConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def from_dict(raw: dict[str, Any]) -> RunConfig:
-    """Rebuild a RunConfig from config.json, rejecting unknown keys."""
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(RunConfig):
-        if f.name not in raw:
-            continue
-        if f.name == "preset":
-            kwargs["preset"] = raw["preset"]
-            continue
-        cls = type(getattr(RunConfig(), f.name))
-        known = {g.name for g in dataclasses.fields(cls)}
-        unknown = set(raw[f.name]) - known
-        if unknown:
-            raise ValueError(f"config section {f.name!r} has unknown keys {sorted(unknown)}")
-        kwargs[f.name] = cls(**raw[f.name])
-    return RunConfig(**kwargs)
 
 
 def write_config(cfg: RunConfig, out_dir: str) -> str:

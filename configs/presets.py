@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import replace
 
+from configs.dicts import from_dict
 from configs.schema import (
     DataConfig,
     DeviceConfig,
@@ -46,7 +47,7 @@ def _default() -> RunConfig:
         # so there the vocabulary stays at that size.
         data=replace(base.data, vocab_size=10_000),
         # Client step 0.5: at 1.0 the clients diverged on real chat text at the 10k vocabulary
-        # (docs/decisions.md, issue 16); the simulator trains at either.
+        # (docs/decisions.md); the simulator trains at either.
         train=replace(base.train, algorithm="fedavgm", server_momentum=0.9, rounds=40, local_epochs=2,
                       client_learning_rate=0.5, eval_every=10),
         privacy=replace(base.privacy, clip_norm=1.0, noise_multiplier=0.01),
@@ -90,8 +91,6 @@ def preset_file(path: str) -> RunConfig:
         FileNotFoundError: `path` does not exist.
         ValueError: the file is not a JSON object of known sections and fields.
     """
-    from configs.io import from_dict  # configs.io imports this module
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"preset file not found: {path}")
     with open(path, encoding="utf-8") as f:

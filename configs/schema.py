@@ -93,7 +93,7 @@ class ServerConfig:
     goal_count: int = 8  # reports that close a round
     over_selection: float = 1.3  # devices accepted per round = ceil(goal_count * over_selection)
     max_body_bytes: int = 64 * 1024 * 1024  # uploads larger than this get 413
-    norm_slack: float = 6.0  # accept ||update|| <= C + norm_slack * sigma_device * sqrt(dim)
+    norm_slack: float = 6.0  # t: accept ||update|| <= sqrt(C^2 + s^2 dim) + t*s (chi bound; honest refused w.p. <= exp(-t^2/2))
     retry_after_s: int = 1  # suggested wait for devices turned away
     # plan: update encoding ("float32", "int8", "topk:F", "topk_int8:F", "hadamard:BITS",
     # "hadamard_sr:LEVELS"; fedmath/encodings.py); the collector decodes any of them
@@ -118,6 +118,12 @@ class CollectorConfig:
     register_burst: int = 2000  # registration bucket size per client address
     max_retry_after_s: int = 600  # upper bound on the Retry-After handed to turned-away devices
     metrics_flush_s: float = 1.0  # how often a worker writes its request counters to SQLite
+    # registration: "required" (a certificate from the platform issuer and a proof of the device
+    # key), or "off" (any caller may register a new id: tests and benchmarks with fake bundles)
+    attestation: str = "required"
+    attestation_public_key: str = ""  # the issuer's Ed25519 public key: 64 hex digits, or a file holding them
+    max_devices_per_attestation: int = 2  # device ids one attested physical device may register
+    token_ttl_s: float = 86400.0  # a bearer token expires this long after it was issued (0 = never)
 
 
 @dataclass(frozen=True)

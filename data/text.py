@@ -58,7 +58,7 @@ _TOKEN = re.compile(
         rf"(?P<url>(?:[a-z][a-z0-9+.-]*://|www\.)\S+|\b(?:[a-z0-9-]+\.)+(?:{_TLDS})\b(?:/\S*)?)",
         r"(?P<email>[\w.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+)",
         r"(?P<user>(?<![\w@])@\w+)",
-        rf"(?P<hashtag>(?<![\w#])#[^\W\d_]\w*)",
+        r"(?P<hashtag>(?<![\w#])#[^\W\d_]\w*)",
         rf"(?P<num>\d(?:[\d.,:/-]*\d)?{_L}*)",
         rf"(?P<emoji>[{_EMOJI_CHARS}]+)",
         rf"(?P<word>{_L}+(?:'{_L}+)*)",

@@ -139,7 +139,7 @@ def simulate_day(server_url: str, clients: Mapping[str, Examples], day: DayConfi
                  error_feedback: bool | None = None, seq_len: int | None = None,
                  on_version: Callable[[int, float], dict | None] | None = None, progress: bool = True,
                  store: DeviceStore | None = None, max_inflight: int | None = None,
-                 poll_s: float = 0.1) -> DayReport:
+                 poll_s: float = 0.1, transport_factory: Callable[[str], Transport] = Transport) -> DayReport:
     """Run the phones over `day.sim_hours` of simulated time against the collector.
 
     Args:
@@ -158,17 +158,20 @@ def simulate_day(server_url: str, clients: Mapping[str, Examples], day: DayConfi
         store: shared on-"disk" store.
         max_inflight: sessions started but not finished (default 2 x concurrency).
         poll_s: real seconds between scheduling passes.
+        transport_factory: URL -> a phone's transport (`device_sim.attestation.transports(issuer)`
+            when the collector requires attestation).
     """
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng([day.seed, 11])
     factory = ModelPool(model_factory or tflite_factory())
     phones: dict[str, Phone] = make_phones(server_url, clients, factory, seed=day.seed, store=store,
-                                           encoding=encoding, error_feedback=error_feedback)
+                                           encoding=encoding, error_feedback=error_feedback,
+                                           transport_factory=transport_factory)
     profiles = {d: av.device_profile(d, day.seed, day.availability) for d in phones}
     seq_len = seq_len or next(iter(clients.values()))[0].shape[1]
     max_inflight = max_inflight or 2 * concurrency
-    probe = Transport(server_url)
+    probe = transport_factory(server_url)
     probe.register(f"day-probe-{uuid.uuid4().hex[:8]}")
     info = probe.model_info()
     weights_bytes = 4 * info.num_params

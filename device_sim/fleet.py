@@ -147,22 +147,26 @@ def current_version(transport: Transport) -> int:
 
 
 def fetch_published_weights(server_url: str, version: int, shapes: Shapes,
-                            device_id: str = "fleet-evaluator") -> Weights:
+                            device_id: str = "fleet-evaluator",
+                            transport_factory: TransportFactory = Transport) -> Weights:
     """Download model `version` from the server as float32 tensors of `shapes`.
 
-    The weights endpoint needs a device token, so this registers `device_id` once per call.
+    The weights endpoint needs a device token, so this registers `device_id` once per call
+    (through `transport_factory`: with an attestation issuer when the collector requires one).
     """
-    dl = _as_evaluator(server_url, device_id, lambda t: t.weights(version))
+    dl = _as_evaluator(server_url, device_id, lambda t: t.weights(version), transport_factory)
     return encodings.decode_float32(dl.content or b"", shapes)
 
 
-def fetch_published_meta(server_url: str, version: int, device_id: str = "fleet-evaluator") -> dict[str, Any]:
+def fetch_published_meta(server_url: str, version: int, device_id: str = "fleet-evaluator",
+                         transport_factory: TransportFactory = Transport) -> dict[str, Any]:
     """What the server recorded when it published `version` (reports, algorithm, privacy)."""
-    return _as_evaluator(server_url, device_id, lambda t: t.model_meta(version))
+    return _as_evaluator(server_url, device_id, lambda t: t.model_meta(version), transport_factory)
 
 
-def _as_evaluator(server_url: str, device_id: str, call: Callable[[Transport], Any]) -> Any:
-    t = Transport(server_url)
+def _as_evaluator(server_url: str, device_id: str, call: Callable[[Transport], Any],
+                  transport_factory: TransportFactory) -> Any:
+    t = transport_factory(server_url)
     try:
         t.register(device_id)
         return call(t)

@@ -75,11 +75,14 @@ class InProcessCollector:
     """
 
     def __init__(self, cfg: RunConfig, bundle_dir: str, state_dir: Optional[str] = None) -> None:
+        from device_sim.attestation import Keystore, issuer_for_run
         from server.app import create_app
         from server.process import server_config_dict
 
         self._tmp = tempfile.TemporaryDirectory(prefix="fedkeys-collector-") if state_dir is None else None
         self.state_dir = state_dir or self._tmp.name  # type: ignore[union-attr]
+        cfg, issuer = issuer_for_run(cfg)  # phones' certificates, when the collector requires them
+        self.keystore = Keystore(issuer) if issuer is not None else None
         self.app = create_app(test_config=server_config_dict(cfg, bundle_dir, self.state_dir), workers=1)
         self.collector = self.app.extensions["fedkeys"]["collector"]
         self.url = URL
@@ -87,7 +90,8 @@ class InProcessCollector:
     def transport(self, url: str = URL) -> Transport:
         """A phone's transport to this collector (the signature of run_devices' transport_factory)."""
         session = requests.Session()
-        t = Transport(url, session=session, retries=0)
+        t = Transport(url, session=session, retries=0,
+                      identities=self.keystore.identity if self.keystore is not None else None)
         session.mount(URL, WsgiAdapter(self.app))  # longer than Transport's "http://" mount: wins
         return t
 

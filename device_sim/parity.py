@@ -101,6 +101,7 @@ def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, con
     import time
 
     from data.dataset import FederatedData
+    from device_sim.attestation import issuer_for_run, transports
     from device_sim.fleet import fetch_published_weights, run_devices
     from federated.sampling import sample_clients
     from federated.tff_model import initial_weights
@@ -133,18 +134,21 @@ def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, con
     needed = sorted({u for c in cohorts for u in c})
     cap = cfg.train.max_examples_per_client
     clients = {u: data.client_examples(u, seq_len, cap) for u in needed}
+    cfg, issuer = issuer_for_run(cfg)
+    phone_transport = transports(issuer)
     config_path = write_server_config(os.path.join(out_dir, "server.json"), cfg, bundle_dir,
                                       os.path.join(out_dir, "server_state"))
     t0 = time.perf_counter()
     with ServerProcess(config_path, workers=1, threads=4, log_path=os.path.join(out_dir, "server.log")) as srv:
         fleet = run_devices(srv.url, clients, rounds=rounds, concurrency=concurrency, seed=seed,
                             encoding="float32", error_feedback=False, cohort=lambda r: cohorts[r],
-                            progress=progress)
+                            progress=progress, transport_factory=phone_transport)
         summary = fleet.summary()
         if summary["rounds_completed"] != rounds:
             raise RuntimeError(f"the collector published {summary['rounds_completed']} of {rounds} versions: {summary}")
         final_version = summary["rounds"][-1]["model_version"]
-        device_weights = fetch_published_weights(srv.url, final_version, [w.shape for w in tff_weights])
+        device_weights = fetch_published_weights(srv.url, final_version, [w.shape for w in tff_weights],
+                                                 transport_factory=phone_transport)
         with open(os.path.join(out_dir, "server_state", "models", f"v{final_version}.json")) as f:
             algorithm = json.load(f).get("algorithm")
     dev_s = time.perf_counter() - t0
@@ -156,6 +160,7 @@ def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, con
         "max_abs_diff": max_abs_diff(device_weights, tff_weights),
         "max_abs_change_from_initial": max_abs_diff(device_weights, init),
         "clip_norm": clip_norm, "clipped_fraction": clipped, "algorithm": algorithm,
+        "update_norms": [round(float(n), 6) for n in sorted(norms)],
         "tff_seconds": round(tff_s, 2), "devices_seconds": round(dev_s, 2),
         "fleet": {k2: v for k2, v in summary.items() if k2 != "rounds"},
     }

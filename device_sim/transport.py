@@ -25,6 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from fedcore.messages import Plan
+from fedmath.attestation import DeviceIdentity
 
 DEFAULT_TIMEOUT = (5.0, 120.0)  # (connect, read) seconds
 RETRY_STATUSES = (500, 502, 504)  # retried with backoff; 503/429 mean "come back later"
@@ -148,12 +149,16 @@ class Transport:
         sleep: how to wait (tests pass a fake).
         session: an existing requests.Session to use (e.g. Flask's test client is not one;
             see tests for an in-process adapter).
+        identities: device id -> its key and certificate (`device_sim.attestation.Keystore`):
+            `register` proves that identity. None: register without a key or certificate
+            (a collector with `collector.attestation = "off"` only).
     """
 
     def __init__(self, base_url: str, *, retries: int = 4, backoff: float = 0.2,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT, max_upload_waits: int = 5,
                  max_wait_s: float = 30.0, sleep: Callable[[float], None] = time.sleep,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None,
+                 identities: Callable[[str], DeviceIdentity] | None = None) -> None:
         if retries < 0 or backoff < 0:
             raise ValueError(f"retries and backoff must be >= 0, got {retries} and {backoff}")
         self.base_url = base_url.rstrip("/")
@@ -163,6 +168,8 @@ class Transport:
         self.sleep = sleep
         self.token: str | None = None
         self.device_id: str | None = None
+        self.identities = identities
+        self.identity: DeviceIdentity | None = None  # the device key (and certificate) once registered
         self.stats = TransferStats()
         self.retry = _Retry(total=retries, connect=retries, read=retries, status=retries,
                            backoff_factor=backoff, status_forcelist=RETRY_STATUSES,
@@ -183,11 +190,18 @@ class Transport:
     def _request(self, method: str, path: str, endpoint: str, *, data: bytes | None = None,
                  json_body: Any = None, headers: dict[str, str] | None = None) -> requests.Response:
         body = json.dumps(json_body).encode() if json_body is not None else data
+        ctype = "application/json" if json_body is not None else "application/octet-stream" if data is not None else None
+        resp = self._send(method, path, endpoint, body, ctype, headers)
+        if resp.status_code == 401 and self.token and self.identity is not None and endpoint != "register":
+            self._register_with(self.identity)  # the token expired: refresh it with the device key, once
+            resp = self._send(method, path, endpoint, body, ctype, headers)
+        return resp
+
+    def _send(self, method: str, path: str, endpoint: str, body: bytes | None, ctype: str | None,
+              headers: dict[str, str] | None) -> requests.Response:
         h = self._headers(headers)
-        if json_body is not None:
-            h["Content-Type"] = "application/json"
-        elif data is not None:
-            h["Content-Type"] = "application/octet-stream"
+        if ctype is not None:
+            h["Content-Type"] = ctype
         try:
             resp = self.session.request(method, self.base_url + path, data=body, headers=h,
                                         timeout=self.timeout)
@@ -206,9 +220,32 @@ class Transport:
         self.session.close()
 
     # --- endpoints --------------------------------------------------------------------------
-    def register(self, device_id: str) -> Registration:
-        """POST /v1/devices; keeps the token for later calls."""
+    def register(self, device_id: str, identity: DeviceIdentity | None = None) -> Registration:
+        """POST /v1/devices; keeps the token for later calls.
+
+        With an identity (given, held from an earlier registration, or the keystore's for this
+        id) the device first asks for a nonce (GET /v1/devices/challenge) and
+        sends its certificate and its key's signature of that nonce; the same call with the
+        same identity refreshes the token."""
+        identity = identity or (self.identity if self.identity and self.identity.device_id == device_id else None)
+        if identity is None and self.identities is not None:
+            identity = self.identities(device_id)
+        if identity is not None:
+            return self._register_with(identity)
         resp = self._request("POST", "/v1/devices", "register", json_body={"device_id": device_id})
+        return self._registered(device_id, resp)
+
+    def _register_with(self, identity: DeviceIdentity) -> Registration:
+        resp = self._request("GET", "/v1/devices/challenge", "register")
+        nonce = _json(resp).get("nonce")
+        if resp.status_code != 200 or not isinstance(nonce, str):
+            raise self._fail(f"registration challenge for {identity.device_id!r}", resp)
+        resp = self._request("POST", "/v1/devices", "register", json_body=identity.registration_body(nonce))
+        reg = self._registered(identity.device_id, resp)
+        self.identity = identity
+        return reg
+
+    def _registered(self, device_id: str, resp: requests.Response) -> Registration:
         if resp.status_code not in (200, 201):
             raise self._fail(f"register {device_id!r}", resp)
         body = _json(resp)

@@ -9,9 +9,11 @@ along, in three calls over a state the caller holds (FedJAX's init / apply style
 
 `rule.weight(num_examples)` is the weight an update enters with, recorded beside it.
 
-A **linear** rule is a weighted mean: its state is a `fedmath.aggregate.RunningSum`, which the
-collector checkpoints to disk as it goes and which secure aggregation can compute without seeing
-any one update. A **non-linear** rule (a median, a trimmed mean, Krum) needs the individual
+A **linear** rule is a weighted mean: its state is a `fedmath.aggregate.RunningSum` that `add`
+only adds to (after a deterministic per-update transform at most, as `fedcore.dp.ServerClip`
+clips), so the collector can checkpoint the sum to disk as it goes and rebuild it by replaying
+the updates after a checkpoint, and secure aggregation can compute it without seeing any one
+update. A **non-linear** rule (a median, a trimmed mean, Krum) needs the individual
 updates until the round closes: the collector keeps their spool files and replays them into
 `add` at the close.
 
@@ -109,8 +111,9 @@ def _split_params(name: str) -> tuple[str, dict[str, Any]]:
     for item in tail.split(","):
         key, eq, raw = item.partition("=")
         key = key.strip()
-        if not eq or not key.isidentifier():
-            raise ValueError(f"aggregator {name!r}: expected parameters as key=value,key=value, got {item!r}")
+        if not eq or not key.isidentifier() or key in params:
+            raise ValueError(f"aggregator {name!r}: expected parameters as key=value,key=value, each key "
+                             f"once, got {item!r}")
         params[key] = _parse_value(raw.strip())
     return base, params
 

@@ -25,7 +25,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-import fedcore.mean  # noqa: F401  (registers the built-in rules)
+import fedcore.mean  # noqa: F401  (these three register the built-in rules)
+import fedcore.norm_bound  # noqa: F401
+import fedcore.robust  # noqa: F401
 from fedcore import aggregator as aggregators
 from fedcore import optimizers, schedules
 from fedcore.aggregator import Aggregator

@@ -46,6 +46,12 @@ class ServerOptimizer(abc.ABC):
                 state[f"{slot}/{i}"] = np.full(np.shape(t), fill, np.float32)
         return state
 
+    def fits(self, state: State, template: Weights) -> bool:
+        """Whether `state` is this optimizer's for a model shaped like `template`."""
+        want = {"step"} | {f"{slot}/{i}" for slot in self.slots for i in range(len(template))}
+        return set(state) == want and all(
+            np.shape(state[f"{slot}/{i}"]) == np.shape(t) for slot in self.slots for i, t in enumerate(template))
+
     def step(self, state: State, weights: Weights, mean_delta: Weights, lr: float) -> tuple[State, Weights]:
         """Apply one server step at learning rate `lr`; returns new state and weights (float32).
 

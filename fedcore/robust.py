@@ -2,12 +2,17 @@
 Multi-Krum. Each needs the round's individual updates until it closes (non-linear), so none can
 run under secure aggregation or central DP noise (docs/privacy.md).
 
-| name           | rule                                                       | paper |
-|----------------|------------------------------------------------------------|-------|
-| `median`       | per coordinate, the median of the n values                 | Yin et al. 2018, "Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates" |
-| `trimmed_mean` | per coordinate, drop the floor(beta * n) largest and smallest values, average the rest | Yin et al. 2018 |
-| `krum`         | the update whose n - f - 2 nearest neighbours are closest (squared L2) | Blanchard et al. 2017, "Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent" |
-| `multi_krum`   | the mean of the m updates with the best Krum scores (m = n - f unless set) | Blanchard et al. 2017 |
+| name           | rule                                                                    | paper |
+|----------------|-------------------------------------------------------------------------|-------|
+| `median`       | per coordinate, the median of the n values                              | [1]   |
+| `trimmed_mean` | per coordinate, drop floor(beta n) values at each end, average the rest | [1]   |
+| `krum`         | the update whose n - f - 2 nearest neighbours are closest (squared L2)  | [2]   |
+| `multi_krum`   | the mean of the m best Krum scores (m = n - f unless set)               | [2]   |
+
+[1] Yin, Chen, Ramchandran, Bartlett 2018, "Byzantine-Robust Distributed Learning: Towards Optimal
+    Statistical Rates" (ICML).
+[2] Blanchard, El Mhamdi, Guerraoui, Stainer 2017, "Machine Learning with Adversaries: Byzantine
+    Tolerant Gradient Descent" (NeurIPS).
 
 Parameters come in through the registry's name syntax: "trimmed_mean:beta=0.2", "krum:f=2",
 "multi_krum:f=2,m=5". Every update counts once (weight 1): a robustness bound is about how many
@@ -20,7 +25,7 @@ columns a chunk at a time, so beyond the rows themselves it needs O(n * CHUNK) m
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -128,7 +133,7 @@ class TrimmedMean(RowRule):
 
     def trimmed(self, n: int) -> int:
         """How many values are dropped from each end of n (the 1e-9 absorbs 0.29 * 100 = 28.99...)."""
-        return int(math.floor(self.beta * n + 1e-9))
+        return math.floor(self.beta * n + 1e-9)
 
     def combine(self, state: UpdateRows) -> np.ndarray:
         n = len(state)

@@ -53,15 +53,30 @@ def add_gaussian_noise(arrays: Weights, std: float, rng: np.random.Generator) ->
 
 
 def max_plausible_norm(clip_norm: float, noise_std: float, dim: int, slack: float) -> float:
-    """The largest norm a clipped update plus its declared noise should plausibly have.
+    """The largest L2 norm a clipped update plus its declared noise has, but with probability at
+    most exp(-slack^2 / 2) (slack = 6: 1.5e-8), for every update of norm <= C.
 
-    For u with ||u|| <= C and n ~ N(0, s^2 I_d): ||u + n||^2 = ||u||^2 + 2<u, n> + ||n||^2, where
-    ||n||^2 has mean s^2 d and standard deviation s^2 sqrt(2d), and 2<u, n> has standard deviation
-    at most 2 C s. Allowing `slack` standard deviations of each refuses an honest device with
-    negligible probability (slack=6: below 1e-8). A relative 1e-5 absorbs float32 rounding.
+    For u with ||u|| <= C and z ~ N(0, s^2 I_d), two bounds hold, each failing with probability
+    at most p = exp(-t^2 / 2), t = slack; the smaller one is returned:
+
+    1. Gaussian concentration: z -> ||u + z|| is 1-Lipschitz, so ||u + z|| <= E||u + z|| + s t,
+       and E||u + z|| <= sqrt(E||u + z||^2) = sqrt(||u||^2 + s^2 d) <= sqrt(C^2 + s^2 d):
+           ||u + z|| <= sqrt(C^2 + s^2 d) + s t.
+    2. ||u + z||^2 = ||u||^2 + 2<u, z> + ||z||^2 with <u, z> ~ N(0, s^2 ||u||^2) and
+       ||z||^2 / s^2 ~ chi^2_d (Laurent and Massart 2000: P[chi^2_d >= d + 2 sqrt(d a) + 2a] <= e^-a);
+       with a = t^2/2 + ln 2 for each of the two terms (union bound):
+           ||u + z||^2 <= C^2 + 2 s C sqrt(2a) + s^2 (d + 2 sqrt(d a) + 2a).
+
+    So the honest norm concentrates at sqrt(C^2 + s^2 d) and the bound sits a few s above it.
+    A device that sends no noise may use the whole bound as signal: s sqrt(d) more than C when
+    the noise dominates (docs/privacy.md). Without noise the bound is C itself. A relative 1e-5
+    absorbs float32 rounding.
     """
     if noise_std <= 0:
         return clip_norm * (1 + 1e-5)
-    s2 = noise_std * noise_std
-    sq = clip_norm**2 + s2 * dim + slack * (s2 * math.sqrt(2 * dim) + 2 * clip_norm * noise_std)
-    return math.sqrt(sq) * (1 + 1e-5)
+    s, t, c = noise_std, slack, clip_norm
+    lipschitz = math.sqrt(c * c + s * s * dim) + s * t
+    a = t * t / 2 + math.log(2.0)
+    chi2 = math.sqrt(c * c + 2 * s * c * math.sqrt(2 * a) + s * s * (dim + 2 * math.sqrt(dim * a) + 2 * a))
+    return min(lipschitz, chi2) * (1 + 1e-5)
+

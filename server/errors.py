@@ -16,6 +16,8 @@ STATUS: dict[str, int] = {
     "non_finite": 400, "norm_too_large": 400, "too_many_examples": 400,
     # who is asking
     "unauthorized": 401, "not_selected": 403,
+    "attestation_required": 401, "bad_attestation": 401, "bad_proof": 401, "key_mismatch": 403,
+    "attestation_cap": 403,
     "not_found": 404,
     # the request conflicts with the round's state
     "duplicate": 409, "round_closed": 409, "stale_version": 409,

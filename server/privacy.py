@@ -46,9 +46,11 @@ class ServerPrivacy:
             return None
         return {"clip_norm": self.clip_norm, "noise_multiplier": self.z, "max_examples": max_examples}
 
-    def population_size(self, registered: int) -> int:
-        """N: collector.population, else the registered devices (at least the goal count)."""
-        return self.population or max(registered, self.goal)
+    def population_size(self, attested: int) -> int:
+        """N: collector.population, else the devices registered with an attestation (at least the
+        goal count). Unattested ids do not count: anyone can make them (Sybil), and each one
+        would shrink q = goal / N for everyone."""
+        return self.population or max(attested, self.goal)
 
     def delta(self, population: int) -> float:
         """privacy.delta, else 1 / N^1.1 (as federated/privacy.py does for the simulation)."""

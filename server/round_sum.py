@@ -85,7 +85,7 @@ class RoundSum:
         if rnd.reports == 0 and (cache is None or cache.round != rnd.round):  # the round's first update
             cache = self._rebuild(rnd)
         if cache is not None and cache.round == rnd.round and cache.rs.count == rnd.reports:
-            cache.rs.add(update, weight)
+            self.aggregator.add(cache.rs, update, weight)
             cache.seq = seq
         # else another worker added since: this sum still holds exactly the updates up to
         # cache.seq, and catches up from the spool when a checkpoint is due
@@ -187,7 +187,7 @@ class RoundSum:
 
     def _add_spooled(self, rs: RunningSum, rec: UpdateRecord) -> None:
         """Add a recorded update to `rs` from its spool file, as it entered the sum when accepted."""
-        rs.add(validation.prepared(self.read_spool(rec.spool), rec.clip_to), rec.weight)
+        self.aggregator.add(rs, validation.prepared(self.read_spool(rec.spool), rec.clip_to), rec.weight)
 
     def read_spool(self, name: str) -> Weights:
         """A spooled update (float32, validated when it was accepted) as tensors viewing the

@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import secrets
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
@@ -45,6 +44,7 @@ from fedmath import encodings, wire
 from fedmath.types import Weights
 from server import files, pace, validation
 from server.bundle import Bundle, load_initial_weights
+from server.identity import DeviceRegistry
 from server.privacy import ServerPrivacy
 from server.round_sum import RoundSum
 from server.settings import Settings
@@ -56,10 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedkeys.server")
 SPOOL_ENCODING = "float32"  # spooled updates are stored decoded, so a replay needs no codec
 ORPHAN_AGE_S = 120.0  # an unreferenced spool file older than this is left over from a crash
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def weights_sha256(weights: Weights) -> str:
@@ -97,6 +93,7 @@ class Collector:
         for d in (root, self.models_dir, self.spool_dir, self.sums_dir):
             os.makedirs(d, exist_ok=True)
         self.store = store or SqliteStore(os.path.join(root, "fedkeys.sqlite3"), fsync=self.fsync)
+        self.identity = DeviceRegistry(settings, self.store)
         self.slots = files.SpoolSlots(self.spool_dir, self.fsync)
         self.sums = RoundSum(self.store, self.slots, self.aggregator, self.shapes, self.sums_dir,
                              settings.collector.checkpoint_every, shared, self.fsync)
@@ -182,24 +179,14 @@ class Collector:
                 removed += 1
         return removed
 
-    # -- devices -------------------------------------------------------------------------------
-    def register(self, device_id: Any) -> str:
-        if not isinstance(device_id, str) or not 0 < len(device_id) <= 128 or not device_id.isprintable():
-            raise Refusal("bad_request", f"device_id must be a printable string of 1 to 128 chars, got {validation.shown(device_id)}")
-        token = secrets.token_urlsafe(32)
-        with self.store.write() as c:  # registering again rotates the token (the old one stops working)
-            self.store.add_device(c, device_id, token_hash(token), time.time())
-        return token
+    # -- devices (server/identity.py) ----------------------------------------------------------
+    def register(self, device_id: Any, body: Optional[dict] = None) -> str:
+        """A token for a registration body (`{"device_id": ...}` plus the proof, see identity.py)."""
+        return self.identity.register(dict(body or {}, device_id=device_id))
 
     def authenticate(self, authorization: Optional[str]) -> str:
         """The device id behind an `Authorization: Bearer <token>` header; else Refusal "unauthorized"."""
-        if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 512:
-            raise Refusal("unauthorized", "missing 'Authorization: Bearer <token>' header")
-        # no cache: a re-registration in another worker revokes the token at once
-        device = self.store.device_for_token(token_hash(authorization[len("Bearer "):].strip()))
-        if device is None:
-            raise Refusal("unauthorized", "unknown or revoked token")
-        return device
+        return self.identity.authenticate(authorization)
 
     # -- check-in ------------------------------------------------------------------------------
     def plan(self, rnd: Round) -> dict:
@@ -438,7 +425,7 @@ class Collector:
         files.write_npz(path, self.bundle.names, new, self.fsync)
         sha = weights_sha256(new)
         del new, state
-        population = self.dp.population_size(self.store.count_devices(c))
+        population = self.dp.population_size(self.store.count_devices(c, attested_only=True))
         q, z = self.dp.round_event(self.store.round_weights(c, rnd.round), population, rnd.noise_std)
         events = self.store.privacy_events(c) + [(q, z)]
         delta = self.dp.delta(population)
@@ -457,10 +444,14 @@ class Collector:
 
     def _optimizer_state(self, version: int, weights: Weights) -> State:
         """The server optimizer's state after model `version` was published (fresh at v0, or
-        when a state directory predates it: zero slots, its step count at `version`)."""
+        when none fits: zero slots, its step count at `version`)."""
         path = self._optimizer_path(version)
         if os.path.exists(path):
-            return files.read_arrays(path)
+            state = files.read_arrays(path)
+            if self.algorithm.optimizer.fits(state, weights):
+                return state
+            log.warning("%s is not %s's state for this model (the state directory ran another server "
+                        "optimizer): starting it afresh", path, self.algorithm.optimizer.name)
         state = self.algorithm.init_state(weights)
         state["step"] = np.asarray(version, np.int64)
         return state
@@ -477,7 +468,7 @@ class Collector:
                       "deadline_unix": rnd.deadline},
             "model": {"version": m.version, "sha256": m.sha256, "num_params": m.num_params},
             "rounds_closed": counts.get("closed", 0), "rounds_abandoned": counts.get("abandoned", 0),
-            "devices": self.store.count_devices(),
+            "devices": self.store.count_devices(), "attested_devices": self.store.count_devices(attested_only=True),
             "algorithm": self.algorithm.describe(),
             "privacy": dict(self.dp.describe(), epsilon=m.meta.get("epsilon"), delta=m.meta.get("delta"),
                             rounds_accounted=m.meta.get("rounds_accounted", 0)),

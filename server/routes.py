@@ -50,15 +50,28 @@ def _json_body() -> object:
     return validation.json_body(read_whole(request))
 
 
-@bp.post("/devices")
-def register():
+def _registration_pace() -> None:
     wait = _state("register_limiter").take(request.remote_addr or "?", time.monotonic())
     if wait is not None:
         raise Refusal("rate_limited", "too many registrations from this address", retry_after=wait)
+
+
+@bp.get("/devices/challenge")
+def registration_challenge():
+    _registration_pace()
+    resp = jsonify(collector().identity.challenge())
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/devices")
+def register():
+    _registration_pace()
     body = _json_body()
-    device_id = body.get("device_id") if isinstance(body, dict) else None
-    token = collector().register(device_id)
-    return jsonify({"device_id": device_id, "token": token}), 201
+    if not isinstance(body, dict):
+        raise Refusal("bad_request", f"registration body must be a JSON object, got {type(body).__name__}")
+    token = collector().identity.register(body)
+    return jsonify({"device_id": body["device_id"], "token": token}), 201
 
 
 @bp.post("/checkin")
@@ -144,6 +157,7 @@ def metrics():
         "fedkeys_rounds_closed": ("Rounds closed with a published model.", s["rounds_closed"]),
         "fedkeys_rounds_abandoned": ("Rounds abandoned with too few reports.", s["rounds_abandoned"]),
         "fedkeys_devices_registered": ("Registered devices.", s["devices"]),
+        "fedkeys_devices_attested": ("Devices registered with an attestation certificate.", s["attested_devices"]),
     }
     eps = s["privacy"]["epsilon"]
     if eps is not None:

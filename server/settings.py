@@ -14,12 +14,12 @@ section the TFF simulation reads.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from configs.dicts import section_from_dict
 from configs.schema import CollectorConfig, PrivacyConfig, ServerConfig, TrainConfig
 from fedcore.algorithm import build as build_algorithm
 from fedcore.policy import SyncRounds
@@ -27,6 +27,27 @@ from fedcore.policy import SyncRounds
 PRIVACY_MODES = ("none", "device", "central")
 NORM_POLICIES = ("reject", "reclip")
 DURABILITY = ("process", "power")
+ATTESTATION = ("required", "off")
+
+
+def issuer_public_key(value: str) -> str:
+    """The issuer key of `collector.attestation_public_key`: 64 hex digits, given inline or as the
+    path of a file holding them. Raises ValueError naming what was wrong."""
+    from fedmath import attestation
+
+    raw = value.strip()
+    if len(raw) != attestation.KEY_HEX or not all(ch in "0123456789abcdefABCDEF" for ch in raw):
+        try:
+            with open(raw) as f:
+                raw = f.read().strip()
+        except OSError as e:
+            raise ValueError(f"collector.attestation_public_key must be {attestation.KEY_HEX} hex digits or a "
+                             f"readable file holding them, got {value[:80]!r} ({e.strerror})") from None
+    try:
+        attestation.public_key(raw.lower())
+    except ValueError as e:
+        raise ValueError(f"collector.attestation_public_key is not an Ed25519 public key: {e}") from None
+    return raw.lower()
 
 
 @dataclass(frozen=True)
@@ -59,24 +80,18 @@ class Settings:
         return self.train.max_examples_per_client or 2 ** 62
 
     @property
+    def issuer_key(self) -> str:
+        """The attestation issuer's public key (hex), or "" when none is configured."""
+        key = self.collector.attestation_public_key
+        return issuer_public_key(key) if key else ""
+
+    @property
     def dp_noise(self) -> bool:
         """Whether updates carry DP noise (devices' or the collector's)."""
         return self.privacy.mode != "none" and self.privacy.noise_multiplier > 0
 
 
 _SECTIONS = {"server": ServerConfig, "collector": CollectorConfig, "privacy": PrivacyConfig, "train": TrainConfig}
-
-
-def _section(cls: type, raw: Any, name: str) -> Any:
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise ValueError(f"config section {name!r} must be an object, got {type(raw).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"config section {name!r} has unknown keys {unknown}; expected some of {sorted(known)}")
-    return cls(**raw)
 
 
 def settings_from_dict(raw: dict[str, Any]) -> Settings:
@@ -91,7 +106,7 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
         if not isinstance(raw.get(key), str) or not raw.get(key):
             raise ValueError(f"server config needs {key!r} as a non-empty string, got {raw.get(key)!r}")
     s = Settings(
-        **{name: _section(cls, raw.get(name), name) for name, cls in _SECTIONS.items()},
+        **{name: section_from_dict(cls, raw.get(name), name) for name, cls in _SECTIONS.items()},
         bundle_dir=raw["bundle_dir"], state_dir=raw["state_dir"],
     )
     check(s)
@@ -146,5 +161,20 @@ def check(s: Settings) -> None:
              tv.max_examples_per_client)
     _require(cv.max_retry_after_s >= sv.retry_after_s, "collector.max_retry_after_s must be >= server.retry_after_s",
              cv.max_retry_after_s)
+    _require(cv.attestation in ATTESTATION, f"collector.attestation must be one of {ATTESTATION}", cv.attestation)
+    _require(cv.attestation != "required" or bool(cv.attestation_public_key),
+             "collector.attestation = 'required' needs collector.attestation_public_key (the issuer's public key;"
+             " `fedkeys serve` and `fedkeys devices` make a simulated issuer), or attestation = 'off'",
+             cv.attestation_public_key)
+    s.issuer_key  # readable and a valid key
+    _require(cv.max_devices_per_attestation >= 1, "collector.max_devices_per_attestation must be >= 1",
+             cv.max_devices_per_attestation)
+    _require(cv.token_ttl_s >= 0, "collector.token_ttl_s must be >= 0 (0 = tokens do not expire)", cv.token_ttl_s)
     s.rounds  # the round policy checks its counts
-    build_algorithm(s.train, dp_noise=s.dp_noise)  # the algorithm, its rule and its optimizer settings
+    rule = build_algorithm(s.train, dp_noise=s.dp_noise).aggregator  # the algorithm, rule and optimizer settings
+    # The accountant treats a round as a Gaussian mechanism on the sum of clipped updates; a
+    # non-linear rule (a median of noised updates, each carrying 1/sqrt(n) of the noise) is not
+    # that, so no epsilon could honestly be reported for it.
+    _require(not (s.dp_noise and not rule.linear),
+             f"DP noise (privacy.noise_multiplier > 0) needs a linear aggregation rule; train.aggregator "
+             f"{s.train.aggregator!r} is not linear", s.train.aggregator)

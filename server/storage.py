@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from server.files import ProcessLock
 
@@ -26,7 +26,19 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,
     token_sha256 TEXT NOT NULL UNIQUE,
-    registered_at REAL NOT NULL
+    registered_at REAL NOT NULL,
+    public_key TEXT,                     -- Ed25519, hex: re-registering this id needs its proof
+    attestation_id TEXT,                 -- the attested physical device (from the certificate)
+    attested INTEGER NOT NULL DEFAULT 0, -- 1: registered with a certificate the issuer signed
+    token_expires REAL                   -- NULL: the token does not expire
+);
+CREATE TABLE IF NOT EXISTS used_nonces (
+    nonce TEXT PRIMARY KEY,              -- registration nonces already spent, until they expire
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS server_secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY,
@@ -88,6 +100,19 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (pid, name, labels)
 );
 """
+
+
+DEVICE_COLUMNS = (("public_key", "TEXT"), ("attestation_id", "TEXT"), ("attested", "INTEGER NOT NULL DEFAULT 0"),
+                  ("token_expires", "REAL"))
+
+
+@dataclass(frozen=True)
+class Device:
+    device_id: str
+    registered_at: float
+    public_key: Optional[str]
+    attestation_id: Optional[str]
+    attested: bool
 
 
 @dataclass(frozen=True)
@@ -154,6 +179,17 @@ class SqliteStore:
         self._flock = ProcessLock(path + ".lock")
         with self._exclusive():
             self.conn().executescript(SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a state directory made before device keys existed up to SCHEMA (its devices
+        stay keyless and unattested)."""
+        c = self.conn()
+        have = {r[1] for r in c.execute("PRAGMA table_info(devices)")}
+        for name, decl in DEVICE_COLUMNS:
+            if name not in have:
+                c.execute(f"ALTER TABLE devices ADD COLUMN {name} {decl}")
+        c.execute("CREATE INDEX IF NOT EXISTS devices_attestation ON devices (attestation_id)")
 
     # -- connections ---------------------------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
@@ -201,19 +237,58 @@ class SqliteStore:
                     self._flock.release()
 
     # -- devices -------------------------------------------------------------------------------
-    def add_device(self, c: sqlite3.Connection, device_id: str, token_sha256: str, now: float) -> bool:
-        """Register a device, or give a registered one a new token (revoking the old). True if new."""
+    def add_device(self, c: sqlite3.Connection, device_id: str, token_sha256: str, now: float, *,
+                   public_key: Optional[str] = None, attestation_id: Optional[str] = None, attested: bool = False,
+                   token_expires: Optional[float] = None) -> bool:
+        """Register a device, or give a registered one a new token (revoking the old) and the
+        key and attestation given. True if new."""
         known = c.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone() is not None
-        c.execute("INSERT INTO devices VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
-                  " token_sha256 = excluded.token_sha256", (device_id, token_sha256, now))
+        c.execute("INSERT INTO devices (device_id, token_sha256, registered_at, public_key, attestation_id, attested,"
+                  " token_expires) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+                  " token_sha256 = excluded.token_sha256, public_key = excluded.public_key,"
+                  " attestation_id = excluded.attestation_id, attested = excluded.attested,"
+                  " token_expires = excluded.token_expires",
+                  (device_id, token_sha256, now, public_key, attestation_id, int(attested), token_expires))
         return not known
 
-    def device_for_token(self, token_sha256: str) -> Optional[str]:
-        row = self.conn().execute("SELECT device_id FROM devices WHERE token_sha256 = ?", (token_sha256,)).fetchone()
-        return row[0] if row else None
+    def get_device(self, device_id: str, c: Optional[sqlite3.Connection] = None) -> Optional[Device]:
+        row = (c or self.conn()).execute(
+            "SELECT device_id, registered_at, public_key, attestation_id, attested FROM devices WHERE device_id = ?",
+            (device_id,)).fetchone()
+        return Device(row[0], float(row[1]), row[2], row[3], bool(row[4])) if row else None
 
-    def count_devices(self, c: Optional[sqlite3.Connection] = None) -> int:
-        return int((c or self.conn()).execute("SELECT COUNT(*) FROM devices").fetchone()[0])
+    def device_for_token(self, token_sha256: str, now: Optional[float] = None) -> Optional[str]:
+        """The device holding this token, None when unknown, revoked or (at `now`) expired."""
+        row = self.conn().execute("SELECT device_id, token_expires FROM devices WHERE token_sha256 = ?",
+                                  (token_sha256,)).fetchone()
+        if row is None or (now is not None and row[1] is not None and now >= row[1]):
+            return None
+        return row[0]
+
+    def count_devices(self, c: Optional[sqlite3.Connection] = None, attested_only: bool = False) -> int:
+        sql = "SELECT COUNT(*) FROM devices" + (" WHERE attested = 1" if attested_only else "")
+        return int((c or self.conn()).execute(sql).fetchone()[0])
+
+    def devices_with_attestation(self, c: sqlite3.Connection, attestation_id: str, other_than: str) -> int:
+        """Device ids other than `other_than` registered with certificates for this physical device."""
+        return int(c.execute("SELECT COUNT(*) FROM devices WHERE attestation_id = ? AND device_id != ?",
+                             (attestation_id, other_than)).fetchone()[0])
+
+    def spend_nonce(self, c: sqlite3.Connection, nonce: str, expires_at: float, now: float) -> bool:
+        """Record a registration nonce as used; False if it was used already (a replay)."""
+        c.execute("DELETE FROM used_nonces WHERE expires_at < ?", (now,))
+        cur = c.execute("INSERT OR IGNORE INTO used_nonces VALUES (?, ?)", (nonce, expires_at))
+        return cur.rowcount == 1
+
+    def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """A server secret shared by every worker over this database, made once by `make`."""
+        with self.write() as c:
+            row = c.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            value = make()
+            c.execute("INSERT INTO server_secrets VALUES (?, ?)", (name, value))
+            return value
 
     # -- rounds --------------------------------------------------------------------------------
     def open_round(self, c: Optional[sqlite3.Connection] = None) -> Optional[Round]:

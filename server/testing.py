@@ -47,7 +47,10 @@ def make_bundle(directory: str, shapes: Sequence[tuple[str, tuple[int, ...]]] = 
 
 def config_dict(bundle_dir: str, state_dir: str, server: Optional[dict] = None, privacy: Optional[dict] = None,
                 collector: Optional[dict] = None, train: Optional[dict] = None) -> dict[str, Any]:
-    return {"server": dict(server or {}), "privacy": dict(privacy or {}), "collector": dict(collector or {}),
+    """A collector config for tests and benchmarks. Attestation is off unless `collector` says
+    otherwise: their scripted clients register plain ids (the shipped default is "required")."""
+    return {"server": dict(server or {}), "privacy": dict(privacy or {}),
+            "collector": {"attestation": "off", **(collector or {})},
             "train": dict(train or {}), "bundle_dir": bundle_dir, "state_dir": state_dir}
 
 

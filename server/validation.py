@@ -12,8 +12,10 @@ status docs/http_api.md gives it:
    (400 `bad_encoding`), the payload decodes to the model's shapes (400 `bad_payload`) with
    finite values only (400 `non_finite`);
 5. its L2 norm at most what the clip plus the plan's noise allows
-   (`fedmath.privacy.max_plausible_norm`): above it the update is refused (400 `norm_too_large`)
-   or, with `norm_policy="reclip"`, scaled down to that norm.
+   (`fedmath.privacy.max_plausible_norm`: about sqrt(C^2 + s^2 dim) plus `norm_slack` noise
+   standard deviations, exceeded by an honest update with probability at most
+   exp(-norm_slack^2 / 2); C itself when the plan has no device noise): above it the update is
+   refused (400 `norm_too_large`) or, with `norm_policy="reclip"`, scaled down to that norm.
 
 The JSON bodies of registration and check-in pass `json_body` first: JSON nested at most
 MAX_JSON_DEPTH deep (400 `bad_request` otherwise), so no later check or error message walks a
@@ -156,7 +158,7 @@ def check_content(header: wire.UploadHeader, payload: memoryview, shapes: Shapes
         else:
             raise Refusal("norm_too_large",
                            f"update L2 norm {norm:.6g} exceeds {bound:.6g}, the most a clip of {clip_norm:g} plus "
-                           f"noise std {noise_std:g} over {dim} values allows")
+                           f"noise std {noise_std:g} over {dim} values allows (chi bound, {norm_slack:g} std of slack)")
     return CheckedUpdate(header, payload, update, norm, clip_to)
 
 

@@ -11,13 +11,10 @@ of in-process work for a small update. Here the loop serves a readable connectio
 new connection waits on the poller until its first bytes arrive (gthread blocks a pool thread
 for up to 5 s on it), so the loop only ever reads a request that has begun.
 
-What it shares with gunicorn's `sync` worker: while a request is served the loop does nothing
-else, including the heartbeat, so a client that stalls mid-request holds the worker until
-gunicorn's `--timeout` restarts it (the collector's state is on disk, and devices retry an upload
-with its upload id). gthread with one thread is no better there (its one thread waits on such a
-client for as long as it stalls, with nothing to restart it). Devices upload on unmetered
-networks only; on links where slow clients are expected, put a buffering proxy in front, as
-gunicorn's docs advise for sync workers, or run more threads (the gthread worker).
+Both worker classes read each request whole on the event loop before serving it
+(server/read_ahead.py): a client that stalls mid-headers or mid-body holds a buffer and a
+poller entry until its read deadline (then 408), never the loop or a pool thread, so one slow
+client cannot hold up the others, as a buffering proxy in front would ensure.
 
 It uses gthread's own connection handling (`handle`, `finish_request`, the keep-alive and pending
 queues), so it follows the gunicorn that requirements.txt pins; tests/test_server_ingest.py runs
@@ -39,6 +36,8 @@ from gunicorn import util
 from gunicorn.workers.gthread import _DEFER
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
+from server.read_ahead import ReadAhead
+
 # what `gunicorn --worker-class` takes (server/serve.py picks one by the thread count)
 WORKER_CLASS = "server.worker.LoopWorker"
 THREAD_WORKER_CLASS = "server.worker.ThreadWorker"
@@ -58,8 +57,12 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 util.write_error = write_json_error
 
 
-class ThreadWorker(GThreadWorker):
-    """gunicorn's gthread worker; only its refusals differ (JSON, see the module docstring)."""
+class ThreadWorker(ReadAhead, GThreadWorker):
+    """gunicorn's gthread worker, with each request read whole on the event loop before a pool
+    thread serves it (server/read_ahead.py) and its refusals in JSON (the module docstring)."""
+
+    def serve_ready(self, conn) -> None:
+        GThreadWorker.enqueue_req(self, conn)
 
 
 def _done(result) -> Future:
@@ -72,16 +75,22 @@ def _done(result) -> Future:
 class LoopWorker(ThreadWorker):
     """gthread with the request served on the event loop's thread (no pool hand-offs)."""
 
-    def enqueue_req(self, conn) -> None:
-        """Serve the connection's request now, and any next request it has already sent (a
-        pipelining client's, or bytes a body drain read ahead), then hand the connection back
-        to the loop's keep-alive bookkeeping as gthread does when its pool is done. A new
-        connection with nothing read yet goes to gthread's pending queue (on the poller, with
-        its keep-alive timeout) rather than blocking the loop until its first bytes."""
-        if not conn.initialized and not conn.data_ready:
-            self.finish_request(conn, _done(_DEFER))
+    def serve_ready(self, conn) -> None:
+        """Serve the connection's request (read whole by `ReadAhead`) now, then hand the
+        connection back to the loop's keep-alive bookkeeping as gthread does when its pool is
+        done; a next request already sent (a pipelining client's, or bytes a body drain read
+        ahead) comes back through `enqueue_req` and is read whole first too."""
+        queue = getattr(self, "_ready", None)
+        if queue is not None:  # called back from finish_request below: served by the loop there
+            queue.append(conn)
             return
-        keepalive = self.handle(conn)
-        while keepalive and self.alive and conn.parser.unreader.buf.getvalue():
-            keepalive = self.handle(conn)
-        self.finish_request(conn, _done(keepalive))
+        queue = self._ready = [conn]
+        try:
+            while queue:  # a loop, not recursion: a client may pipeline any number of requests
+                conn = queue.pop(0)
+                if not conn.initialized and not conn.data_ready:
+                    self.finish_request(conn, _done(_DEFER))
+                else:
+                    self.finish_request(conn, _done(self.handle(conn)))
+        finally:
+            self._ready = None

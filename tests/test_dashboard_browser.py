@@ -108,7 +108,8 @@ def test_dashboard_shows_round_counts(tmp_path):
     tiny = resolve("tiny")
     server_cfg = dataclasses.replace(tiny.server, goal_count=3, over_selection=1.34, port=0, workers=1)
     privacy = PrivacyConfig(mode="device", clip_norm=1.0, noise_multiplier=0.0)
-    cfg = dataclasses.replace(tiny, server=server_cfg, privacy=privacy)
+    cfg = dataclasses.replace(tiny, server=server_cfg, privacy=privacy,  # scripted phones: no certificates
+                              collector=dataclasses.replace(tiny.collector, attestation="off"))
     config = write_server_config(str(tmp_path / "server.json"), cfg, str(bundle), str(tmp_path / "state"))
     server = ServerProcess(config, workers=1, threads=4, log_path=str(tmp_path / "server.log"))
     server.start(timeout_s=90)

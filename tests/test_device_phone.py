@@ -86,7 +86,8 @@ def make_bundle(directory, shapes=SHAPES, initial=INITIAL, tflite=b"not really a
 def server_config(tmp_path, bundle_dir, **server):
     # delta fixed: the default 1/N^1.1 is 1 for a population of one device
     privacy = server.pop("privacy", {"mode": "device", "clip_norm": 1.5, "noise_multiplier": 0.5, "delta": 1e-5})
-    collector = server.pop("collector", {})
+    # scripted phones register plain ids unless a test gives the collector an issuer key
+    collector = {"attestation": "off", **server.pop("collector", {})}
     train = {"local_epochs": 2, "batch_size": 2, "client_learning_rate": 0.5, "max_examples_per_client": 3,
              "aggregator": "weighted_mean", **server.pop("train", {})}
     cfg = {"goal_count": 1, "over_selection": 1.0, **server}
@@ -241,6 +242,30 @@ def test_fleet_runs_rounds_and_publishes_versions(live):
     assert all(r["accepted"] >= 3 for r in s["rounds"]) and len(seen) == 2
     assert s["bytes_up"] > 0 and s["bytes_down"] > 0
     assert srv.status()["model"]["version"] == 2
+
+
+def test_attested_fleet_runs_where_an_unattested_one_cannot(live):
+    """Phones with certificates from the platform issuer train against a collector that requires
+    attestation; the same fleet without them cannot even register."""
+    from device_sim.attestation import transports
+    from fedmath.attestation import Issuer
+
+    issuer = Issuer.generate()
+    srv = live(goal_count=3, over_selection=1.34, privacy={"mode": "device", "clip_norm": 1.0, "noise_multiplier": 1.0,
+                                                           "delta": 1e-5},
+               collector={"attestation": "required", "attestation_public_key": issuer.public_hex})
+    clients = {f"u{i}": _examples(n=2 + i) for i in range(4)}
+    fleet = transports(issuer)  # one keystore: a phone keeps its key from one call to the next
+    result = run_devices(srv.url, clients, rounds=1, concurrency=2, model_factory=lambda p: FakeModel(),
+                         progress=False, transport_factory=fleet)
+    s = result.summary()
+    assert s["rounds_completed"] == 1 and s["accepted"] >= 3, s
+    assert set(s["rounds"][0]["errors"]) <= {"round_closed", "stale_version"}, s  # over-selected: late is fine
+    assert srv.status()["attested_devices"] == 5  # four phones and the fleet's probe
+    run_devices(srv.url, clients, rounds=1, concurrency=2, model_factory=lambda p: FakeModel(),
+                progress=False, transport_factory=fleet)
+    out = ph.Phone("intruder", *_examples(n=2), Transport(srv.url), FakeFactory(), np.random.default_rng(0)).run_round()
+    assert out.status == ph.FAILED and "attestation_required" in (out.error + out.detail), out
 
 
 def test_lossy_encodings_never_lengthen_the_clipped_update():

@@ -39,6 +39,14 @@ def collector_config(cfg: RunConfig, bundle_dir: str, state_dir: str, **collecto
     return server_config_dict(cfg, bundle_dir, state_dir)
 
 
+def attested(cfg: RunConfig):
+    """The config with a new attestation issuer's public key, and the phones' transport factory."""
+    from device_sim.attestation import issuer_for_run, transports
+
+    cfg, issuer = issuer_for_run(cfg)
+    return cfg, transports(issuer)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     return tiny_stack(tmp_path_factory.mktemp("tiny"))
@@ -51,12 +59,14 @@ def test_one_round_with_tflite_phones_publishes_a_new_version(stack, tmp_path):
     from tests.test_device_phone import LiveServer
 
     cfg, data_dir, bundle_dir = stack
+    cfg, phone_transport = attested(cfg)  # the preset requires device attestation
     srv = LiveServer(collector_config(cfg, bundle_dir, str(tmp_path / "state")))
     try:
         data = FederatedData(data_dir)
         users = data.users("train")[: cfg.devices.num_devices]
         clients = {u: data.client_examples(u, cfg.data.seq_len) for u in users}
-        result = run_devices(srv.url, clients, rounds=1, concurrency=cfg.devices.concurrency, progress=False)
+        result = run_devices(srv.url, clients, rounds=1, concurrency=cfg.devices.concurrency, progress=False,
+                             transport_factory=phone_transport)
         s = result.summary()
         assert s["rounds_completed"] == 1, s
         first = s["rounds"][0]
@@ -64,7 +74,7 @@ def test_one_round_with_tflite_phones_publishes_a_new_version(stack, tmp_path):
         assert first["mean_loss"] is not None and np.isfinite(first["mean_loss"])
 
         _, initial = load_weights(os.path.join(bundle_dir, "weights.npz"))
-        new = fetch_published_weights(srv.url, 1, [a.shape for a in initial])
+        new = fetch_published_weights(srv.url, 1, [a.shape for a in initial], transport_factory=phone_transport)
         assert all(np.all(np.isfinite(w)) for w in new)
         moved = max(float(np.max(np.abs(a - b))) for a, b in zip(new, initial))
         assert moved > 0

@@ -100,7 +100,7 @@ def test_registry_names_and_import_paths():
     assert {"weighted_mean", "uniform_mean"} <= set(aggregators.names())
     assert aggregators.build("tests.fedcore_toy_median:ToyMedian").name == "toy_median"
     with pytest.raises(ValueError, match="unknown aggregator"):
-        aggregators.build("krum")
+        aggregators.build("no_such_rule")
     with pytest.raises(ValueError, match="cannot import"):
         aggregators.build("tests.nosuch:Rule")
     with pytest.raises(ValueError, match="not a fedcore Aggregator"):
@@ -185,3 +185,46 @@ def test_a_rule_added_as_one_module_runs_through_the_collector(tmp_path):
     for t in range(len(shapes)):
         np.testing.assert_allclose(w1[t], w0[t] + np.median(np.stack([u[t] for u in ups]), axis=0), rtol=1e-6,
                                    atol=1e-6)
+
+
+def test_the_collector_refuses_dp_noise_with_a_non_linear_rule(tmp_path):
+    """Its epsilon would describe a sum the rule never computes."""
+    from server.settings import settings_from_dict
+    from server.testing import config_dict, make_bundle
+
+    bundle = str(tmp_path / "bundle")
+    make_bundle(bundle)
+    raw = config_dict(bundle, str(tmp_path / "state"), privacy={"mode": "device", "noise_multiplier": 0.5},
+                      train={"aggregator": "median"})
+    with pytest.raises(ValueError, match="needs a linear aggregation rule"):
+        settings_from_dict(raw)
+    raw["privacy"]["noise_multiplier"] = 0.0
+    assert settings_from_dict(raw).train.aggregator == "median"
+
+
+def test_a_restart_with_another_server_optimizer_starts_its_state_afresh(tmp_path):
+    """A state directory run with sgd, restarted with fedadam: the saved state (a step count
+    only) does not fit Adam, so the collector starts Adam's moments at zero instead of failing
+    every publication."""
+    from server.app import create_app
+    from server.testing import TINY_SHAPES, config_dict, make_bundle, random_update, upload_body
+
+    bundle = str(tmp_path / "bundle")
+    make_bundle(bundle)
+    shapes = [s for _, s in TINY_SHAPES]
+    rng = np.random.default_rng(1)
+
+    def one_round(algorithm, r):
+        cfg = config_dict(bundle, str(tmp_path / "state"), server={"goal_count": 1, "over_selection": 1.0},
+                          privacy={"mode": "none", "clip_norm": 10.0},
+                          train={"algorithm": algorithm, "server_learning_rate": 0.1, "max_examples_per_client": 10})
+        col = create_app(test_config=cfg).extensions["fedkeys"]["collector"]
+        col.register("d")
+        col.checkin("d", {"idle": True, "charging": True, "unmetered": True, "num_examples": 5})
+        col.accept("d", r, upload_body(r, r, random_update(shapes, 0.5, rng), 5))
+        return col
+
+    one_round("fedavg", 0)
+    col = one_round("fedadam", 1)
+    assert col.model_info()["version"] == 2
+    assert col.model_meta(2)["algorithm"]["server_optimizer"]["name"] == "adam"

@@ -15,17 +15,11 @@ from fedcore.mean import UniformMean
 
 @pytest.fixture
 def rules():
-    """The robust modules, registered for this test only: the registry is process-global, and
-    another test may rely on a name such as "krum" being unknown."""
-    saved = dict(aggregators._REGISTRY)  # before the first import registers them
-    import fedcore.norm_bound as norm_bound
-    import fedcore.robust as robust
+    """The robust modules (fedcore.algorithm imports them, which registers their rules)."""
+    import fedcore.algorithm  # noqa: F401
+    from fedcore import norm_bound, robust
 
-    for rule in (robust.Median, robust.TrimmedMean, robust.Krum, robust.MultiKrum, norm_bound.NormBound):
-        aggregators.register(rule.name, rule)
-    yield robust, norm_bound
-    aggregators._REGISTRY.clear()
-    aggregators._REGISTRY.update(saved)
+    return robust, norm_bound
 
 
 def _run(rule, updates, weights=None):
@@ -202,12 +196,13 @@ def test_one_update_in_seven_scaled_by_100(rules):
     c = 1.5 * math.sqrt(20)  # above every honest norm (~sqrt(20)): only the attacker is clipped
     assert np.linalg.norm(shift(nb.NormBound(clip_norm=c, zeroing=False, weighted=False))) <= 2 * c / 7 + 1e-5
     # with TFF's adaptive zeroing (threshold 21 at the start), the attacker's L-inf ~100 is zeroed
-    assert np.linalg.norm(shift(nb.NormBound(clipping=False, weighted=False))) <= np.linalg.norm(honest[0][0]) / 7 + 1e-5
+    zeroed = nb.NormBound(clipping=False, weighted=False)
+    assert np.linalg.norm(shift(zeroed)) <= np.linalg.norm(honest[0][0]) / 7 + 1e-5
 
 
 # -- the registry ----------------------------------------------------------------------------------
 def test_parameters_through_the_registry(rules):
-    robust, nb = rules
+    robust, _ = rules
     assert {"median", "trimmed_mean", "krum", "multi_krum", "norm_bound"} <= set(aggregators.names())
     rule = aggregators.build("multi_krum:f=2,m=3")
     assert isinstance(rule, robust.MultiKrum) and (rule.f, rule.m) == (2, 3)
@@ -219,8 +214,9 @@ def test_parameters_through_the_registry(rules):
     assert aggregators.build("median").describe() == {"name": "median", "linear": False}
     with pytest.raises(ValueError, match=r"'krum:g=1': Krum takes \(f=1, m=1\), got \['g'\]"):
         aggregators.build("krum:g=1")
-    with pytest.raises(ValueError, match="expected parameters as key=value,key=value, got 'm'"):
-        aggregators.build("krum:f=1,m")
+    for bad, item in (("krum:f=1,m", "'m'"), ("krum:f=1,f=2", "'f=2'"), ("krum:=1", "'=1'")):
+        with pytest.raises(ValueError, match=f"expected parameters as key=value,key=value, each key once, got {item}"):
+            aggregators.build(bad)
     with pytest.raises(ValueError, match="must be an integer >= 0, got 1.5"):
         aggregators.build("krum:f=1.5")
     with pytest.raises(ValueError, match="unknown aggregator 'bulyan:f=1'"):
@@ -254,7 +250,8 @@ def _round(col, version, ups, num_examples=5):
     return encodings.decode_float32(col.weights_payload(version + 1)[0], [s for _, s in TINY_SHAPES])
 
 
-@pytest.mark.parametrize("name, goal", [("trimmed_mean:beta=0.2", 5), ("multi_krum:f=1,m=2", 5)])
+@pytest.mark.parametrize("name, goal", [("median", 3), ("trimmed_mean:beta=0.2", 5), ("krum:f=1", 5),
+                                        ("multi_krum:f=1,m=2", 5)])
 def test_robust_rules_run_through_the_collector(rules, tmp_path, name, goal):
     """The collector publishes w0 + the rule's aggregate, the outlier ignored, and records the rule."""
     from server.testing import TINY_SHAPES
@@ -278,7 +275,6 @@ def test_norm_bound_adapts_across_rounds_in_the_collector(rules, tmp_path):
     (all norms above it: C * exp(0.2 * 0.8)) is round 2's clip."""
     from server.testing import TINY_SHAPES, random_update
 
-    _, nb = rules
     col, w0 = _collector(tmp_path, "norm_bound", 3)
     shapes = [s for _, s in TINY_SHAPES]
     rng = np.random.default_rng(2)
@@ -291,3 +287,28 @@ def test_norm_bound_adapts_across_rounds_in_the_collector(rules, tmp_path):
             np.testing.assert_allclose(published[t], w[t] + expected[t], rtol=1e-5, atol=1e-6)
         w = published
     assert col.aggregator.clip_estimate == pytest.approx(math.exp(2 * 0.2 * 0.8))
+
+
+@pytest.mark.slow
+def test_norm_bound_matches_tff_robust_aggregator(rules):
+    """Five rounds, some with an update scaled by 50, against tff.learning.robust_aggregator:
+    the same aggregates and the same zeroing and clipping norms, round by round."""
+    from federated.runtime import install_cleanup
+
+    install_cleanup()
+    tff = pytest.importorskip("tensorflow_federated")
+    _, nb = rules
+    process = tff.learning.robust_aggregator(weighted=True).create(tff.TensorType(np.float32, [4]),
+                                                                    tff.TensorType(np.float32))
+    tff_state, rule, rng = process.initialize(), nb.NormBound(), np.random.default_rng(0)
+    for r in range(5):
+        values = [rng.normal(0, 1 + r, size=4).astype(np.float32) for _ in range(5)]
+        if r % 2:
+            values[0] = values[0] * 50  # zeroed: its L-inf norm is above 2 * the estimate + 1
+        weights = [float(w) for w in rng.integers(1, 5, size=5)]
+        clip, zero = rule.bounds()
+        out = process.next(tff_state, values, [np.float32(w) for w in weights])
+        tff_state = out.state
+        assert out.measurements["zeroing_norm"] == pytest.approx(zero, rel=1e-5)
+        assert out.measurements["zeroing"]["clipping_norm"] == pytest.approx(clip, rel=1e-5)
+        np.testing.assert_allclose(_run(rule, [[v] for v in values], weights).delta[0], out.result, atol=1e-6)

@@ -9,6 +9,11 @@ With --sim-hours H the phones instead live through H hours of an accelerated sim
 (a day in about ten minutes): they become eligible when idle, charging and on an unmetered
 network (the availability model in fedmath/availability.py), straggle and drop out, and the
 summary counts rounds, reports, dropouts, stragglers and bytes over the day.
+
+Phones register with a device key certified by a simulated platform attestation service
+(device_sim/attestation.py) when the collector requires it (`collector.attestation`, default
+"required"): a collector started here trusts a new issuer, whose secret key is written to
+OUT/attestation_issuer.key; with --server, pass the issuer key `fedkeys serve` wrote (--issuer-key).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, help="phones training at once (devices.concurrency)")
     p.add_argument("--sim-hours", type=float, help="run over this many simulated hours instead of --rounds")
     p.add_argument("--encoding", help="update encoding for every phone: float32, int8, topk:F, topk_int8:F")
+    p.add_argument("--issuer-key", help="secret key of the attestation issuer the collector trusts "
+                   "(with --server; `fedkeys serve` writes OUT/attestation_issuer.key)")
 
 
 def _with_cli_options(cfg, args):
@@ -38,7 +45,16 @@ def _with_cli_options(cfg, args):
 
 
 def run(args: argparse.Namespace) -> int:
+    from device_sim.attestation import issuer_for_run, transports
+
     cfg = _with_cli_options(stage_config(args, args.bundle), args)
+    if args.server and not args.issuer_key and cfg.collector.attestation == "required":
+        raise ValueError("--server: the phones need the secret key of the attestation issuer that collector "
+                         "trusts (--issuer-key PATH, written by `fedkeys serve`), or --set collector.attestation=off "
+                         "when it runs without attestation")
+    cfg, issuer = issuer_for_run(cfg, args.issuer_key,
+                                 save_to=None if args.server else os.path.join(args.out, "attestation_issuer.key"))
+    phone_transport = transports(issuer)
     data_dir = read_summary(args.bundle)["data_dir"]
     start(args, cfg)
 
@@ -76,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
     published: dict[int, dict[str, Any]] = {}
 
     def evaluate_version(version: int, sim_hour: float | None = None) -> dict[str, float]:
-        scores[version] = evaluate_weights(cfg, data, fetch_published_weights(url, version, shapes), xy)
-        published[version] = fetch_published_meta(url, version)
+        weights = fetch_published_weights(url, version, shapes, transport_factory=phone_transport)
+        scores[version] = evaluate_weights(cfg, data, weights, xy)
+        published[version] = fetch_published_meta(url, version, transport_factory=phone_transport)
         return scores[version]
 
     def score(report) -> None:
@@ -93,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
         with server:
             day = simulate_day(url, clients, DayConfig(sim_hours=args.sim_hours, seed=cfg.devices.seed),
-                               concurrency=cfg.devices.concurrency, encoding=args.encoding, on_version=evaluate_version)
+                               concurrency=cfg.devices.concurrency, encoding=args.encoding, on_version=evaluate_version,
+                               transport_factory=phone_transport)
         summary = {**base, "sim_hours": args.sim_hours, **day.summary()}
         write_summary(args.out, summary)
         print(f"devices: {summary['rounds_completed']} rounds in {args.sim_hours:g} simulated hours, "
@@ -102,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with server:
         result = run_devices(url, clients, rounds=cfg.devices.rounds, concurrency=cfg.devices.concurrency,
-                             seed=cfg.devices.seed, encoding=args.encoding, on_round=score)
+                             seed=cfg.devices.seed, encoding=args.encoding, on_round=score,
+                             transport_factory=phone_transport)
     summary = {**base, **result.summary()}
     for r in summary["rounds"]:
         r["eval"] = scores.get(r["model_version"])

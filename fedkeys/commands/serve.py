@@ -2,6 +2,11 @@
 
 `fedkeys serve --bundle BUNDLE --state STATE_DIR [--port 8000]` runs in the foreground on
 127.0.0.1 until interrupted; round state lives in STATE_DIR (SQLite and model versions).
+
+When the collector requires device attestation (`collector.attestation`, default "required") and
+no issuer public key is configured, a simulated platform issuer is made: the collector gets its
+public key, and its secret key is written to OUT/attestation_issuer.key for the phones
+(`fedkeys devices --server URL --issuer-key OUT/attestation_issuer.key`).
 """
 
 from __future__ import annotations
@@ -31,13 +36,24 @@ def run(args: argparse.Namespace) -> int:
                                      port=server.port if args.port is None else args.port)
     args.out = args.out or os.path.join(args.bundle, "serve")
     cfg = dataclasses.replace(cfg, server=server)
+    issuer_path = None
+    if cfg.collector.attestation == "required" and not cfg.collector.attestation_public_key:
+        from fedmath.attestation import Issuer
+
+        issuer = Issuer.generate()
+        issuer_path = issuer.save(os.path.join(args.out, "attestation_issuer.key"))
+        cfg = dataclasses.replace(cfg, collector=dataclasses.replace(cfg.collector,
+                                                                     attestation_public_key=issuer.public_hex))
     start(args, cfg)
     state = args.state or os.path.join(args.out, "state")
     config_path = write_server_config(os.path.join(args.out, "server.json"), cfg, args.bundle, state)
     port = server.port or free_port(server.host)
     url = f"http://{server.host}:{port}"
-    write_summary(args.out, {"stage": "serve", "url": url, "state_dir": os.path.abspath(state)})
+    write_summary(args.out, {"stage": "serve", "url": url, "state_dir": os.path.abspath(state),
+                             "attestation_issuer_key": issuer_path and os.path.abspath(issuer_path)})
     print(f"serve: {url} (state {state}); Ctrl-C stops it", flush=True)
+    if issuer_path:
+        print(f"serve: phones' attestation issuer (simulated platform): secret key in {issuer_path}", flush=True)
     cmd = gunicorn_argv(config_path, server.host, port, server.workers, server.threads)
     os.execv(cmd[0], cmd)  # gunicorn takes over this process, so signals reach it directly
     return 0  # not reached

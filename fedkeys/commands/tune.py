@@ -138,6 +138,14 @@ def _score(summary: dict) -> tuple[float, float]:
     return float(final["top1"]), -perplexity
 
 
+def write_trials(out_dir: str, rows: list[dict]) -> None:
+    """OUT/trials.csv, one row per trial run."""
+    with open(os.path.join(out_dir, "trials.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def search(cfg, view: ValidationSplit, levers: Sequence[Lever], out_dir: str, progress: bool = True):
     """Sequential search: per lever, the best of its values given the levers already chosen.
 
@@ -147,7 +155,8 @@ def search(cfg, view: ValidationSplit, levers: Sequence[Lever], out_dir: str, pr
     from configs.io import apply_overrides
     from federated.training import run_federated
 
-    best_cfg, best, rows, seen = cfg, None, [], {}
+    rows: list[dict] = []
+    seen: dict[str, dict] = {}  # config -> summary, so a value equal to the current one is not re-run
     runs = 0
 
     def trial(candidate, lever: str, overrides: tuple[str, ...]):
@@ -163,12 +172,14 @@ def search(cfg, view: ValidationSplit, levers: Sequence[Lever], out_dir: str, pr
         rows.append({"trial": runs, "lever": lever, "overrides": " ".join(overrides), "val_top1": final["top1"],
                      "val_top3": final["top3"], "val_perplexity": final["perplexity"],
                      "examples": summary["examples_processed"], "seconds": round(time.perf_counter() - tic, 1)})
+        write_trials(out_dir, rows)  # after every run, so a stopped search keeps what it measured
         if progress:
             print(f"tune: trial {runs} [{lever}] {' '.join(overrides) or '(start)'}: "
                   f"validation top-1 {final['top1']:.4f}, perplexity {final['perplexity']:.1f}", flush=True)
         seen[key] = summary
         return summary
 
+    best_cfg = cfg
     best = trial(best_cfg, "start", ())
     for lever, candidates in levers:
         for overrides in candidates:
@@ -196,11 +207,6 @@ def run(args: argparse.Namespace) -> int:
     fit, val = split_validation_users(data.users("train"), args.validation_fraction, cfg.train.seed)
     view = ValidationSplit(data, fit, val)
     best, rows = search(cfg, view, levers, args.out)
-
-    with open(os.path.join(args.out, "trials.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     from configs.io import to_dict
 
     tuned = dataclasses.replace(best, preset="tuned", train=dataclasses.replace(
