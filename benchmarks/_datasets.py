@@ -29,6 +29,16 @@ SMALL = ("data.num_users=80", "data.max_users=80", "data.max_messages_per_user=3
          "train.eval_max_examples=600")
 
 
+def add_arguments(ap, set_example: str, small_help: str) -> None:
+    """The data-set options both accuracy benchmarks take: --datasets, --preset, --set, --small."""
+    ap.add_argument("--datasets", default="default,shakespeare,irc",
+                    help="comma-separated: default, shakespeare, irc, jsonl:PATH")
+    ap.add_argument("--preset", default="default", help="a preset name or a JSON preset file (fedkeys tune)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help=f"override a config field (repeatable), e.g. --set {set_example}")
+    ap.add_argument("--small", action="store_true", help=small_help)
+
+
 def dataset_config(name: str, base):
     """`base` (a RunConfig) pointed at the data set `name` (see the module docstring).
 

@@ -29,7 +29,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._datasets import (  # noqa: E402
-    dataset_config, dataset_label, model_keystroke_savings, prepared, run_config, trigram_scores)
+    add_arguments,
+    dataset_config,
+    dataset_label,
+    model_keystroke_savings,
+    prepared,
+    run_config,
+    trigram_scores,
+)
 
 GOALS = {"fl_over_central": 0.97, "fl_over_trigram_real": 1.15, "fl_over_trigram_simulator": 1.25}
 
@@ -88,12 +95,7 @@ def run_one(name: str, args) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default="default,shakespeare,irc",
-                    help="comma-separated: default, shakespeare, irc, jsonl:PATH")
-    ap.add_argument("--preset", default="default", help="a preset name or a JSON preset file (fedkeys tune)")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                    help="override a config field (repeatable), e.g. --set train.rounds=200")
-    ap.add_argument("--small", action="store_true", help="a quick check: 80 users, 6 rounds of 5 clients")
+    add_arguments(ap, "train.rounds=200", "a quick check: 80 users, 6 rounds of 5 clients")
     ap.add_argument("--rounds", type=int, help="shorthand for --set train.rounds=N")
     ap.add_argument("--clients", type=int, help="shorthand for --set train.clients_per_round=N")
     ap.add_argument("--epochs", type=int, help="shorthand for --set train.local_epochs=N")

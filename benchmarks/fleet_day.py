@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     from device_sim.attestation import issuer_for_run, transports
     from device_sim.day import DayConfig, simulate_day
     from device_sim.fleet import fetch_published_weights
-    from server.process import ServerProcess, write_server_config
     from model.evaluate import evaluate
     from model.nwp import build_model
     from model.weights_io import load_weights
+    from server.process import ServerProcess, write_server_config
 
     data = FederatedData(data_dir)
     users = sorted(data.users("train"))

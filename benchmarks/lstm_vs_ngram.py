@@ -30,7 +30,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._datasets import (  # noqa: E402
-    dataset_config, dataset_label, model_keystroke_savings, prepared, run_config, trigram_scores)
+    add_arguments,
+    dataset_config,
+    dataset_label,
+    model_keystroke_savings,
+    prepared,
+    run_config,
+    trigram_scores,
+)
 
 GOAL_RATIO, TRIGRAM_RANGE = 1.15, (0.08, 0.35)
 
@@ -69,12 +76,7 @@ def run_one(name: str, args) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default="default,shakespeare,irc",
-                    help="comma-separated: default, shakespeare, irc, jsonl:PATH")
-    ap.add_argument("--preset", default="default", help="a preset name or a JSON preset file (fedkeys tune)")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                    help="override a config field (repeatable), e.g. --set model.lstm_units=512")
-    ap.add_argument("--small", action="store_true", help="a quick check: 80 users, at most 2 epochs")
+    add_arguments(ap, "model.lstm_units=512", "a quick check: 80 users, at most 2 epochs")
     ap.add_argument("--keystroke-rows", type=int, default=200,
                     help="held-out windows for keystroke savings (the slow metric; 0 = skip)")
     ap.add_argument("--lr", type=float, default=1.0, help="initial SGD learning rate")

@@ -44,7 +44,13 @@ sys.path.insert(0, ROOT)
 
 from fedmath import encodings, wire  # noqa: E402
 from fedmath.aggregate import RunningSum, apply_delta  # noqa: E402
-from server.testing import ServerProcess, config_dict, make_bundle, random_update, upload_body  # noqa: E402
+from server.testing import (  # noqa: E402
+    ServerProcess,
+    config_dict,
+    make_bundle,
+    random_update,
+    upload_body,
+)
 
 SHAPES = [("embedding", (200, 16)), ("kernel", (16, 64)), ("recurrent", (16, 64)), ("bias", (64,)), ("out", (200,))]
 SH = [s for _, s in SHAPES]
