@@ -228,3 +228,13 @@ def test_a_restart_with_another_server_optimizer_starts_its_state_afresh(tmp_pat
     col = one_round("fedadam", 1)
     assert col.model_info()["version"] == 2
     assert col.model_meta(2)["algorithm"]["server_optimizer"]["name"] == "adam"
+
+
+@pytest.mark.slow
+def test_cosine_schedule_matches_the_tff_simulation():
+    """fedcore.schedules (the collector's) and federated.optimizers (TFF's, in TensorFlow) agree."""
+    from federated.optimizers import cosine_learning_rate
+
+    tff_schedule = cosine_learning_rate(0.7, 5)
+    for step in range(8):
+        assert float(tff_schedule(step)) == pytest.approx(schedules.learning_rate("cosine", 0.7, step, 5), abs=1e-6)
