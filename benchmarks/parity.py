@@ -1,7 +1,8 @@
 """Parity of the deployment path with the TFF simulation, for every server optimizer.
 
-For each case of `device_sim.parity.CASES` (fedavg, fedavgm, fedadam, fedyogi, and fedavg with a
-clip that binds on most clients), trains R rounds in TFF and R rounds with TFLite phones against
+For each case of `device_sim.parity.CASES` (fedavg, fedavgm, fedadam, fedyogi, fedavg with an
+update clip that binds on most clients, and fedavg with each client step's gradient clipped),
+trains R rounds in TFF and R rounds with TFLite phones against
 a gunicorn collector over HTTP, from the same initial weights with the same cohorts, and prints
 the largest absolute weight difference. The goal is <= 1e-4 for every case.
 
@@ -9,7 +10,7 @@ the largest absolute weight difference. The goal is <= 1e-4 for every case.
 
 Ends with one JSON line:
 {"benchmark": "parity", "max_abs_diff": {"fedavg": x, "fedavgm": x, "fedadam": x, "fedyogi": x,
- "fedavg_clipped": x}, "ok": bool, ...}
+ "fedavg_clipped": x, "fedavg_gradclip": x}, "ok": bool, ...}
 """
 
 from __future__ import annotations

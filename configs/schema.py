@@ -52,6 +52,7 @@ class TrainConfig:
     eval_max_examples: int = 4000  # held-out sequences used by each evaluation (0 = all)
     seed: int = 0  # client sampling seed
     client_momentum: float = 0.0  # client SGD momentum (0 = plain SGD, as the phones run)
+    client_grad_clip: float = 0.0  # clip each client SGD step's gradient to this global L2 norm (0 = off)
     server_momentum: float = 0.0  # fedavgm: Nesterov momentum (Gboard: 0.9, lr 1.0); fedavg: heavy-ball if > 0
     server_beta_1: float = 0.9  # fedadam/fedyogi: first-moment decay
     server_beta_2: float = 0.99  # fedadam/fedyogi: second-moment decay (Reddi et al. 2021)

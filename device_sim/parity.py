@@ -39,6 +39,8 @@ CASES: dict[str, tuple[dict[str, Any], float | None]] = {
     "fedadam": ({"algorithm": "fedadam", "server_learning_rate": 0.01}, None),
     "fedyogi": ({"algorithm": "fedyogi", "server_learning_rate": 0.01}, None),
     "fedavg_clipped": ({"algorithm": "fedavg", "server_momentum": 0.0}, 0.05),
+    # Each client step's gradient clipped (train.client_grad_clip) at a norm that binds.
+    "fedavg_gradclip": ({"algorithm": "fedavg", "server_momentum": 0.0, "client_grad_clip": 0.2}, None),
 }
 
 

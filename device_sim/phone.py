@@ -56,7 +56,7 @@ class TrainableModel(Protocol):
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None: ...
     def get_weights(self) -> list[np.ndarray]: ...
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float: ...
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, clip: float = 0.0) -> float: ...
 
 
 ModelFactory = Callable[[str], TrainableModel]  # path of trainable.tflite -> model
@@ -359,7 +359,7 @@ class Phone:
             for xb, yb in plan_batches:
                 if len(losses) >= stop:
                     break
-                losses.append(float(model.train_step(xb, yb, plan.learning_rate)))
+                losses.append(float(model.train_step(xb, yb, plan.learning_rate, plan.grad_clip)))
         out.train_s = time.perf_counter() - t0
         out.steps = len(losses)
         out.loss = float(np.mean(losses)) if losses else None

@@ -24,6 +24,7 @@ class Plan:
     encoding: str  # suggested upload encoding (fedmath/encodings.py)
     max_examples: int  # 0: no cap
     deadline_unix: float  # 0: none known yet
+    grad_clip: float = 0.0  # clip each SGD step's gradient to this global L2 norm; 0: no clipping
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,7 +42,8 @@ class Plan:
                 clip_norm=float(raw.get("clip_norm") or 0.0),
                 noise_std=float(raw.get("noise_std") or 0.0), encoding=str(raw["encoding"]),
                 max_examples=int(raw.get("max_examples") or 0),
-                deadline_unix=float(raw.get("deadline_unix") or 0.0))
+                deadline_unix=float(raw.get("deadline_unix") or 0.0),
+                grad_clip=float(raw.get("grad_clip") or 0.0))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"plan is malformed ({e!r}): {raw!r}") from None
 

@@ -20,8 +20,9 @@ The server learning rate is constant, or (`train.server_lr_schedule = "cosine"`)
 `server_learning_rate` at the first round to 0 after the last (federated/optimizers.py); the
 schedule's step count lives in the server state, so `--resume` continues it.
 
-Clients run SGD (momentum `client_momentum`, 0 by default: exactly the phones' step) over their
-batches in dataset order; updates are weighted by examples (rows). With DP on, updates are
+Clients run SGD (momentum `client_momentum`, 0 by default: exactly the phones' step; with
+`client_grad_clip` > 0 each step's gradient is clipped to that global norm, as the phones' `train`
+signature does) over their batches in dataset order; updates are weighted by examples (rows). With DP on, updates are
 unweighted (each client contributes at most its clipped update, as DP-FedAvg requires) and the
 `*_unweighted_*` builders are used with TFF's DP aggregator.
 """
@@ -32,7 +33,7 @@ import tensorflow_federated as tff
 
 from configs.schema import RunConfig
 from fedcore.algorithm import ALGORITHMS, aggregator_name, server_optimizer_name
-from federated.optimizers import build_nesterov, with_schedule
+from federated.optimizers import build_clipped_sgd, build_nesterov, with_schedule
 from federated.privacy import DpPlan, dp_aggregator
 from federated.tff_model import make_model_fn
 
@@ -48,6 +49,13 @@ def client_optimizer(cfg: RunConfig) -> tff.learning.optimizers.Optimizer:
     t = cfg.train
     if t.client_learning_rate <= 0:
         raise ValueError(f"train.client_learning_rate must be > 0, got {t.client_learning_rate}")
+    if t.client_grad_clip < 0:
+        raise ValueError(f"train.client_grad_clip must be >= 0, got {t.client_grad_clip}")
+    if t.client_grad_clip > 0:
+        if t.client_momentum:
+            raise ValueError(f"train.client_grad_clip applies to plain client SGD (the phones' step);"
+                             f" got client_momentum {t.client_momentum}")
+        return build_clipped_sgd(t.client_learning_rate, t.client_grad_clip)
     return tff.learning.optimizers.build_sgdm(t.client_learning_rate, momentum=t.client_momentum or None)
 
 

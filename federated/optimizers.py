@@ -1,4 +1,8 @@
-"""Server optimizers TFF lacks, in TFF's own optimizer interface, and the server learning-rate schedules.
+"""Optimizers TFF lacks, in TFF's own optimizer interface, and the server learning-rate schedules.
+
+`build_clipped_sgd(lr, clip)`: the clients' plain SGD with each step's gradient clipped to
+global L2 norm `clip` (`model.nwp.clip_scale`, the function the phones' `train` signature
+calls), so the TFF clients and the phones take the same step.
 
 `build_nesterov(lr, momentum)`: SGD with Nesterov momentum on the averaged client delta,
 the server optimizer of Gboard's federated CIFG (Hard et al. 2018, FedAvgM with momentum 0.9
@@ -18,9 +22,48 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from model.nwp import clip_scale
+
 _LR = "learning_rate"
 _MOMENTUM = "momentum"
 _ACC = "accumulator"
+_CLIP = "clip"
+
+
+class _ClippedSGD(tff.learning.optimizers.Optimizer):
+    """w <- w - lr * min(1, clip / ||g||) * g, the global norm over every tensor of the step."""
+
+    def __init__(self, learning_rate: float, clip: float) -> None:
+        if learning_rate < 0:
+            raise ValueError(f"learning_rate must be >= 0, got {learning_rate!r}")
+        if not clip > 0:
+            raise ValueError(f"clip must be > 0, got {clip!r}")
+        self._lr, self._clip = learning_rate, clip
+
+    def initialize(self, specs: Any) -> collections.OrderedDict:
+        del specs  # stateless apart from its hyperparameters
+        return collections.OrderedDict([(_LR, self._lr), (_CLIP, self._clip)])
+
+    def next(self, state, weights, gradients):
+        flat_w, flat_g = tf.nest.flatten(weights), tf.nest.flatten(gradients)
+        dense = [tf.convert_to_tensor(g) for g in flat_g if g is not None]
+        step = tf.cast(state[_LR], tf.float32) * clip_scale(dense, state[_CLIP])
+        new_w = [w if g is None else w - tf.cast(step, w.dtype) * tf.convert_to_tensor(g)
+                 for w, g in zip(flat_w, flat_g)]
+        return state, tf.nest.pack_sequence_as(weights, new_w)
+
+    def get_hparams(self, state):
+        return collections.OrderedDict([(_LR, state[_LR]), (_CLIP, state[_CLIP])])
+
+    def set_hparams(self, state, hparams):
+        out = collections.OrderedDict(state)
+        out.update(hparams)
+        return out
+
+
+def build_clipped_sgd(learning_rate: float, clip: float) -> tff.learning.optimizers.Optimizer:
+    """Plain SGD whose every step's gradient is clipped to global L2 norm `clip` (> 0)."""
+    return _ClippedSGD(learning_rate, clip)
 
 
 class _NesterovSGD(tff.learning.optimizers.Optimizer):

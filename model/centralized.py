@@ -95,6 +95,8 @@ def train_centralized(cfg: RunConfig, data: Any, out_dir: str, examples: int | N
         examples: examples to process (the FL run's `examples_processed` for an exact match).
         learning_rate: SGD step size (default train.client_learning_rate).
         momentum: SGD momentum (0 = plain SGD).
+        (Each step's gradient is clipped to global norm train.client_grad_clip when that is > 0,
+        as the federated clients' steps are.)
         evals: evaluations on held-out users spread over training (the last at the end).
         progress: tqdm bar.
 
@@ -114,7 +116,7 @@ def train_centralized(cfg: RunConfig, data: Any, out_dir: str, examples: int | N
     vocab = int(data.tokenizer.vocab_size)
     tf.random.set_seed(t.seed)
     model = build_model(cfg.model, vocab, cfg.data.seq_len, seed=t.seed)
-    opt = tf.keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+    opt = tf.keras.optimizers.SGD(learning_rate=lr, momentum=momentum, global_clipnorm=t.client_grad_clip or None)
     eval_x, eval_y = data.pooled_examples("heldout", cfg.data.seq_len, t.eval_max_examples)
     step = _train_step(model, opt)
 

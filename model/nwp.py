@@ -19,6 +19,7 @@ SGD step of phones and of the Keras baseline differentiates (docs/decisions.md).
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import tensorflow as tf
 
@@ -327,6 +328,21 @@ def masked_step_loss(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor) -> tf.Te
     weights = mask / tf.maximum(tf.reduce_sum(mask), 1.0)
     return tied_cross_entropy(tf.reshape(h, [-1, int(embedding.output_dim)]), embedding.embeddings,
                               output.bias, labels, weights)
+
+
+def clip_scale(grads: Sequence[tf.Tensor], clip: tf.Tensor | float) -> tf.Tensor:
+    """min(1, clip / ||grads||) over all tensors together (global L2 norm), or 1 when clip <= 0.
+
+    The client step's clip: the phone's `train` signature (tflite_export/trainable.py, written
+    with builtin ops only: SUM, SQRT, MINIMUM, SELECT_V2) and the TFF clients' optimizer
+    (federated/optimizers.py `build_clipped_sgd`) both call this function. Clipping each step
+    keeps the large client step a few rounds of FedAvgM need from exploding an LSTM's weights
+    (Pascanu et al. 2013; Zaremba et al. 2014 clip at 5).
+    """
+    clip = tf.cast(clip, tf.float32)
+    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
+    scale = tf.minimum(1.0, clip / tf.maximum(norm, 1e-12))
+    return tf.where(clip > 0.0, scale, tf.ones_like(scale))
 
 
 class MaskedCrossEntropy(tf.keras.losses.Loss):

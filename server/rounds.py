@@ -195,7 +195,7 @@ class Collector:
                     batch_size=t.batch_size, learning_rate=t.client_learning_rate,
                     clip_norm=self.settings.privacy.clip_norm, noise_std=rnd.noise_std,
                     encoding=self.settings.server.encoding, max_examples=t.max_examples_per_client,
-                    deadline_unix=rnd.deadline or 0.0).to_json()
+                    deadline_unix=rnd.deadline or 0.0, grad_clip=t.client_grad_clip).to_json()
 
     def _turn_away(self, device_id: str, rnd: Round, now: float, code: str, detail: str) -> Refusal:
         s = self.settings

@@ -138,6 +138,7 @@ def check(s: Settings) -> None:
     _require(tv.local_epochs >= 1, "train.local_epochs must be >= 1", tv.local_epochs)
     _require(tv.batch_size >= 1, "train.batch_size must be >= 1", tv.batch_size)
     _require(tv.client_learning_rate > 0, "train.client_learning_rate must be > 0", tv.client_learning_rate)
+    _require(tv.client_grad_clip >= 0, "train.client_grad_clip must be >= 0", tv.client_grad_clip)
     _require(sv.max_body_bytes >= 1024, "server.max_body_bytes must be >= 1024", sv.max_body_bytes)
     _require(sv.norm_slack >= 0, "server.norm_slack must be >= 0", sv.norm_slack)
     _require(sv.retry_after_s >= 1, "server.retry_after_s must be >= 1", sv.retry_after_s)

@@ -40,7 +40,7 @@ class FakeModel:
     def get_weights(self):
         return [a.copy() for a in self.w]
 
-    def train_step(self, x, y, lr):
+    def train_step(self, x, y, lr, clip=0.0):
         self.batches.append((np.array(x), np.array(y)))
         self.w = [a + np.float32(lr) * s for a, s in zip(self.w, STEP)]
         return 1.0 + len(self.batches)
@@ -54,7 +54,7 @@ class NoisyModel(FakeModel):
         super().__init__()
         self.w = [np.zeros(s, np.float32) for s in shapes]
 
-    def train_step(self, x, y, lr):
+    def train_step(self, x, y, lr, clip=0.0):
         r = np.random.default_rng(int(np.sum(x)))
         self.w = [a + np.float32(lr) * r.normal(size=a.shape).astype(np.float32) for a in self.w]
         return 1.0

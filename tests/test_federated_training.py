@@ -35,8 +35,10 @@ def _cfg(**train):
                                train=dataclasses.replace(base.train, **t))
 
 
-def _keras_reference(cfg, data, server_step):
-    """Plain Keras SGD on masked_loss per client, numpy weighted mean, `server_step` on the server."""
+def _keras_reference(cfg, data, server_step, clipped_steps=None):
+    """Plain Keras SGD on masked_loss per client (each step's gradient clipped to global norm
+    train.client_grad_clip when > 0; whether it bound is appended to `clipped_steps`), numpy
+    weighted mean, `server_step` on the server."""
     import tensorflow as tf
 
     from model.nwp import build_model, masked_loss
@@ -47,6 +49,7 @@ def _keras_reference(cfg, data, server_step):
     glob = [v.numpy() for v in model.trainable_weights]
     users = data.users("train")
     server_state: dict = {}
+    clipped_steps = [] if clipped_steps is None else clipped_steps
     for r in range(t.rounds):
         deltas, rows = [], []
         for u in sample_clients(users, t.clients_per_round, t.seed, r):
@@ -57,9 +60,12 @@ def _keras_reference(cfg, data, server_step):
                 for xb, yb in batches(x, y, t.batch_size):
                     with tf.GradientTape() as tape:
                         loss = masked_loss(yb, model(xb, training=True))
-                    grads = tape.gradient(loss, model.trainable_weights)
+                    grads = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_weights)]
+                    norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
+                    scale = min(1.0, t.client_grad_clip / norm) if t.client_grad_clip > 0 else 1.0
+                    clipped_steps.append(scale < 1.0)
                     for v, g in zip(model.trainable_weights, grads):
-                        v.assign_sub(t.client_learning_rate * tf.convert_to_tensor(g))
+                        v.assign_sub(t.client_learning_rate * scale * g)
             deltas.append([v.numpy() - w for v, w in zip(model.trainable_weights, glob)])
             rows.append(x.shape[0])
         mean = weighted_mean(deltas, rows)
@@ -105,6 +111,29 @@ def test_one_round_equals_keras_sgd_plus_weighted_mean(tmp_path, data, cell):
     users = sample_clients(data.users("train"), 2, 3, 0)
     sizes = [data.client_examples(u, SEQ, 7)[0].shape[0] for u in users]
     assert sizes[0] != sizes[1]  # so the check also covers weighting by rows
+
+
+def test_client_grad_clip_clips_every_client_step_as_the_reference(tmp_path, data):
+    from federated.training import run_federated
+
+    cfg = _cfg(rounds=2, client_grad_clip=0.3)
+    run_federated(cfg, data, str(tmp_path), progress=False)
+    _, got = load_weights(str(tmp_path / "weights.npz"))
+    clipped: list[bool] = []
+    want = _keras_reference(cfg, data, _sgd(1.0), clipped)
+    assert any(clipped), clipped  # the clip binds
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    unclipped = _keras_reference(_cfg(rounds=2), data, _sgd(1.0))
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(want, unclipped)) > 1e-3
+
+
+def test_client_grad_clip_refuses_client_momentum():
+    from federated.algorithms import client_optimizer
+
+    cfg = _cfg(rounds=1, client_grad_clip=1.0, client_momentum=0.9)
+    with pytest.raises(ValueError, match="client_grad_clip"):
+        client_optimizer(cfg)
 
 
 def test_iterator_client_loop_gives_the_weights_of_tffs_reduce_loop(tmp_path, data, monkeypatch):

@@ -104,6 +104,7 @@ def test_manifest_describes_the_files(bundle, weights_path):
     assert {"train", "infer", "get_weights", "set_weights", "save", "restore"} <= set(sigs)
     b, t = cfg.train.batch_size, cfg.data.seq_len
     assert sigs["train"]["inputs"] == {"lr": {"shape": [], "dtype": "float32"},
+                                       "clip": {"shape": [], "dtype": "float32"},
                                        "x": {"shape": [b, t], "dtype": "int32"},
                                        "y": {"shape": [b, t], "dtype": "int32"}}
     assert sigs["train"]["outputs"] == {"loss": {"shape": [], "dtype": "float32"}}
@@ -141,6 +142,13 @@ def test_train_step_matches_keras_sgd(verified):
 def test_padded_last_batch_matches_keras_short_batch(verified):
     assert 1 <= verified["padded_rows"] < configs.preset("tiny").train.batch_size
     assert verified["padded_max_abs_weight_diff"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_train_step_clips_the_gradient_as_keras_global_clipnorm(verified):
+    # verify_bundle sets the plan's gradient clip at half the batch gradient's norm, so it binds.
+    assert verified["clipped_max_abs_weight_diff"] <= 1e-5
+    assert 0 < verified["clipped_step_max_abs"] < verified["train_step_max_abs"]
 
 
 @pytest.mark.slow

@@ -97,8 +97,9 @@ class TFLiteModel:
             a = np.concatenate([a, fill])
         return a, n
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-        """One SGD step on a batch; returns the batch loss before the step.
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float, clip: float = 0.0) -> float:
+        """One SGD step on a batch, its gradient clipped to global norm `clip` (0: none);
+        returns the batch loss before the step.
 
         A batch with fewer than `batch_size` rows is padded with PAD rows, which
         `masked_loss` ignores: the step equals Keras' step on the short batch.
@@ -107,17 +108,18 @@ class TFLiteModel:
         yb, m = self._pad(y, "y")
         if n != m:
             raise ValueError(f"x and y differ in rows: {n} vs {m}")
-        out = self._runners["train"](x=xb, y=yb, lr=np.asarray(lr, dtype=np.float32))
+        out = self._runners["train"](x=xb, y=yb, lr=np.asarray(lr, dtype=np.float32),
+                                     clip=np.asarray(clip, dtype=np.float32))
         return float(out["loss"])
 
-    def train(self, x: np.ndarray, y: np.ndarray, lr: float, epochs: int = 1) -> list[float]:
+    def train(self, x: np.ndarray, y: np.ndarray, lr: float, epochs: int = 1, clip: float = 0.0) -> list[float]:
         """`epochs` passes of consecutive batches, in order (no shuffle, as data.tfdata);
         returns the loss of each step."""
         from data.sequences import batches  # train_step pads the short last batch
 
         x, y = np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32)
         steps = batches(x, y, self.batch_size)
-        return [self.train_step(xb, yb, lr) for _ in range(epochs) for xb, yb in steps]
+        return [self.train_step(xb, yb, lr, clip) for _ in range(epochs) for xb, yb in steps]
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Logits float32 [n, T, V] for n <= batch_size rows (padded internally)."""

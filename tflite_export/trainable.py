@@ -3,9 +3,10 @@
 What a phone runs, as the TFLite on-device training guide lays it out (train / infer / save /
 restore, plus get_weights / set_weights so the federated plan can move weights in and out):
 
-    train(x int32[B,T], y int32[B,T], lr float32[])  -> {"loss": float32[]}
-        one plain SGD step  w <- w - lr * d masked_loss / d w  (the learning rate is an input,
-        so the server's plan sets it without a re-export)
+    train(x int32[B,T], y int32[B,T], lr float32[], clip float32[])  -> {"loss": float32[]}
+        one plain SGD step  w <- w - lr * s * g,  g = d masked_loss / d w,
+        s = min(1, clip / ||g||) for clip > 0 and 1 otherwise (the learning rate and the gradient
+        clip are inputs, so the server's plan sets them without a re-export)
     infer(x int32[B,T])                               -> {"logits": float32[B,T,V]}
     get_weights()                                     -> {w000_...: tensor, ...}
     set_weights(w000_..., ...)                        -> {w000_...: tensor, ...} (what was set)
@@ -26,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from configs.schema import ModelConfig
-from model.nwp import build_model, masked_step_loss, weight_names
+from model.nwp import build_model, clip_scale, masked_step_loss, weight_names
 
 TRAIN = "train"
 INFER = "infer"
@@ -36,8 +37,10 @@ SAVE = "save"
 RESTORE = "restore"
 
 
-def sgd_step(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> tf.Tensor:
-    """One plain SGD step on `masked_loss`; returns the loss before the step.
+def sgd_step(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor,
+             clip: tf.Tensor | float = 0.0) -> tf.Tensor:
+    """One plain SGD step on `masked_loss`, its gradient clipped to global L2 norm `clip` when
+    `clip` > 0 (`clip_scale`); returns the loss before the step.
 
     The loss goes through `model.nwp.masked_step_loss` (the output layer and the loss with their
     gradient written out; same function and gradient as `masked_loss` on the logits), which
@@ -47,9 +50,10 @@ def sgd_step(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -
     """
     with tf.GradientTape() as tape:
         loss = masked_step_loss(model, x, y)
-    grads = tape.gradient(loss, model.trainable_weights)
+    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_weights)]
+    step = lr * clip_scale(grads, clip)
     for var, grad in zip(model.trainable_weights, grads):
-        var.assign_sub(lr * tf.convert_to_tensor(grad))
+        var.assign_sub(step * grad)
     return loss
 
 
@@ -87,7 +91,8 @@ class TrainableNWP(tf.Module):
         self.train = tf.function(
             self._train, input_signature=[tf.TensorSpec(tokens.shape, tf.int32, name="x"),
                                           tf.TensorSpec(tokens.shape, tf.int32, name="y"),
-                                          tf.TensorSpec([], tf.float32, name="lr")])
+                                          tf.TensorSpec([], tf.float32, name="lr"),
+                                          tf.TensorSpec([], tf.float32, name="clip")])
         self.infer = tf.function(
             self._infer, input_signature=[tf.TensorSpec(tokens.shape, tf.int32, name="x")])
         self.get_weights = tf.function(self._get_weights, input_signature=[])
@@ -98,8 +103,8 @@ class TrainableNWP(tf.Module):
             self._restore, input_signature=[tf.TensorSpec([], tf.string, name="checkpoint_path")])
 
     # --- signature bodies -------------------------------------------------------------------
-    def _train(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"loss": sgd_step(self.model, x, y, lr)}
+    def _train(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor, clip: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"loss": sgd_step(self.model, x, y, lr, clip)}
 
     def _infer(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"logits": self.model(x, training=False)}

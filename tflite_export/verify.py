@@ -45,14 +45,22 @@ def keras_model(manifest: dict[str, Any], weights: Sequence[np.ndarray]) -> tf.k
     return model
 
 
-def keras_sgd_step(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-    """One Keras SGD step on masked_loss (what a TFF client does per batch)."""
-    optimizer = tf.keras.optimizers.SGD(learning_rate=lr)
+def keras_sgd_step(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, lr: float, clip: float = 0.0) -> float:
+    """One Keras SGD step on masked_loss (what a TFF client does per batch), the gradient clipped
+    to global norm `clip` by Keras' own `global_clipnorm` when `clip` > 0."""
+    optimizer = tf.keras.optimizers.SGD(learning_rate=lr, global_clipnorm=clip or None)
     with tf.GradientTape() as tape:
         loss = masked_loss(tf.constant(y), model(tf.constant(x), training=True))
     grads = tape.gradient(loss, model.trainable_weights)
     optimizer.apply_gradients(zip(grads, model.trainable_weights))
     return float(loss)
+
+
+def keras_grad_norm(model: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """Global L2 norm of masked_loss's gradient at the model's weights."""
+    with tf.GradientTape() as tape:
+        loss = masked_loss(tf.constant(y), model(tf.constant(x), training=True))
+    return float(tf.linalg.global_norm([tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_weights)]))
 
 
 def _max_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
@@ -71,12 +79,13 @@ def check_infer(tfl: TFLiteModel, keras: tf.keras.Model, x: np.ndarray) -> float
 
 
 def check_train(tfl: TFLiteModel, manifest: dict[str, Any], weights: Sequence[np.ndarray],
-                x: np.ndarray, y: np.ndarray, lr: float) -> dict[str, float]:
-    """One step each from `weights` on (x, y) (x may be shorter than the batch): diffs."""
+                x: np.ndarray, y: np.ndarray, lr: float, clip: float = 0.0) -> dict[str, float]:
+    """One step each from `weights` on (x, y) (x may be shorter than the batch), the gradient
+    clipped to global norm `clip` when > 0: diffs."""
     keras = keras_model(manifest, weights)
-    keras_loss = keras_sgd_step(keras, x, y, lr)
+    keras_loss = keras_sgd_step(keras, x, y, lr, clip)
     tfl.set_weights(weights)
-    tfl_loss = tfl.train_step(x, y, lr)
+    tfl_loss = tfl.train_step(x, y, lr, clip)
     return {"weight_diff": _max_diff(tfl.get_weights(), [v.numpy() for v in keras.trainable_weights]),
             "loss_diff": abs(tfl_loss - keras_loss), "loss": keras_loss,
             "step_size": _max_diff(weights, [v.numpy() for v in keras.trainable_weights])}
@@ -147,6 +156,9 @@ def verify_bundle(bundle_dir: str, x: np.ndarray, y: np.ndarray, lr: float | Non
     full = check_train(tfl, manifest, weights, x[:b], y[:b], lr)
     short = max(1, min(b, x.shape[0]) // 2)
     padded = check_train(tfl, manifest, weights, x[:short], y[:short], lr)
+    # The plan's gradient clip, at half the batch's gradient norm so that it binds.
+    clip = 0.5 * keras_grad_norm(keras_model(manifest, weights), x[:b], y[:b])
+    clipped = check_train(tfl, manifest, weights, x[:b], y[:b], lr, clip)
     round_trip = check_round_trip(tfl, weights)
     tfl.set_weights(weights)
 
@@ -159,6 +171,8 @@ def verify_bundle(bundle_dir: str, x: np.ndarray, y: np.ndarray, lr: float | Non
         "train_step_max_abs": full["step_size"],
         "padded_rows": int(short),
         "padded_max_abs_weight_diff": padded["weight_diff"],
+        "clipped_max_abs_weight_diff": clipped["weight_diff"],
+        "clipped_step_max_abs": clipped["step_size"],
         "round_trip_max_abs_diff": round_trip,
         "select_tf_ops": manifest["select_tf_ops"],
         "suggest": suggest,
@@ -167,6 +181,7 @@ def verify_bundle(bundle_dir: str, x: np.ndarray, y: np.ndarray, lr: float | Non
         "infer": infer_diff <= INFER_TOL,
         "train": full["weight_diff"] <= TRAIN_TOL,
         "padded": padded["weight_diff"] <= TRAIN_TOL,
+        "clipped": clipped["weight_diff"] <= TRAIN_TOL,
         "round_trip": round_trip == 0.0,
     }
     if "suggest_max_abs_prob_diff" in suggest:
