@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from model.metrics import NEVER_SUGGESTED, NextWordAccumulator, target_mask
 from data.special_ids import PAD_ID
+from model.metrics import NEVER_SUGGESTED, NextWordAccumulator, target_mask
 
 
 def _result(acc: NextWordAccumulator, y: np.ndarray) -> dict[str, float]:
