@@ -8,7 +8,8 @@ training users, scores each on the validation users (top-1, ties broken by perpl
 whose perplexity is not finite has diverged and scores lowest), keeps the best value and moves
 on to the next lever. The built-in grid, in search order:
 
-    client-lr          client SGD step 0.3 | 0.5 | 1.0   (1.0 diverged on real chat text)
+    client-lr          client SGD step 0.5 unclipped | 1.0 | 2.0, each step's gradient
+                       clipped to norm 1 (unclipped, 1.0 diverged on real chat text)
     server-optimizer   fedavgm (Nesterov 0.9, server lr 1.0) | fedadam (server lr 0.01)
                        | fedyogi (server lr 0.01)                      Reddi et al. 2021
     local-epochs       1 | 2 | 3
@@ -43,8 +44,9 @@ from fedkeys.commands.common import stage_config, start, write_summary
 Lever = tuple[str, list[tuple[str, ...]]]  # (name, candidate override lists)
 
 GRID: list[Lever] = [
-    ("client-lr", [("train.client_learning_rate=0.3",), ("train.client_learning_rate=0.5",),
-                   ("train.client_learning_rate=1.0",)]),
+    ("client-lr", [("train.client_learning_rate=0.5", "train.client_grad_clip=0"),
+                   ("train.client_learning_rate=1.0", "train.client_grad_clip=1.0"),
+                   ("train.client_learning_rate=2.0", "train.client_grad_clip=1.0")]),
     ("server-optimizer", [("train.algorithm=fedavgm", "train.server_learning_rate=1.0"),
                           ("train.algorithm=fedadam", "train.server_learning_rate=0.01"),
                           ("train.algorithm=fedyogi", "train.server_learning_rate=0.01")]),
