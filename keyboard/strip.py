@@ -157,7 +157,8 @@ class Keyboard:
     # -- the strip -----------------------------------------------------------------------------
     def _top(self, probs: np.ndarray, ids: np.ndarray, k: int) -> tuple[Suggestion, ...]:
         p = probs[ids]
-        top = np.argsort(-p, kind="stable")[:k]
+        top = np.argpartition(-p, k - 1)[:k] if len(p) > k else np.arange(len(p))
+        top = top[np.argsort(-p[top], kind="stable")]
         return tuple(Suggestion(self.vocabulary[int(ids[j])], float(p[j])) for j in top)
 
     def next_words(self, text: str, k: int = SLOTS) -> tuple[Suggestion, ...]:
