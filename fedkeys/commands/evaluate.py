@@ -54,6 +54,23 @@ def keystroke_savings(cfg, data, weights, xy=None, max_rows: int = 200) -> dict[
     return ks.result()
 
 
+def baseline_keystroke_savings(cfg, data, xy=None, max_rows: int = 200) -> dict[str, float]:
+    """Keystroke savings of the most-frequent-word baseline (its strip: the most frequent
+    training words that start with the letters typed), on the same rows as `keystroke_savings`."""
+    import numpy as np
+
+    from model.evaluate import unigram_log_probs
+    from model.metrics import KeystrokeSavings
+
+    x, y = xy if xy is not None else heldout(cfg, data)
+    _, train_y = data.pooled_examples("train", cfg.data.seq_len)
+    logp = unigram_log_probs(train_y, data.tokenizer.vocab_size)
+    ks = KeystrokeSavings(data.tokenizer.words, slots=3)
+    y = np.asarray(y[:max_rows])
+    ks.update_logits(np.broadcast_to(logp, y.shape + logp.shape), y)
+    return ks.result()
+
+
 def baseline(cfg, data, xy=None) -> dict[str, float]:
     """The most-frequent-word baseline, trained on the training users, scored the same way."""
     from model.evaluate import most_frequent_word_baseline
