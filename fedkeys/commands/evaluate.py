@@ -17,6 +17,12 @@ from fedkeys.commands.common import read_summary, stage_config, start, table, wr
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a directory made by `fedkeys train` (or `fedkeys export`)")
     p.add_argument("--weights", help="weights .npz to score (default: RUN_DIR/weights.npz)")
+    p.add_argument("--personalize", action="store_true",
+                   help="also fine-tune on each held-out user's earlier messages and score the later ones")
+    p.add_argument("--strategies", default="none,bias,all", help="personalization strategies (model/personalize.py)")
+    p.add_argument("--epochs", type=int, default=3, help="personalization: local passes over the earlier windows")
+    p.add_argument("--lr", type=float, default=None,
+                   help="personalization SGD step (default: the run's train.client_learning_rate)")
 
 
 def heldout(cfg, data) -> tuple[Any, Any]:
@@ -95,5 +101,24 @@ def run(args: argparse.Namespace) -> int:
     print(table([(name, f"{s['top1']:.4f}", f"{s['top3']:.4f}", f"{s.get('perplexity', float('nan')):.1f}",
                   f"{s['keystroke_savings']:.4f}" if "keystroke_savings" in s else "")
                  for name, s in scores.items()], ("model", "top-1", "top-3", "perplexity", "keystroke savings")))
-    write_summary(args.out, {"stage": "evaluate", "data_dir": data_dir, "scores": scores})
+    summary = {"stage": "evaluate", "data_dir": data_dir, "scores": scores}
+    if args.personalize:
+        summary["personalization"] = personalize(cfg, data, weights, args)
+    write_summary(args.out, summary)
     return 0
+
+
+def personalize(cfg, data, weights, args: argparse.Namespace) -> dict[str, dict]:
+    """Global against personalized per held-out user (model.personalize), printed as a table."""
+    from model.personalize import evaluate_personalization
+
+    result = evaluate_personalization(cfg, data, weights, args.strategies.split(","), epochs=args.epochs,
+                                      learning_rate=args.lr)
+    print(table([(s, str(r["users"]), f"{r['global_top1']:.4f}", f"{r['personalized_top1']:.4f}",
+                  f"{r['relative_gain']:+.3f}", f"{r['share_improved']:.2f}",
+                  f"{r.get('global_keystroke_savings', float('nan')):.4f}",
+                  f"{r.get('personalized_keystroke_savings', float('nan')):.4f}")
+                 for s, r in result.items()],
+                ("personalization", "users", "top-1 global", "top-1 personal", "relative gain", "improved",
+                 "keystrokes global", "keystrokes personal")))
+    return result
