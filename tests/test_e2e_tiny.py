@@ -85,6 +85,13 @@ def test_demo_tiny_runs_every_stage_and_trains(tmp_path):
     from keyboard.strip import Keyboard
 
     assert len(Keyboard.load(str(out)).next_words("see you")) == 3
+    assert Keyboard.load(str(out / "train")).next_words("see you") == Keyboard.load(str(out)).next_words("see you")
+    # personalization of the trained model on the held-out users
+    assert main(["evaluate", str(out / "train"), "--out", str(out / "eval"), "--personalize",
+                 "--strategies", "none,bias", "--epochs", "1"]) == 0
+    pers = json.loads((out / "eval" / "summary.json").read_text())["personalization"]
+    assert set(pers) == {"none", "bias"} and pers["none"]["relative_gain"] == 0.0
+    assert pers["bias"]["users"] >= 1 and 0.0 <= pers["bias"]["share_improved"] <= 1.0
     # the on-device rounds ran the server optimizer the TFF stage trained with, and say so
     assert demo["same_server_optimizer"] is True and demo["server_optimizer"]["tff"]["name"] == "sgd"
     assert first["reports"] == 3  # updates in the published version: the goal count
