@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from data.special_ids import BOS_ID, SPECIAL_IDS
+from data.special_ids import BOS_ID, SPECIAL_IDS, UNK_ID
 from data.text import PLACEHOLDERS, split_partial, words as text_words
 from keyboard.forward import NWPWeights, next_logits, softmax
 
@@ -141,8 +141,6 @@ class Keyboard:
     # -- text to ids ---------------------------------------------------------------------------
     def ids(self, words: Iterable[str]) -> list[int]:
         """`BOS w1 .. wn` for normalised words, unknown words as UNK (Tokenizer.encode_words)."""
-        from data.special_ids import UNK_ID
-
         get = self._index.get
         return [BOS_ID] + [get(w, UNK_ID) for w in words]
 

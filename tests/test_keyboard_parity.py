@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import configs
-from data.special_ids import BOS_ID, PAD_ID
+from data.special_ids import BOS_ID, PAD_ID, SPECIAL_IDS
 from tests.test_tflite_export import synthetic_texts
 
 VOCAB = 300
@@ -55,7 +55,7 @@ def _inputs(n: int, seq_len: int) -> np.ndarray:
 @pytest.mark.parametrize("cell", ["lstm", "cifg"])
 def test_numpy_forward_matches_tflite_infer(tmp_path_factory, tokenizer_path, cell):
     from keyboard.strip import Keyboard
-    from keyboard.forward import logits
+    from keyboard.forward import logits, softmax
     from tflite_export.runtime import TFLiteModel
 
     bundle = _bundle(tmp_path_factory, tokenizer_path, cell, inference=cell == "cifg")
@@ -76,8 +76,7 @@ def test_numpy_forward_matches_tflite_infer(tmp_path_factory, tokenizer_path, ce
         for row in x[:6]:
             ids, probs = suggest(row)
             context = [int(i) for i in row if i != PAD_ID]
-            mine = kb.weights and np.exp(logits(kb.weights, np.asarray(context))[-1].astype(np.float64))
-            mine = mine / mine.sum()
+            mine = softmax(logits(kb.weights, np.asarray(context))[-1])
             np.testing.assert_allclose(mine[ids], probs, atol=1e-5)
-            shown = np.argsort(-np.where(np.isin(np.arange(VOCAB), [0, 1, 2, 3]), -1, mine), kind="stable")[:len(ids)]
+            shown = np.argsort(-np.where(np.isin(np.arange(VOCAB), SPECIAL_IDS), -1.0, mine), kind="stable")[:len(ids)]
             assert list(shown) == list(ids)
