@@ -125,6 +125,11 @@ class CollectorConfig:
     attestation_public_key: str = ""  # the issuer's Ed25519 public key: 64 hex digits, or a file holding them
     max_devices_per_attestation: int = 2  # device ids one attested physical device may register
     token_ttl_s: float = 86400.0  # a bearer token expires this long after it was issued (0 = never)
+    # the /keyboard page: the latest published model's suggestions for anyone who can reach the
+    # collector (the same model every phone downloads; docs/privacy.md), rate-limited per address
+    keyboard: bool = True
+    keyboard_rate_per_s: float = 20.0  # suggestion requests per second per client address
+    keyboard_burst: int = 40  # suggestion bucket size per client address
 
 
 @dataclass(frozen=True)

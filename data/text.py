@@ -103,3 +103,34 @@ def normalise(text: str) -> str:
 def is_placeholder(word: str) -> bool:
     """True for the placeholder tokens (`<url>`, `<num>`, ...), which a phone never shows."""
     return word in PLACEHOLDERS
+
+
+_PARTIAL = re.compile(rf"{_L}+(?:'{_L}*)*$")
+_PLACEHOLDER_LEAD = re.compile(r"[@#/.:\w]$")  # a handle, hashtag, link or number in progress
+
+
+def split_partial(text: str) -> tuple[str, str | None]:
+    """Split typed text into what comes before the word being typed and that word, normalised.
+
+    A keyboard completes the word under the cursor: the trailing run of letters (and internal
+    apostrophes) when the text does not end in a space or punctuation. It is normalised as
+    `words` does (NFKC, lowercase, apostrophes), so it is a prefix of vocabulary words.
+
+    Args:
+        text: the message typed so far.
+
+    Returns:
+        (before, partial): `partial` is "" when the text ends between words (the strip shows
+        next words), None when the word in progress is a link, handle, hashtag or number
+        (the strip shows nothing), else the normalised partial word.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected message text as str, got {type(text).__name__}")
+    norm = unicodedata.normalize("NFKC", text).lower().translate(_APOSTROPHES)
+    m = _PARTIAL.search(norm)
+    if m is None:
+        return norm, ""
+    before, partial = norm[:m.start()], m.group()
+    if _DIGIT.search(partial) or _PLACEHOLDER_LEAD.search(before):
+        return before, None
+    return before, partial

@@ -13,6 +13,7 @@ One definition, used by every evaluation, baseline and benchmark in fedkeys.
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Sequence
 
@@ -128,18 +129,25 @@ class KeystrokeSavings:
         self.unk_letters = unk_letters
         self.saved = 0
         self.typed = 0
+        by_word = sorted((w, i) for i, w in enumerate(self.words))
+        self._sorted_words = [w for w, _ in by_word]
+        self._sorted_ids = np.asarray([i for _, i in by_word], np.int64)
 
-    def _saved_for(self, order: np.ndarray, target: int) -> tuple[int, int]:
+    def _prefix_range(self, prefix: str) -> np.ndarray:
+        """Ids of the words starting with `prefix`, ascending (one bisect range of the sorted words)."""
+        lo = bisect.bisect_left(self._sorted_words, prefix)
+        hi = bisect.bisect_left(self._sorted_words, prefix + "\U0010ffff")
+        return np.sort(self._sorted_ids[lo:hi])
+
+    def _saved_for(self, row: np.ndarray, target: int) -> tuple[int, int]:
         word = self.words[target]
         length = len(word)
         for j in range(length):
-            prefix = word[:j]
-            strip = []
-            for i in order:
-                if self.words[i].startswith(prefix):
-                    strip.append(int(i))
-                    if len(strip) == self.slots:
-                        break
+            ids = self._prefix_range(word[:j])
+            s = row[ids]
+            ids, s = ids[np.isfinite(s)], s[np.isfinite(s)]
+            # the strip: the best `slots` of them, ties to the lower id (a stable sort by score)
+            strip = ids[np.argsort(-s, kind="stable")[:self.slots]]
             if target in strip:
                 return length - (j + 1), length
         return 0, length
@@ -157,9 +165,7 @@ class KeystrokeSavings:
             if target == UNK_ID:
                 self.typed += self.unk_letters
                 continue
-            order = np.argsort(-row, kind="stable")
-            order = order[np.isfinite(row[order])]
-            saved, typed = self._saved_for(order, int(target))
+            saved, typed = self._saved_for(row, int(target))
             self.saved += saved
             self.typed += typed
 

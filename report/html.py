@@ -79,8 +79,9 @@ def _results(run: Run) -> str:
     if not run.results:
         return '<p class="note">No evaluated model in this run.</p>'
     rows = [(r.model, r.version, _score(r.scores.get("top1"), 4), _score(r.scores.get("top3"), 4),
-             _score(r.scores.get("perplexity"), 2), r.source) for r in run.results]
-    return _table(("model", "version", "top-1", "top-3", "perplexity", "from"), rows, "results")
+             _score(r.scores.get("keystroke_savings"), 4), _score(r.scores.get("perplexity"), 2), r.source)
+            for r in run.results]
+    return _table(("model", "version", "top-1", "top-3", "keystroke savings", "perplexity", "from"), rows, "results")
 
 
 def _figure(p: Plot) -> str:

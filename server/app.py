@@ -26,6 +26,7 @@ from server.body import BodyBuffers
 from server.bundle import load_bundle
 from server.dashboard import dashboard
 from server.errors import http_status
+from server.keyboard import keyboard
 from server.metrics import Metrics
 from server.pace import RateLimiter
 from server.rounds import Collector
@@ -69,6 +70,8 @@ def build_app(settings: Settings, workers: Optional[int] = None) -> Flask:
     app.register_blueprint(bp, url_prefix="/v1")
     app.register_blueprint(ops)
     app.register_blueprint(dashboard)  # the operator's page at /, reads only /v1/status and /metrics
+    if settings.collector.keyboard:
+        app.register_blueprint(keyboard)  # /keyboard: suggestions from the latest published model
 
     @app.errorhandler(Refusal)
     def api_error(e: Refusal):

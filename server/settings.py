@@ -170,6 +170,8 @@ def check(s: Settings) -> None:
     s.issuer_key  # readable and a valid key
     _require(cv.max_devices_per_attestation >= 1, "collector.max_devices_per_attestation must be >= 1",
              cv.max_devices_per_attestation)
+    _require(cv.keyboard_rate_per_s > 0 and cv.keyboard_burst >= 1, "collector.keyboard_* must be positive",
+             (cv.keyboard_rate_per_s, cv.keyboard_burst))
     _require(cv.token_ttl_s >= 0, "collector.token_ttl_s must be >= 0 (0 = tokens do not expire)", cv.token_ttl_s)
     s.rounds  # the round policy checks its counts
     rule = build_algorithm(s.train, dp_noise=s.dp_noise).aggregator  # the algorithm, rule and optimizer settings

@@ -63,6 +63,9 @@ def test_demo_tiny_runs_every_stage_and_trains(tmp_path):
 
     train = json.loads((out / "train" / "summary.json").read_text())
     assert 0.0 <= train["final_eval"]["top1"] <= 1.0
+    # keystroke savings beside top-1 wherever accuracy is shown (demo table, report)
+    assert 0.0 < train["final_eval"]["keystroke_savings"] < 1.0
+    assert 0.0 < train["baseline_most_frequent"]["keystroke_savings"] < 1.0
 
     bundle = json.loads((out / "bundle" / "summary.json").read_text())
     assert bundle["verify"]["ok"] is True
@@ -73,9 +76,22 @@ def test_demo_tiny_runs_every_stage_and_trains(tmp_path):
     assert first["model_version"] == 1  # the server published the next version
     assert first["accepted"] >= 3  # the tiny preset's goal count
     assert 0.0 <= first["eval"]["top1"] <= 1.0
+    assert 0.0 < first["eval"]["keystroke_savings"] < 1.0
 
     demo = json.loads((out / "summary.json").read_text())
     assert set(demo["seconds"]) == {"data", "train", "export", "devices"}
+    assert all(len(row) == 5 and row[4] for row in demo["rows"])  # a keystroke-savings cell in every row
+    # the run's bundle answers `fedkeys suggest` (numpy forward pass, no TensorFlow needed)
+    from keyboard.strip import Keyboard
+
+    assert len(Keyboard.load(str(out)).next_words("see you")) == 3
+    assert Keyboard.load(str(out / "train")).next_words("see you") == Keyboard.load(str(out)).next_words("see you")
+    # personalization of the trained model on the held-out users
+    assert main(["evaluate", str(out / "train"), "--out", str(out / "eval"), "--personalize",
+                 "--strategies", "none,bias", "--epochs", "1"]) == 0
+    pers = json.loads((out / "eval" / "summary.json").read_text())["personalization"]
+    assert set(pers) == {"none", "bias"} and pers["none"]["relative_gain"] == 0.0
+    assert pers["bias"]["users"] >= 1 and 0.0 <= pers["bias"]["share_improved"] <= 1.0
     # the on-device rounds ran the server optimizer the TFF stage trained with, and say so
     assert demo["same_server_optimizer"] is True and demo["server_optimizer"]["tff"]["name"] == "sgd"
     assert first["reports"] == 3  # updates in the published version: the goal count

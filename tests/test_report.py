@@ -45,7 +45,8 @@ def write_train(d, rounds=4, dp=None, algorithm="fedavg", columns=COLUMNS):
         w.writerows(rows)
     last = rows[-1]
     summary = {"stage": "train", "algorithm": algorithm, "rounds": rounds,
-               "final_eval": {k: last[k] for k in ("top1", "top3", "perplexity", "words") if k in last},
+               "final_eval": {**{k: last[k] for k in ("top1", "top3", "perplexity", "words") if k in last},
+                              "keystroke_savings": 0.27181},
                "baseline_most_frequent": {"top1": 0.0637583, "top3": 0.1185682, "perplexity": 34.587, "words": 894.0},
                "dp": {"mode": dp or "none", "noise_multiplier": 1.1 if dp else 0.0, "clip_norm": 1.0,
                       "epsilon": last.get("epsilon") or None},
@@ -111,8 +112,8 @@ def test_demo_report_embeds_every_plot_and_matches_summaries(demo_dir):
     table = results(page)
     train = json.loads((demo_dir / "train" / "summary.json").read_text())
     final = train["final_eval"]
-    assert table["federated (fedavg), 4 rounds"][:4] == ["v0", f"{final['top1']:.4f}", f"{final['top3']:.4f}",
-                                                         f"{final['perplexity']:.2f}"]
+    assert table["federated (fedavg), 4 rounds"][:5] == ["v0", f"{final['top1']:.4f}", f"{final['top3']:.4f}",
+                                                         f"{final['keystroke_savings']:.4f}", f"{final['perplexity']:.2f}"]
     base = train["baseline_most_frequent"]
     assert table["most-frequent word"][1:3] == [f"{base['top1']:.4f}", f"{base['top3']:.4f}"]
     dp = json.loads((demo_dir / "dp" / "summary.json").read_text())["final_eval"]

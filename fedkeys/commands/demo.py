@@ -52,18 +52,20 @@ def run(args: argparse.Namespace) -> int:
     tff_opt = trained["server_algorithm"]["server_optimizer"]
     device_alg = fleet.get("server_algorithm") or {}
     device_opt = device_alg.get("server_optimizer")
-    rows = [("most-frequent-word baseline", "", f"{trained['baseline_most_frequent']['top1']:.4f}",
-             f"{trained['baseline_most_frequent']['top3']:.4f}")]
+    ks = lambda scores: f"{scores['keystroke_savings']:.4f}" if "keystroke_savings" in scores else ""  # noqa: E731
+    base = trained["baseline_most_frequent"]
+    rows = [("most-frequent-word baseline", "", f"{base['top1']:.4f}", f"{base['top3']:.4f}", ks(base))]
     final = trained["final_eval"]
     rows.append((f"TFF {trained['algorithm']} ({optimizer_label(tff_opt)}), {cfg.train.rounds} rounds of "
-                 f"{cfg.train.clients_per_round}", "v0", f"{final['top1']:.4f}", f"{final['top3']:.4f}"))
+                 f"{cfg.train.clients_per_round}", "v0", f"{final['top1']:.4f}", f"{final['top3']:.4f}", ks(final)))
     for r in fleet["rounds"]:
         ev = r["eval"]
         if ev is None:
             continue
         rows.append((f"on-device {device_alg.get('algorithm', '?')} ({optimizer_label(device_opt)}), "
-                     f"{r['reports']} reports", f"v{r['model_version']}", f"{ev['top1']:.4f}", f"{ev['top3']:.4f}"))
-    print("\n" + table(rows, ("model", "version", "top-1", "top-3")))
+                     f"{r['reports']} reports", f"v{r['model_version']}", f"{ev['top1']:.4f}", f"{ev['top3']:.4f}",
+                     ks(ev)))
+    print("\n" + table(rows, ("model", "version", "top-1", "top-3", "keystroke savings")))
     print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     write_summary(args.out, {"stage": "demo", "seconds": seconds, "rows": rows,
                              "server_optimizer": {"tff": tff_opt, "devices": device_opt},

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from data.dataset import FederatedData
     from device_sim.fleet import fetch_published_meta, fetch_published_weights, run_devices
-    from fedkeys.commands.evaluate import evaluate_weights, heldout
+    from fedkeys.commands.evaluate import evaluate_weights, heldout, keystroke_savings
     from server.process import ServerProcess, write_server_config
     from tflite_export.bundle import read_manifest
 
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     def evaluate_version(version: int, sim_hour: float | None = None) -> dict[str, float]:
         weights = fetch_published_weights(url, version, shapes, transport_factory=phone_transport)
-        scores[version] = evaluate_weights(cfg, data, weights, xy)
+        scores[version] = {**evaluate_weights(cfg, data, weights, xy), **keystroke_savings(cfg, data, weights, xy)}
         published[version] = fetch_published_meta(url, version, transport_factory=phone_transport)
         return scores[version]
 

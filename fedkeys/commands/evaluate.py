@@ -17,6 +17,12 @@ from fedkeys.commands.common import read_summary, stage_config, start, table, wr
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a directory made by `fedkeys train` (or `fedkeys export`)")
     p.add_argument("--weights", help="weights .npz to score (default: RUN_DIR/weights.npz)")
+    p.add_argument("--personalize", action="store_true",
+                   help="also fine-tune on each held-out user's earlier messages and score the later ones")
+    p.add_argument("--strategies", default="none,bias,all", help="personalization strategies (model/personalize.py)")
+    p.add_argument("--epochs", type=int, default=3, help="personalization: local passes over the earlier windows")
+    p.add_argument("--lr", type=float, default=None,
+                   help="personalization SGD step (default: the run's train.client_learning_rate)")
 
 
 def heldout(cfg, data) -> tuple[Any, Any]:
@@ -54,6 +60,23 @@ def keystroke_savings(cfg, data, weights, xy=None, max_rows: int = 200) -> dict[
     return ks.result()
 
 
+def baseline_keystroke_savings(cfg, data, xy=None, max_rows: int = 200) -> dict[str, float]:
+    """Keystroke savings of the most-frequent-word baseline (its strip: the most frequent
+    training words that start with the letters typed), on the same rows as `keystroke_savings`."""
+    import numpy as np
+
+    from model.evaluate import unigram_log_probs
+    from model.metrics import KeystrokeSavings
+
+    x, y = xy if xy is not None else heldout(cfg, data)
+    _, train_y = data.pooled_examples("train", cfg.data.seq_len)
+    logp = unigram_log_probs(train_y, data.tokenizer.vocab_size)
+    ks = KeystrokeSavings(data.tokenizer.words, slots=3)
+    y = np.asarray(y[:max_rows])
+    ks.update_logits(np.broadcast_to(logp, y.shape + logp.shape), y)
+    return ks.result()
+
+
 def baseline(cfg, data, xy=None) -> dict[str, float]:
     """The most-frequent-word baseline, trained on the training users, scored the same way."""
     from model.evaluate import most_frequent_word_baseline
@@ -78,5 +101,24 @@ def run(args: argparse.Namespace) -> int:
     print(table([(name, f"{s['top1']:.4f}", f"{s['top3']:.4f}", f"{s.get('perplexity', float('nan')):.1f}",
                   f"{s['keystroke_savings']:.4f}" if "keystroke_savings" in s else "")
                  for name, s in scores.items()], ("model", "top-1", "top-3", "perplexity", "keystroke savings")))
-    write_summary(args.out, {"stage": "evaluate", "data_dir": data_dir, "scores": scores})
+    summary = {"stage": "evaluate", "data_dir": data_dir, "scores": scores}
+    if args.personalize:
+        summary["personalization"] = personalize(cfg, data, weights, args)
+    write_summary(args.out, summary)
     return 0
+
+
+def personalize(cfg, data, weights, args: argparse.Namespace) -> dict[str, dict]:
+    """Global against personalized per held-out user (model.personalize), printed as a table."""
+    from model.personalize import evaluate_personalization
+
+    result = evaluate_personalization(cfg, data, weights, args.strategies.split(","), epochs=args.epochs,
+                                      learning_rate=args.lr)
+    print(table([(s, str(r["users"]), f"{r['global_top1']:.4f}", f"{r['personalized_top1']:.4f}",
+                  f"{r['relative_gain']:+.3f}", f"{r['share_improved']:.2f}",
+                  f"{r.get('global_keystroke_savings', float('nan')):.4f}",
+                  f"{r.get('personalized_keystroke_savings', float('nan')):.4f}")
+                 for s, r in result.items()],
+                ("personalization", "users", "top-1 global", "top-1 personal", "relative gain", "improved",
+                 "keystrokes global", "keystrokes personal")))
+    return result

@@ -34,6 +34,21 @@ def dry_run(cfg) -> int:
     return 0
 
 
+def add_keystroke_savings(cfg, data, out: str, result: dict) -> None:
+    """Keystroke savings beside top-1 and top-3 (keyboard teams quote both) in the final
+    evaluation and the most-frequent-word baseline, on the evaluation's first held-out rows."""
+    path = os.path.join(out, "weights.npz")
+    if not os.path.exists(path) or not isinstance(result.get("final_eval"), dict):
+        return
+    from fedkeys.commands.evaluate import baseline_keystroke_savings, heldout, keystroke_savings
+    from model.weights_io import load_weights
+
+    xy = heldout(cfg, data)
+    result["final_eval"] = {**result["final_eval"], **keystroke_savings(cfg, data, load_weights(path)[1], xy)}
+    if isinstance(result.get("baseline_most_frequent"), dict):
+        result["baseline_most_frequent"] = {**result["baseline_most_frequent"], **baseline_keystroke_savings(cfg, data, xy)}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(run_config(args))
@@ -55,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
         from federated.training import run_federated
 
         result = run_federated(cfg, data, args.out, resume=args.resume)
+    add_keystroke_savings(cfg, data, args.out, result)
     write_summary(args.out, {"stage": "train", "data_dir": os.path.abspath(args.data), **result})
     final = result.get("final_eval", {})
     print(f"train: held-out top-1 {final.get('top1', float('nan')):.4f}, "
-          f"top-3 {final.get('top3', float('nan')):.4f} -> {args.out}")
+          f"top-3 {final.get('top3', float('nan')):.4f}, "
+          f"keystroke savings {final.get('keystroke_savings', float('nan')):.4f} -> {args.out}")
     return 0

@@ -1,0 +1,110 @@
+"""Personalization evaluation of a global model on held-out users (Wang et al. 2019,
+arXiv:1910.10252; TFF's `build_personalization_eval_computation` computes the same per client).
+
+For each held-out user: the messages split in time (`keyboard.personalize.split_in_time`),
+each strategy fine-tunes the global weights on the earlier part, and the later part is scored
+with the global and with the personalized weights (top-1, top-3, keystroke savings). Strategies:
+
+- `none`: the global model (what every other evaluation reports);
+- `bias`: SGD on the output bias alone (`keyboard.personalize.fine_tune_bias`, numpy);
+- `all`: SGD on every weight, the phones' own step (`tflite_export.trainable.sgd_step`, the
+  function the TFLite `train` signature runs), on a Keras model built once.
+
+Both fine-tunes take `epochs` passes over in-order batches of `batch_size` windows at
+`learning_rate`. Scoring runs the numpy forward pass (keyboard.forward).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from keyboard.forward import NWPWeights
+from keyboard.personalize import UserResult, fine_tune_bias, score_user, split_in_time, summarise
+
+STRATEGIES = ("none", "bias", "all")
+
+
+class _AllWeights:
+    """Fine-tunes every weight with the phones' SGD step on one reused Keras model."""
+
+    def __init__(self, cfg, vocab_size: int, seq_len: int) -> None:
+        import tensorflow as tf
+
+        from model.nwp import build_model
+        from tflite_export.trainable import sgd_step
+
+        self.model = build_model(cfg.model, vocab_size, seq_len, unroll=True)
+        self.step = tf.function(lambda x, y, lr: sgd_step(self.model, x, y, lr), reduce_retracing=True)
+        self.tf = tf
+
+    def __call__(self, weights: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, learning_rate: float,
+                 epochs: int, batch_size: int) -> list[np.ndarray]:
+        self.model.set_weights([np.asarray(a, np.float32) for a in weights])
+        lr = self.tf.constant(learning_rate, self.tf.float32)
+        for _ in range(epochs):
+            for start in range(0, len(x), batch_size):
+                self.step(self.tf.constant(x[start:start + batch_size]), self.tf.constant(y[start:start + batch_size]), lr)
+        return [v.numpy() for v in self.model.trainable_weights]
+
+
+def evaluate_personalization(cfg, data, weights: Sequence[np.ndarray], strategies: Sequence[str] = STRATEGIES,
+                             epochs: int = 2, learning_rate: float | None = None, train_fraction: float = 0.5,
+                             max_users: int = 0, max_examples: int = 64, keystroke_rows: int = 8,
+                             split: str = "heldout", progress=None) -> dict[str, dict]:
+    """Per strategy, the summary of global against personalized over the split's users.
+
+    Args:
+        cfg: the run's config (model sizes, seq_len, batch size and client learning rate).
+        data: `data.dataset.FederatedData`.
+        weights: the global model, canonical order.
+        strategies: a subset of STRATEGIES.
+        epochs: local passes over the earlier windows.
+        learning_rate: SGD step (default the run's `train.client_learning_rate`).
+        train_fraction: share of each user's messages (oldest first) to fine-tune on.
+        max_users: score at most this many users (0 = all), the first in sorted order.
+        max_examples: cap on each side's windows per user (0 = all).
+        keystroke_rows: windows per user scored for keystroke savings (0 = skip).
+        split: the users' split.
+        progress: a callable taking a line of text, or None.
+
+    Returns:
+        {strategy: summary (keyboard.personalize.summarise) plus "per_user" [...]}.
+    """
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown or not strategies:
+        raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {list(strategies)}")
+    lr = cfg.train.client_learning_rate if learning_rate is None else float(learning_rate)
+    w = NWPWeights.from_list(cfg.model.cell, weights)
+    vocab = data.tokenizer.words
+    users = sorted(data.users(split))
+    if max_users:
+        users = users[:max_users]
+    tune_all = _AllWeights(cfg, data.tokenizer.vocab_size, cfg.data.seq_len) if "all" in strategies else None
+    results: dict[str, list[UserResult]] = {s: [] for s in strategies}
+    for n, user in enumerate(users):
+        halves = split_in_time(data.tokens(user), cfg.data.seq_len, train_fraction, max_examples)
+        if halves is None:
+            continue
+        (ex, ey), (lx, ly) = halves
+        base = score_user(w, lx, ly, vocab, keystroke_rows)
+        for s in strategies:
+            if s == "none":
+                tuned = w
+            elif s == "bias":
+                tuned = fine_tune_bias(w, ex, ey, lr, epochs, cfg.train.batch_size)
+            else:
+                tuned = NWPWeights.from_list(cfg.model.cell, tune_all(weights, ex, ey, lr, epochs, cfg.train.batch_size))
+            results[s].append(UserResult(user, base, base if s == "none" else score_user(tuned, lx, ly, vocab,
+                                                                                          keystroke_rows)))
+        if progress is not None and (n + 1) % 10 == 0:
+            progress(f"personalization: {n + 1}/{len(users)} users")
+    out = {}
+    for s, rs in results.items():
+        out[s] = {**summarise(rs), "strategy": s, "epochs": epochs, "learning_rate": lr,
+                  "train_fraction": train_fraction,
+                  "per_user": [{"user": r.user, "global_top1": r.global_scores["top1"],
+                                "personalized_top1": r.personalized["top1"], "words": r.global_scores["words"]}
+                               for r in rs]}
+    return out
