@@ -29,6 +29,17 @@ from fedmath.types import Weights
 from secagg import ring
 
 
+def encode(update: Weights, weight: float, quantizer: ring.Quantizer, max_weight: float,
+           rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    """The m + 1 ring values a device puts into the secure sum (module docstring)."""
+    flat = np.concatenate([np.asarray(u, np.float64).reshape(-1) for u in update])
+    w = float(weight)
+    if not 0 < w <= max_weight or w != math.floor(w):
+        raise ValueError(f"a secure-sum weight must be an integer in 1..{max_weight:g}, got {weight!r}")
+    body = ring.quantize(flat * (w / max_weight), quantizer, rng)
+    return np.concatenate([body, np.array([int(w)], np.uint32)])
+
+
 class SecureSum(Aggregator):
     """A linear rule's mean computed from a sum in Z_(2^b) (module docstring)."""
 
@@ -54,12 +65,7 @@ class SecureSum(Aggregator):
     # -- the device's half --------------------------------------------------------------------
     def encode(self, update: Weights, weight: float) -> np.ndarray:
         """The m + 1 ring values a device puts into the secure sum."""
-        flat = np.concatenate([np.asarray(u, np.float64).reshape(-1) for u in update])
-        w = float(weight)
-        if not 0 < w <= self.max_weight or w != math.floor(w):
-            raise ValueError(f"a secure-sum weight must be an integer in 1..{self.max_weight:g}, got {weight!r}")
-        body = ring.quantize(flat * (w / self.max_weight), self.quantizer, self.rng)
-        return np.concatenate([body, np.array([int(w)], np.uint32)])
+        return encode(update, weight, self.quantizer, self.max_weight, self.rng)
 
     # -- the server's half --------------------------------------------------------------------
     def decode(self, total: np.ndarray, reports: int, template: Weights) -> Aggregate:
@@ -94,3 +100,12 @@ class SecureSum(Aggregator):
         q = self.quantizer
         return {"name": "secure_sum", "bits": q.bits, "clip_norm": q.clip_norm, "coord_bound": q.coord_bound,
                 "max_devices": q.max_devices, "noise_std": q.noise_std, "inner": self.inner.describe()}
+
+
+def build(inner: Aggregator, bits: int, clip_norm: float, coord_bound: float, max_devices: int,
+          noise_std: float, max_weight: float) -> SecureSum:
+    """A SecureSum from a run's settings (coord_bound 0 means clip_norm). Raises ValueError for a
+    non-linear rule or a ring too small for the cohort."""
+    q = ring.Quantizer(bits=bits, clip_norm=clip_norm, coord_bound=coord_bound or clip_norm,
+                       max_devices=max_devices, noise_std=noise_std)
+    return SecureSum(inner, q, max_weight=max_weight)
