@@ -139,7 +139,7 @@ class SecAggConfig:
     security_bits: float = 40.0  # P[colluders hold t shares of an honest device's secret] <= 2^-this
     correctness_bits: float = 20.0  # P[a neighbourhood falls below t survivors] <= 2^-this
     min_devices: int = 3  # fewer devices at any stage: the round is abandoned
-    stage_timeout_s: float = 60.0  # a stage closes when all it waits on answered, or this long after it opened
+    stage_timeout_s: float = 60.0  # a stage closes when all it waits on answered, or after this long without a message
 
 
 @dataclass(frozen=True)

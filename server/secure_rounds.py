@@ -17,9 +17,13 @@ vector: its file under `secagg/` is written first, then the row commits), and a 
 a row too. The round's state is a pure function of that log, replayed in order: a restart after
 kill -9 rebuilds it exactly, and every gunicorn worker catches up by replaying the rows it has
 not seen. No row or file holds an unmasked individual update: the log holds public keys,
-ciphertexts addressed to devices, masked vectors and shares of seeds, and the one result file
-`secagg/r<N>.sum` holds the round's sum. Masked vectors and the log rows of a round are deleted
-when the round is published or abandoned.
+ciphertexts addressed to devices, masked vectors and shares of seeds, and the result file
+`secagg/r<N>.sum` holds the round's ring sum (kept, like the model it made). Masked vectors and
+the messages of a round are deleted when it is published or abandoned; their digests stay, so a
+late retry is answered as before.
+
+A stage closes when every device it waits on has answered, or after `secagg.stage_timeout_s`
+without a new message (an idle timeout: a large cohort that keeps answering is not cut off).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ CREATE TABLE IF NOT EXISTS secagg_rounds (
     max_devices INTEGER NOT NULL,
     noise_std REAL NOT NULL,             -- the plan's per-device noise std (float units)
     opened_at REAL NOT NULL,
-    stage_opened_at REAL NOT NULL
+    stage_active_at REAL NOT NULL        -- when the open stage opened or last accepted a message
 );
 CREATE TABLE IF NOT EXISTS secagg_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -159,7 +163,7 @@ class SecureRounds:
         """Close stages that have all their answers, or whose timeout passed."""
         row = self._row(rnd.round)
         while sr.stage in ("advertise", "share", "masked", "unmask"):
-            opened = float(row["stage_opened_at"])
+            opened = float(row["stage_active_at"])
             if sr.stage == "advertise":
                 ready = len(sr.advertised) >= rnd.slots or (len(sr.advertised) >= rnd.goal_count
                                                              and len(sr.advertised) >= rnd.selected)
@@ -175,14 +179,14 @@ class SecureRounds:
             except BaseException:
                 self._cache.pop(rnd.round, None)
                 raise
-            c.execute("UPDATE secagg_rounds SET stage_opened_at = ? WHERE round = ?", (now, rnd.round))
+            c.execute("UPDATE secagg_rounds SET stage_active_at = ? WHERE round = ?", (now, rnd.round))
             row = self._row(rnd.round)
 
     def advance(self, rnd: Round, now: float) -> None:
         """Close the open round's stage if its timeout passed (called on every request, so a stage
         that waits on devices that dropped closes without a message from them)."""
         row = self._row(rnd.round)
-        if row is None or now < float(row["stage_opened_at"]) + self.cfg.stage_timeout_s:
+        if row is None or now < float(row["stage_active_at"]) + self.cfg.stage_timeout_s:
             return
         with self.store.write() as c:
             if self._row(rnd.round) is not None:
@@ -220,7 +224,6 @@ class SecureRounds:
             files.remove_quietly(r["path"])
         c.execute("UPDATE secagg_log SET body = NULL, path = NULL WHERE round = ?", (number,))
         c.execute("DELETE FROM secagg_log WHERE round = ? AND kind = 'close'", (number,))
-        files.remove_quietly(self.sum_path(number))
         self._cache.pop(number, None)
 
     # -- requests -------------------------------------------------------------------------------
@@ -277,6 +280,7 @@ class SecureRounds:
                         files.atomic_write(path, [body], self.fsync)
                     self._log(c, number, kind, device_id,
                               None if path else json.dumps(body, sort_keys=True, separators=(",", ":")), path, digest)
+                    c.execute("UPDATE secagg_rounds SET stage_active_at = ? WHERE round = ?", (now, number))
                 except BaseException:
                     self._cache.pop(number, None)
                     files.remove_quietly(path)

@@ -336,3 +336,11 @@ def test_server_refuses_masked_vectors_of_the_wrong_size_and_non_members():
     with pytest.raises(Refusal) as e:
         s.masked("stranger", ring.pack(np.zeros(SIZE, np.uint32), BITS))
     assert e.value.code == "not_selected"
+
+
+def test_grouped_packing_is_the_plain_bit_string():
+    rng = np.random.default_rng(3)
+    for bits in (7, 12, 20, 24):
+        v = rng.integers(0, 2**bits, size=53, dtype=np.uint64).astype(np.uint32)
+        planes = ((v[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
+        assert ring.pack(v, bits) == np.packbits(planes.reshape(-1), bitorder="little").tobytes()
