@@ -102,10 +102,12 @@ class SecureReport:
         assert self.client is not None
         return self.post("unmask", self.client.unmask(self.get("survivors")))
 
-    def run(self, update: Weights, weight: float) -> dict:
-        """All four stages; raises TransportError or secagg.client.ProtocolAbort (a dropout)."""
+    def run(self, update: Weights, num_examples: int) -> dict:
+        """All four stages; raises TransportError or secagg.client.ProtocolAbort (a dropout). The
+        weight is 1 under a uniform rule, else the examples up to the round's largest weight."""
         self.advertise()
         self.share()
+        weight = 1 if self.max_weight == 1 else max(1, min(int(num_examples), int(self.max_weight)))
         self.masked(self.encode(update, weight))
         return self.unmask()
 
