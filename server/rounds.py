@@ -229,7 +229,7 @@ class Collector:
             raise self._turn_away(device_id, rnd, now, "already_reported",
                                   f"device already reported for round {rnd.round}; come back for the next one")
         if self.store.is_selected(rnd.round, device_id):
-            return {"round": rnd.round, "plan": self.plan(rnd)}
+            return {"round": rnd.round, "plan": self.plan(rnd), "secure": self.secure is not None}
         if not (body["idle"] and body["charging"] and body["unmetered"] and n >= 1):
             raise self._turn_away(device_id, rnd, now, "not_eligible",
                                   "a device takes part only when idle, charging, on an unmetered network, with data")
