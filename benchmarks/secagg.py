@@ -3,7 +3,7 @@
 to a plain round of float32 uploads for the same devices and model size.
 
     .venv/bin/python benchmarks/secagg.py [--small] [--devices 10,100,1000] [--dropouts 0,0.1,0.3]
-        [--sizes default,gboard] [--bits 32,20] [--stage-timeout 10] [--dir DIR]
+        [--sizes default,gboard] [--bits 32,20] [--stage-timeout 120] [--dir DIR]
 
     --small: 10 devices, dropouts 0 and 0.3, the `default` size, 32 and 20 bits.
 
@@ -163,7 +163,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--dropouts", default="0,0.1,0.3")
     ap.add_argument("--sizes", default="default,gboard")
     ap.add_argument("--bits", default="32,20")
-    ap.add_argument("--stage-timeout", type=float, default=10.0, help="secagg.stage_timeout_s (idle seconds)")
+    ap.add_argument("--stage-timeout", type=float, default=120.0,
+                    help="secagg.stage_timeout_s: idle seconds before a stage closes without its dropped devices "
+                         "(longer than any pause of this process between two devices' messages)")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed)")
     args = ap.parse_args(argv)
     if args.small:
@@ -191,8 +193,14 @@ def main(argv=None) -> dict:
                 for dropout in dropouts:
                     for bits in bit_widths:
                         root = os.path.join(work, f"secure-{size}-{n}-{dropout}-{bits}")
-                        r = secure_round(root, bundle, shapes, n, dropout, bits, args.stage_timeout, issuer,
-                                         idents, rng)
+                        try:
+                            r = secure_round(root, bundle, shapes, n, dropout, bits, args.stage_timeout, issuer,
+                                             idents, rng)
+                        except Exception as e:  # a failed round is a row that says so, not a lost run
+                            print(f"{size} {n} {dropout} {bits}: failed: {e!r}", flush=True)
+                            r = {"client_cpu_s": float("nan"), "server_cpu_s": float("nan"), "bytes_up": float("nan"),
+                                 "bytes_down": float("nan"), "exact": False, "degree": 0, "threshold": 0,
+                                 "survivors": 0, "error": repr(e)}
                         shutil.rmtree(root, ignore_errors=True)
                         row = {"devices": n, "dropout": dropout, "size": size, "bits": bits, **r,
                                "plain_server_cpu_s": plain["plain_server_cpu_s"],
