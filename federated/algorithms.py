@@ -112,7 +112,7 @@ def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan,
         from federated.secure_sum import secure_aggregator
 
         agg = secure_aggregator(cfg.secagg.bits, cfg.privacy.clip_norm, cfg.secagg.coord_bound,
-                                t.clients_per_round, seed=t.seed)
+                                t.clients_per_round)
     if agg is None and uniform:
         agg = tff.aggregators.UnweightedMeanFactory()
     alg = tff.learning.algorithms

@@ -10,6 +10,10 @@
     deadline passed ──> >= min_reports: publish what arrived; fewer: abandon, keep the model
     either way the next round opens at once.
 
+With `secagg.enabled` a round's reports arrive through the secure stages instead
+(server/secure_rounds.py): plain uploads are refused, and the secure round says when the round
+publishes (the unmasked sum, decoded by `fedcore.secure.SecureSum`) or is abandoned.
+
 What a round computes is the algorithm core's (fedcore/): the round policy (`SyncRounds`) says
 when to select, publish or abandon; the aggregation rule gives each update its weight and makes
 the aggregate; the server optimizer (with its state in `models/.opt-v<N>.npz`) takes the step.

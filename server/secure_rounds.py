@@ -222,6 +222,9 @@ class SecureRounds:
         message's digest, so a device retrying it later is answered as before."""
         for r in c.execute("SELECT path FROM secagg_log WHERE round = ? AND path IS NOT NULL", (number,)).fetchall():
             files.remove_quietly(r["path"])
+        for name in os.listdir(self.dir):  # also a file whose row never committed (a crash between the two)
+            if name.startswith(f"r{number}-") and name.endswith(".masked"):
+                files.remove_quietly(os.path.join(self.dir, name))
         c.execute("UPDATE secagg_log SET body = NULL, path = NULL WHERE round = ?", (number,))
         c.execute("DELETE FROM secagg_log WHERE round = ? AND kind = 'close'", (number,))
         self._cache.pop(number, None)
