@@ -61,7 +61,8 @@ class SecureSumFactory(tff.aggregators.UnweightedAggregationFactory):
                 n = int(np.prod(shape))
                 parts.append(tf.cast(tf.reshape(mean[at:at + n], shape), dtype))
                 at += n
-            return tff.structure.pack_sequence_as(value_type, parts)
+            # the value's own containers (a list of weights): TFF checks the result type against them
+            return tff.types.type_to_py_container(tff.structure.pack_sequence_as(value_type, parts), value_type)
 
         @tff.federated_computation()
         def init_fn():
