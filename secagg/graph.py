@@ -78,7 +78,6 @@ def choose(devices: int, dropout: float, corrupt: float = 0.05, security_bits: f
         raise ValueError(f"dropout must be in [0, 1) and corrupt in [0, 0.5), got {dropout!r}, {corrupt!r}")
     full = devices - 1
     candidates = list(range(2, full, 2)) + [full]
-    best = None
     for k in candidates:
         for t in range(k, k // 2, -1):  # largest t first: the most shares a coalition must hold
             c_bits, s_bits = bits(k, t, dropout, corrupt)
@@ -90,8 +89,7 @@ def choose(devices: int, dropout: float, corrupt: float = 0.05, security_bits: f
     k = full
     t = k // 2 + 1
     c_bits, s_bits = bits(k, t, dropout, corrupt)
-    best = Parameters(devices, k, t, c_bits, s_bits)
-    return best
+    return Parameters(devices, k, t, c_bits, s_bits)
 
 
 def neighbours(devices: int, degree: int, seed: int) -> list[list[int]]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import time
 from typing import Any, Callable, Optional
 
 import numpy as np
