@@ -83,7 +83,7 @@ def fleet(url: str, n: int, issuer: Issuer, idents: dict) -> dict[str, Transport
         d = f"phone-{i:04d}"
         if d not in idents:
             idents[d] = DeviceIdentity.create(d, issuer)
-        t = Transport(url, retries=0)
+        t = Transport(url, retries=2)  # a keep-alive connection the server closed while idle is retried
         t.register(d, idents[d])
         links[d] = t
     return links

@@ -47,7 +47,7 @@ class Fleet:
         self.idents = {d: DeviceIdentity.create(d, self.issuer) for d in self.ids}
         self.links, self.reports, self.updates, self.encoded = {}, {}, {}, {}
         for d in self.ids:
-            t = Transport(self.server.url, retries=0)
+            t = Transport(self.server.url, retries=2)
             t.register(d, self.idents[d])
             self.links[d] = t
 
