@@ -17,12 +17,13 @@ from configs.schema import (
     ModelConfig,
     PrivacyConfig,
     RunConfig,
+    SecAggConfig,
     ServerConfig,
     TrainConfig,
 )
 
 __all__ = [
     "PRESETS", "CollectorConfig", "DataConfig", "DeviceConfig", "ExportConfig", "ModelConfig", "PrivacyConfig",
-    "RunConfig", "ServerConfig", "TrainConfig", "apply_overrides", "from_dict", "preset",
+    "RunConfig", "SecAggConfig", "ServerConfig", "TrainConfig", "apply_overrides", "from_dict", "preset",
     "read_config", "resolve", "to_dict", "write_config",
 ]

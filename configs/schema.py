@@ -133,6 +133,22 @@ class CollectorConfig:
 
 
 @dataclass(frozen=True)
+class SecAggConfig:
+    """Secure aggregation (SecAgg+, secagg/ and server/secure_rounds.py): the collector learns only
+    the sum of a round's quantized updates. Off by default."""
+
+    enabled: bool = False  # rounds run the four secure stages instead of plain uploads
+    bits: int = 32  # b: updates are summed in Z_(2^b) (2..32); below 32 they travel bit-packed
+    coord_bound: float = 0.0  # B: clip each coordinate to [-B, B] before quantizing (0 = privacy.clip_norm)
+    dropout: float = 0.1  # expected share of devices dropping per stage: picks the graph degree and threshold
+    corrupt: float = 0.05  # share of devices assumed to collude with the server (security bound)
+    security_bits: float = 40.0  # P[colluders hold t shares of an honest device's secret] <= 2^-this
+    correctness_bits: float = 20.0  # P[a neighbourhood falls below t survivors] <= 2^-this
+    min_devices: int = 3  # fewer devices at any stage: the round is abandoned
+    stage_timeout_s: float = 60.0  # a stage closes when all it waits on answered, or after this long without a message
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     """The simulated phone fleet."""
 
@@ -160,5 +176,6 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
     devices: DeviceConfig = field(default_factory=DeviceConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

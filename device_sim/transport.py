@@ -71,6 +71,7 @@ class CheckinResult:
     retry_after: float | None = None  # seconds, from Retry-After
     error: str = ""
     detail: str = ""
+    secure: bool = False  # the round aggregates securely: report through device_sim/secure.py
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,8 @@ class Transport:
                 plan = Plan.from_json(body.get("plan") or {})
             except ValueError as e:
                 raise TransportError(f"check-in: {e}", 200) from None
-            return CheckinResult(200, True, int(body.get("round", plan.round)), plan)
+            return CheckinResult(200, True, int(body.get("round", plan.round)), plan,
+                                 secure=body.get("secure") is True)
         if resp.status_code in PACING_STATUSES or resp.status_code in (403, 409):
             return CheckinResult(resp.status_code, False, retry_after=_retry_after(resp),
                                  error=str(body.get("error", "")), detail=str(body.get("detail", "")))

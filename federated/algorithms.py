@@ -113,6 +113,14 @@ def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan,
     client_opt, server_opt = client_optimizer(cfg), server_optimizer(cfg)
     uniform = uniform_weighting(cfg)
     agg = dp_aggregator(dp, cfg.privacy)
+    if cfg.secagg.enabled:  # the secure path's quantization and modular sum (federated/secure_sum.py)
+        if not uniform or agg is not None:
+            raise ValueError("secure aggregation in the simulation needs train.aggregator 'uniform_mean' and "
+                             f"privacy.dp 'none', got {cfg.train.aggregator!r} and {cfg.privacy.dp!r}")
+        from federated.secure_sum import secure_aggregator
+
+        agg = secure_aggregator(cfg.secagg.bits, cfg.privacy.clip_norm, cfg.secagg.coord_bound,
+                                t.clients_per_round)
     if agg is None and uniform:
         agg = tff.aggregators.UnweightedMeanFactory()
     alg = tff.learning.algorithms

@@ -181,6 +181,13 @@ class DeviceIdentity:
     def sign_registration(self, nonce: str) -> str:
         return self._key.sign(registration_message(nonce, self.device_id)).hex()
 
+    def sign(self, message: bytes) -> str:
+        """The device key's signature (hex) of a protocol message that names its own purpose
+        (secagg/crypto.py's advertised keys); never of a certificate or registration message."""
+        if message.startswith((CERT_PURPOSE, REGISTER_PURPOSE)) or not message.startswith(b"fedkeys-"):
+            raise ValueError("sign() signs only protocol messages that start with their own fedkeys- purpose")
+        return self._key.sign(message).hex()
+
     def registration_body(self, nonce: str) -> dict[str, Any]:
         """The body of POST /v1/devices proving this identity for a server nonce."""
         body: dict[str, Any] = {"device_id": self.device_id, "public_key": self.public_hex, "nonce": nonce,

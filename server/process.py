@@ -26,10 +26,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def server_config_dict(cfg: RunConfig, bundle_dir: str, state_dir: str) -> dict[str, Any]:
-    """The JSON object `server.app.create_app` reads: the run's server, collector, privacy and
-    train (algorithm) sections, and the two directories (absolute)."""
+    """The JSON object `server.app.create_app` reads: the run's server, collector, privacy, train
+    (algorithm) and secagg sections, and the two directories (absolute)."""
     return {"server": asdict(cfg.server), "collector": asdict(cfg.collector), "privacy": asdict(cfg.privacy),
-            "train": asdict(cfg.train), "bundle_dir": os.path.abspath(bundle_dir),
+            "train": asdict(cfg.train), "secagg": asdict(cfg.secagg), "bundle_dir": os.path.abspath(bundle_dir),
             "state_dir": os.path.abspath(state_dir)}
 
 

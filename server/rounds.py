@@ -10,6 +10,10 @@
     deadline passed ──> >= min_reports: publish what arrived; fewer: abandon, keep the model
     either way the next round opens at once.
 
+With `secagg.enabled` a round's reports arrive through the secure stages instead
+(server/secure_rounds.py): plain uploads are refused, and the secure round says when the round
+publishes (the unmasked sum, decoded by `fedcore.secure.SecureSum`) or is abandoned.
+
 What a round computes is the algorithm core's (fedcore/): the round policy (`SyncRounds`) says
 when to select, publish or abandon; the aggregation rule gives each update its weight and makes
 the aggregate; the server optimizer (with its state in `models/.opt-v<N>.npz`) takes the step.
@@ -47,6 +51,7 @@ from server.bundle import Bundle, load_initial_weights
 from server.identity import DeviceRegistry
 from server.privacy import ServerPrivacy
 from server.round_sum import RoundSum
+from server.secure_rounds import SecureRounds
 from server.settings import Settings
 from server.storage import Round, SqliteStore
 
@@ -97,6 +102,8 @@ class Collector:
         self.slots = files.SpoolSlots(self.spool_dir, self.fsync)
         self.sums = RoundSum(self.store, self.slots, self.aggregator, self.shapes, self.sums_dir,
                              settings.collector.checkpoint_every, shared, self.fsync)
+        self.secure = (SecureRounds(settings, self.store, self.aggregator, self.dim, self._device_key)
+                       if settings.secagg.enabled else None)
         self._payloads: dict[int, tuple[bytes, str]] = {}
         self._payload_lock = threading.Lock()
         self.started = time.time()
@@ -188,6 +195,10 @@ class Collector:
         """The device id behind an `Authorization: Bearer <token>` header; else Refusal "unauthorized"."""
         return self.identity.authenticate(authorization)
 
+    def _device_key(self, device_id: str) -> Optional[str]:
+        device = self.store.get_device(device_id)
+        return device.public_key if device is not None else None
+
     # -- check-in ------------------------------------------------------------------------------
     def plan(self, rnd: Round) -> dict:
         t = self.settings.train
@@ -222,7 +233,7 @@ class Collector:
             raise self._turn_away(device_id, rnd, now, "already_reported",
                                   f"device already reported for round {rnd.round}; come back for the next one")
         if self.store.is_selected(rnd.round, device_id):
-            return {"round": rnd.round, "plan": self.plan(rnd)}
+            return {"round": rnd.round, "plan": self.plan(rnd), "secure": self.secure is not None}
         if not (body["idle"] and body["charging"] and body["unmetered"] and n >= 1):
             raise self._turn_away(device_id, rnd, now, "not_eligible",
                                   "a device takes part only when idle, charging, on an unmetered network, with data")
@@ -237,7 +248,7 @@ class Collector:
                                           f"round {rnd.round} has all its {rnd.slots} devices")
                 self.store.select_device(c, rnd.round, device_id, now, now + self.settings.collector.report_deadline_s)
                 rnd = self.store.get_round(rnd.round, c)
-        return {"round": rnd.round, "plan": self.plan(rnd)}
+        return {"round": rnd.round, "plan": self.plan(rnd), "secure": self.secure is not None}
 
     # -- models --------------------------------------------------------------------------------
     def model_info(self) -> dict:
@@ -275,6 +286,8 @@ class Collector:
         decoded update, which views it) after returning."""
         now = time.time() if now is None else now
         current = self.tick(now)  # a full or expired round closes first, as on any request
+        if self.secure is not None:
+            raise Refusal("secure_only", "this collector takes updates only through the secure stages (/v1/secagg)")
         header, payload = validation.parse(body, url_round)
         rnd, answer = self._check_round(device_id, header, current, now)
         if answer is not None:
@@ -294,6 +307,8 @@ class Collector:
         slot, so it reaches the page cache in one copy and is checked where it lands; any other
         body is read whole and accepted. The whole body is read either way (a connection stays
         usable after a refusal)."""
+        if self.secure is not None:
+            return self.accept(device_id, url_round, body.read_all(), now)
         buf = body.buffer()
         k = min(wire.PREFIX_BYTES, body.length)
         body.readinto(buf[:k])
@@ -370,6 +385,8 @@ class Collector:
         rnd = self.store.open_round()
         if rnd is None:
             return None
+        if self.secure is not None:
+            self.secure.advance(rnd, now)
         if self._outcome(rnd, now) != "open":
             self._close(rnd.round, now)
             return self.store.open_round()
@@ -378,6 +395,8 @@ class Collector:
     def _outcome(self, rnd: Round, now: float) -> str:
         """The policy's verdict on a round, by the counts it was opened with (a restart with
         other settings does not change a round already open)."""
+        if self.secure is not None:
+            return self.secure.outcome(rnd, now)
         policy = self.policy
         if (rnd.goal_count, rnd.min_reports) != (policy.goal_count, policy.publish_at):
             policy = dataclasses.replace(policy, goal_count=rnd.goal_count, min_reports=rnd.min_reports)
@@ -400,11 +419,15 @@ class Collector:
                     self.sums.forget()
                     raise
                 note = "goal reached" if full else f"deadline passed with {rnd.reports} of {rnd.goal_count} reports"
+                if self.secure is not None:
+                    note = self.secure.note(rnd)
                 self.store.finish_round(c, number, "closed", now, version, note)
             else:
                 version = latest.version
-                self.store.finish_round(c, number, "abandoned", now, None,
+                self.store.finish_round(c, number, "abandoned", now, None, self.secure.note(rnd) if self.secure else
                                         f"deadline passed with {rnd.reports} reports, fewer than {rnd.min_reports}")
+            if self.secure is not None:
+                self.secure.forget(c, number)
             self.store.clear_spools(c, number, rnd.ckpt_seq)
             self._open_round(c, number + 1, version, now)
             # inside the lock: cleared after it, this could drop (or, mid-_rebuild, break) the
@@ -412,7 +435,8 @@ class Collector:
             self.sums.forget()
 
     def _publish(self, c: Any, rnd: Round, latest: Any, now: float) -> int:
-        aggregate = self.sums.aggregate(c, rnd)
+        aggregate = (self.secure.aggregate(rnd, [np.empty(s, np.float32) for s in self.shapes]) if self.secure is not None
+                     else self.sums.aggregate(c, rnd))
         self.sums.forget()  # the round's sum is done with: free it before the model is loaded
         old = files.read_npz(latest.path, self.bundle.names)
         state = self._optimizer_state(latest.version, old)
@@ -426,7 +450,8 @@ class Collector:
         sha = weights_sha256(new)
         del new, state
         population = self.dp.population_size(self.store.count_devices(c, attested_only=True))
-        q, z = self.dp.round_event(self.store.round_weights(c, rnd.round), population, rnd.noise_std)
+        weights = self.secure.weights(rnd) if self.secure is not None else self.store.round_weights(c, rnd.round)
+        q, z = self.dp.round_event(weights, population, rnd.noise_std)
         events = self.store.privacy_events(c) + [(q, z)]
         delta = self.dp.delta(population)
         eps = self.dp.epsilon(events, delta)

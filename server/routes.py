@@ -141,6 +141,47 @@ def upload(round_number: int):
     return jsonify(answer), 202
 
 
+def _secure():
+    secure = collector().secure
+    if secure is None:
+        raise Refusal("not_found", "this collector does not run secure aggregation (secagg.enabled is false)")
+    return secure
+
+
+@bp.get("/secagg/<int:round_number>")
+def secagg_info(round_number: int):
+    device = _device()
+    c = collector()
+    now = time.time()
+    return jsonify(_secure().info(device, _number(round_number, "round"), c.tick(now), now))
+
+
+@bp.post("/secagg/<int:round_number>/<any(keys, shares, masked, unmask):stage>")
+def secagg_post(round_number: int, stage: str):
+    device = _device()
+    kind = {"keys": "advertise", "shares": "share", "masked": "masked", "unmask": "unmask"}[stage]
+    if kind == "masked":
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        if request.content_length is not None and request.content_length > limit:
+            raise Refusal("too_large", f"body of {request.content_length} bytes exceeds the {limit}-byte limit")
+        body = read_whole(request)
+    else:
+        body = _json_body()
+    c = collector()
+    now = time.time()
+    answer = _secure().post(device, _number(round_number, "round"), c.tick(now), kind, body, now)
+    c.tick()  # the round's last unmask message may have finished the sum: publish before answering
+    return jsonify(answer), 202
+
+
+@bp.get("/secagg/<int:round_number>/<any(roster, inbox, survivors):what>")
+def secagg_get(round_number: int, what: str):
+    device = _device()
+    c = collector()
+    now = time.time()
+    return jsonify(_secure().get(device, _number(round_number, "round"), c.tick(now), what, now))
+
+
 @bp.get("/status")
 def status():
     return jsonify(collector().status())

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from configs.dicts import section_from_dict
-from configs.schema import CollectorConfig, PrivacyConfig, ServerConfig, TrainConfig
+from configs.schema import CollectorConfig, PrivacyConfig, SecAggConfig, ServerConfig, TrainConfig
 from fedcore.algorithm import build as build_algorithm
+from fedcore.secure import build as build_secure
 from fedcore.policy import SyncRounds
 
 PRIVACY_MODES = ("none", "device", "central")
@@ -56,6 +57,7 @@ class Settings:
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
     bundle_dir: str = ""
     state_dir: str = ""
 
@@ -91,7 +93,8 @@ class Settings:
         return self.privacy.mode != "none" and self.privacy.noise_multiplier > 0
 
 
-_SECTIONS = {"server": ServerConfig, "collector": CollectorConfig, "privacy": PrivacyConfig, "train": TrainConfig}
+_SECTIONS = {"server": ServerConfig, "collector": CollectorConfig, "privacy": PrivacyConfig, "train": TrainConfig,
+             "secagg": SecAggConfig}
 
 
 def settings_from_dict(raw: dict[str, Any]) -> Settings:
@@ -178,6 +181,21 @@ def check(s: Settings) -> None:
     # The accountant treats a round as a Gaussian mechanism on the sum of clipped updates; a
     # non-linear rule (a median of noised updates, each carrying 1/sqrt(n) of the noise) is not
     # that, so no epsilon could honestly be reported for it.
+    sa = s.secagg
+    if sa.enabled:
+        _require(2 <= sa.bits <= 32, "secagg.bits must be in 2..32", sa.bits)
+        _require(0 <= sa.coord_bound <= pv.clip_norm, "secagg.coord_bound must be in [0, privacy.clip_norm]",
+                 sa.coord_bound)
+        _require(0 <= sa.dropout < 1 and 0 <= sa.corrupt < 0.5, "secagg.dropout must be in [0, 1) and "
+                 "secagg.corrupt in [0, 0.5)", (sa.dropout, sa.corrupt))
+        _require(sa.min_devices >= 2 and sa.stage_timeout_s > 0, "secagg.min_devices must be >= 2 and "
+                 "secagg.stage_timeout_s > 0", (sa.min_devices, sa.stage_timeout_s))
+        _require(pv.mode != "central" or pv.noise_multiplier == 0, "secure aggregation takes its noise from the "
+                 "devices (privacy.mode 'device' or 'none'), not central noise", pv.mode)
+        _require(rule.weight(1) == 1 or tv.max_examples_per_client > 0, "secure aggregation with a rule weighted by "
+                 "examples needs train.max_examples_per_client > 0 (the largest weight)", tv.max_examples_per_client)
+        build_secure(rule, sa.bits, pv.clip_norm, sa.coord_bound, s.slots, 0.0,
+                     rule.weight(tv.max_examples_per_client or 1))  # linear rule, and a ring that fits the cohort
     _require(not (s.dp_noise and not rule.linear),
              f"DP noise (privacy.noise_multiplier > 0) needs a linear aggregation rule; train.aggregator "
              f"{s.train.aggregator!r} is not linear", s.train.aggregator)

@@ -220,6 +220,11 @@ class SqliteStore:
             else:
                 c.execute("COMMIT")
 
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """This thread alone among all workers' threads, without a transaction (for reads that
+        must not interleave with another thread's; re-entrant, and allowed inside `write()`)."""
+        return self._exclusive()
+
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """This thread alone among the process's threads (an RLock) and this process alone among

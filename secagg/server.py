@@ -1,0 +1,274 @@
+"""The server's side of a secure round: it relays keys and encrypted shares, sums the masked
+vectors, and removes the masks with the shares the survivors return (Bonawitz et al. 2017,
+Figure 4, on the SecAgg+ neighbour graph of Bell et al. 2020).
+
+    stage       devices send               closes with (U_i: devices that answered it)
+    advertise   two signed public keys     U1: sorted ids get indices 1..n; graph.choose picks
+                                           (k, t) for n and the expected dropout; the Harary
+                                           graph's ordering comes from the round's secret seed
+    share       one AES-GCM message per    U2 (a message must cover exactly the roster's
+                neighbour                  neighbours); each device's inbox: what U2 sent it
+    masked      the packed masked vector   U3; the masked vectors are summed mod 2^b as they come
+    unmask      seed shares of surviving,  U5; every v in U3 needs t seed shares from its
+                key shares of dropped      neighbours, every v in U2 - U3 t key shares;
+                neighbours                 otherwise the round is abandoned, saying which
+
+The result is sum_{U3} (q_v) mod 2^b: the masked sum minus each survivor's self mask minus the
+pairwise masks survivors added towards devices that dropped after sharing.
+
+Every method is deterministic given the messages and the seed, so a collector that restarts
+rebuilds the round by replaying its stored messages in order. A message sent again unchanged is
+answered as the first time; a different one for a stage already answered is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from fedcore.messages import Refusal
+from fedmath import attestation
+from secagg import client as client_mod
+from secagg import crypto, graph, messages, ring, shamir
+
+STAGES = ("advertise", "share", "masked", "unmask", "done", "abandoned")
+
+
+def digest(body: Any) -> str:
+    raw = body if isinstance(body, (bytes, bytearray, memoryview)) else json.dumps(body, sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+class ServerRound:
+    """One secure round on the server (module docstring). `identity_key(device_id)` returns the
+    device key (hex) the collector registered for an id, or None (then the advertised keys are
+    refused)."""
+
+    def __init__(self, session: bytes, size: int, bits: int, graph_seed: int, dropout: float,
+                 identity_key: Callable[[str], Optional[str]], corrupt: float = 0.05, min_devices: int = 3,
+                 security_bits: float = 40.0, correctness_bits: float = 20.0) -> None:
+        if size < 1 or not 2 <= bits <= 32 or min_devices < 2:
+            raise ValueError(f"need size >= 1, 2 <= bits <= 32, min_devices >= 2; got {size}, {bits}, {min_devices}")
+        self.session, self.size, self.bits, self.seed = session, size, bits, graph_seed
+        self.dropout, self.corrupt, self.min_devices = dropout, corrupt, min_devices
+        self.security_bits, self.correctness_bits = security_bits, correctness_bits
+        self.identity_key = identity_key
+        self.stage = "advertise"
+        self.note = ""
+        self.params: Optional[graph.Parameters] = None
+        self._digests: dict[tuple[str, str], str] = {}
+        self.advertised: dict[str, dict] = {}
+        self.index: dict[str, int] = {}
+        self.ids: dict[int, str] = {}
+        self.nbrs: dict[int, list[int]] = {}
+        self.mail: dict[int, dict[int, str]] = {}  # receiver -> sender -> share message (base64)
+        self.u2: set[int] = set()
+        self.u3: set[int] = set()
+        self.masked_sum = np.zeros(size, np.uint32)
+        self.unmasks: dict[int, tuple[dict[int, bytes], dict[int, bytes]]] = {}
+        self.result: Optional[np.ndarray] = None
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _open(self, stage: str, device_id: str, body: Any) -> Optional[dict]:
+        """None when `body` is new for this device and stage; the first answer when it repeats."""
+        seen = self._digests.get((stage, device_id))
+        if seen is not None:
+            if seen == digest(body):
+                return {"accepted": True, "repeat": True}
+            raise Refusal("duplicate", f"device already sent a different {stage} message this round")
+        if self.stage != stage:
+            raise Refusal("secagg_stage", f"the round is at stage {self.stage!r}, not {stage!r}")
+        return None
+
+    def _member(self, device_id: str, members: set[int], what: str) -> int:
+        if self.stage == "abandoned":
+            raise Refusal("round_closed", f"the secure round was abandoned: {self.note}")
+        i = self.index.get(device_id)
+        if i is None or i not in members:
+            raise Refusal("not_selected", f"device is not among the devices that {what}")
+        return i
+
+    def abandon(self, reason: str) -> None:
+        self.stage, self.note = "abandoned", reason
+        self.masked_sum = np.zeros(0, np.uint32)
+
+    # -- stage 0: advertise -------------------------------------------------------------------
+    def advertise(self, device_id: str, body: Any) -> dict:
+        repeat = self._open("advertise", device_id, body)
+        if repeat is not None:
+            return repeat
+        b = messages.fields(body, {"cipher_key", "mask_key", "signature", "certificate"}, "advertise")
+        c_pk = messages.unb64(b["cipher_key"], 32, "cipher_key")
+        s_pk = messages.unb64(b["mask_key"], 32, "mask_key")
+        key = self.identity_key(device_id)
+        if key is None:
+            raise Refusal("bad_signature", "secure aggregation needs a device registered with a device key")
+        if b["certificate"] is not None and not isinstance(b["certificate"], dict):
+            raise Refusal("bad_secagg", "certificate must be an object or null")
+        try:
+            sig = attestation._hex(b["signature"], attestation.SIG_HEX, "signature")
+            attestation.public_key(key).verify(sig, crypto.advertise_message(self.session, device_id, c_pk, s_pk))
+        except Exception:
+            raise Refusal("bad_signature", "the advertised keys are not signed by this device's key") from None
+        self.advertised[device_id] = {"cipher_key": b["cipher_key"], "mask_key": b["mask_key"],
+                                      "signature": b["signature"], "certificate": b["certificate"],
+                                      "identity_key": key, "mask_public": s_pk}
+        self._digests[("advertise", device_id)] = digest(body)
+        return {"accepted": True}
+
+    def close_advertise(self) -> None:
+        if self.stage != "advertise":
+            return
+        n = len(self.advertised)
+        if n < self.min_devices:
+            return self.abandon(f"only {n} devices advertised keys, fewer than the {self.min_devices} needed")
+        self.params = graph.choose(n, self.dropout, self.corrupt, self.security_bits, self.correctness_bits)
+        for i, d in enumerate(sorted(self.advertised), start=1):
+            self.index[d], self.ids[i] = i, d
+        for i, near in enumerate(graph.neighbours(n, self.params.degree, self.seed), start=1):
+            self.nbrs[i] = [j + 1 for j in near]
+        self.stage = "share"
+
+    def roster(self, device_id: str) -> dict:
+        if self.stage in ("advertise",):
+            raise Refusal("secagg_wait", "the key advertising stage is still open")
+        i = self._member(device_id, set(self.ids), "advertised keys")
+        assert self.params is not None
+        entries = []
+        for j in self.nbrs[i]:
+            a = self.advertised[self.ids[j]]
+            entries.append({"index": j, "device_id": self.ids[j], "identity_key": a["identity_key"],
+                            "cipher_key": a["cipher_key"], "mask_key": a["mask_key"], "signature": a["signature"],
+                            "certificate": a["certificate"]})
+        return {"index": i, "threshold": self.params.threshold, "neighbours": entries}
+
+    # -- stage 1: share keys ------------------------------------------------------------------
+    def share(self, device_id: str, body: Any) -> dict:
+        repeat = self._open("share", device_id, body)
+        if repeat is not None:
+            return repeat
+        i = self._member(device_id, set(self.ids), "advertised keys")
+        b = messages.fields(body, {"shares"}, "shares")
+        got = messages.index_map(b["shares"], set(self.nbrs[i]), messages.SHARE_MESSAGE, "shares")
+        if set(got) != set(self.nbrs[i]):
+            raise Refusal("bad_secagg", f"shares must go to exactly the {len(self.nbrs[i])} neighbours of the roster")
+        for j in got:
+            self.mail.setdefault(j, {})[i] = b["shares"][str(j)]
+        self.u2.add(i)
+        self._digests[("share", device_id)] = digest(body)
+        return {"accepted": True}
+
+    def close_share(self) -> None:
+        if self.stage != "share":
+            return
+        if len(self.u2) < self.min_devices:
+            return self.abandon(f"only {len(self.u2)} devices shared keys, fewer than the {self.min_devices} needed")
+        self.stage = "masked"
+
+    def inbox(self, device_id: str) -> dict:
+        if self.stage in ("advertise", "share"):
+            raise Refusal("secagg_wait", "the key sharing stage is still open")
+        i = self._member(device_id, self.u2, "shared keys")
+        mail = self.mail.get(i, {})
+        return {"shares": {str(j): mail[j] for j in sorted(mail) if j in self.u2}}
+
+    # -- stage 2: masked input ----------------------------------------------------------------
+    def masked(self, device_id: str, payload: bytes | memoryview) -> dict:
+        repeat = self._open("masked", device_id, payload)
+        if repeat is not None:
+            return repeat
+        i = self._member(device_id, self.u2, "shared keys")
+        try:
+            y = ring.unpack(payload, self.size, self.bits)
+        except ValueError as e:
+            raise Refusal("bad_payload", str(e)) from None
+        self.masked_sum = ring.add_mod(self.masked_sum, y, self.bits)
+        self.u3.add(i)
+        self._digests[("masked", device_id)] = digest(payload)
+        return {"accepted": True}
+
+    def close_masked(self) -> None:
+        if self.stage != "masked":
+            return
+        if len(self.u3) < self.min_devices:
+            return self.abandon(f"only {len(self.u3)} masked vectors arrived, fewer than the {self.min_devices} needed")
+        self.stage = "unmask"
+
+    def survivors(self, device_id: str) -> dict:
+        if self.stage in ("advertise", "share", "masked"):
+            raise Refusal("secagg_wait", "the masked input stage is still open")
+        i = self._member(device_id, self.u3, "uploaded masked vectors")
+        near = [j for j in self.nbrs[i] if j in self.u2]
+        return {"survivors": sorted([i] + [j for j in near if j in self.u3]),
+                "dropped": [j for j in near if j not in self.u3]}
+
+    # -- stage 3: unmask ----------------------------------------------------------------------
+    def unmask(self, device_id: str, body: Any) -> dict:
+        repeat = self._open("unmask", device_id, body)
+        if repeat is not None:
+            return repeat
+        i = self._member(device_id, self.u3, "uploaded masked vectors")
+        asked = self.survivors(device_id)
+        alive, dropped = set(asked["survivors"]) - {i}, set(asked["dropped"])
+        b = messages.fields(body, {"self_shares", "key_shares"}, "unmask")
+        seeds = messages.index_map(b["self_shares"], alive, shamir.SHARE_BYTES, "self_shares")
+        keys = messages.index_map(b["key_shares"], dropped, shamir.SHARE_BYTES, "key_shares")
+        if set(seeds) != alive or set(keys) != dropped:
+            raise Refusal("bad_secagg", "unmask must answer exactly the survivors and dropped neighbours it was given")
+        self.unmasks[i] = (seeds, keys)
+        self._digests[("unmask", device_id)] = digest(body)
+        return {"accepted": True}
+
+    def close_unmask(self) -> None:
+        """Recover the sum, or abandon the round naming the first secret short of shares."""
+        if self.stage != "unmask":
+            return
+        assert self.params is not None
+        t = self.params.threshold
+        total = self.masked_sum
+        for v in sorted(self.u3):
+            shares = [shamir.Share(r, int.from_bytes(self.unmasks[r][0][v], "big"))
+                      for r in self.nbrs[v] if r in self.unmasks and v in self.unmasks[r][0]]
+            if len(shares) < t:
+                return self.abandon(f"device {v}'s self mask: {len(shares)} of its neighbours answered the "
+                                    f"unmasking stage, fewer than the threshold {t}")
+            seed = shamir.combine(shares, t)
+            total = ring.sub_mod(total, crypto.expand(seed, self.size, self.bits), self.bits)
+        for v in sorted(self.u2 - self.u3):
+            shares = [shamir.Share(r, int.from_bytes(self.unmasks[r][1][v], "big"))
+                      for r in self.nbrs[v] if r in self.unmasks and v in self.unmasks[r][1]]
+            if len(shares) < t:
+                return self.abandon(f"dropped device {v}'s mask key: {len(shares)} shares came back, fewer than "
+                                    f"the threshold {t}")
+            secret = shamir.combine(shares, t)
+            try:
+                ok = crypto.public_bytes(crypto.key_from_secret(secret)) == self.advertised[self.ids[v]]["mask_public"]
+            except ValueError:
+                ok = False
+            if not ok:
+                return self.abandon(f"dropped device {v}'s key shares do not rebuild the key it advertised")
+            for u in self.nbrs[v]:
+                if u not in self.u3:
+                    continue
+                pair = crypto.agree(secret, self.advertised[self.ids[u]]["mask_public"], self.session,
+                                    client_mod.PAIR_MASK, u, v)
+                mask = crypto.expand(pair, self.size, self.bits)
+                total = ring.sub_mod(total, mask, self.bits) if u < v else ring.add_mod(total, mask, self.bits)
+        self.result = total
+        self.stage = "done"
+        self.note = f"summed {len(self.u3)} masked vectors ({len(self.u2) - len(self.u3)} dropped after sharing)"
+
+    def waiting_on(self) -> set[str]:
+        """Devices that may still answer the open stage (the stage can close once this is empty)."""
+        if self.stage == "advertise":
+            return set()
+        members = {"share": set(self.ids), "masked": self.u2, "unmask": self.u3}.get(self.stage, set())
+        done = {"share": self.u2, "masked": self.u3, "unmask": set(self.unmasks)}.get(self.stage, set())
+        return {self.ids[i] for i in members - done}
+
+    def close_stage(self) -> None:
+        {"advertise": self.close_advertise, "share": self.close_share, "masked": self.close_masked,
+         "unmask": self.close_unmask}.get(self.stage, lambda: None)()

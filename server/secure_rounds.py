@@ -1,0 +1,303 @@
+"""Secure rounds on the collector: the four SecAgg+ stages (secagg/server.py) over HTTP, durable
+in SQLite, for the collector's open round when `secagg.enabled` (docs/http_api.md, "Secure
+aggregation").
+
+    check-in (selected) ──> GET  /v1/secagg/<r>            session, quantizer, stage
+                            POST /v1/secagg/<r>/keys       signed X25519 keys        ─┐ stage 0
+                            GET  /v1/secagg/<r>/roster     neighbours' keys          ─┘
+                            POST /v1/secagg/<r>/shares     AES-GCM shares            ─┐ stage 1
+                            GET  /v1/secagg/<r>/inbox      shares sent to it         ─┘
+                            POST /v1/secagg/<r>/masked     packed masked vector      ─┐ stage 2
+                            GET  /v1/secagg/<r>/survivors  who survived, who dropped ─┘
+                            POST /v1/secagg/<r>/unmask     seed and key shares          stage 3
+    all answered, or the stage's timeout ──> next stage ... ──> sum ──> the collector publishes
+
+What the collector holds. Every accepted stage message is appended to `secagg_log` (a masked
+vector: its file under `secagg/` is written first, then the row commits), and a stage closing is
+a row too. The round's state is a pure function of that log, replayed in order: a restart after
+kill -9 rebuilds it exactly, and every gunicorn worker catches up by replaying the rows it has
+not seen. No row or file holds an unmasked individual update: the log holds public keys,
+ciphertexts addressed to devices, masked vectors and shares of seeds, and the result file
+`secagg/r<N>.sum` holds the round's ring sum (kept, like the model it made). Masked vectors and
+the messages of a round are deleted when it is published or abandoned; their digests stay, so a
+late retry is answered as before.
+
+A stage closes when every device it waits on has answered, or after `secagg.stage_timeout_s`
+without a new message (an idle timeout: a large cohort that keeps answering is not cut off).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from fedcore.messages import Aggregate, Refusal
+from fedcore.secure import SecureSum, build as build_secure
+from fedcore.aggregator import Aggregator
+from secagg import messages, ring
+from secagg.server import ServerRound
+from secagg.server import digest as server_digest
+from server import files
+from server.settings import Settings
+from server.storage import Round, SqliteStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS secagg_rounds (
+    round INTEGER PRIMARY KEY,
+    session BLOB NOT NULL,               -- 16 random bytes every signature and key derivation names
+    graph_seed INTEGER NOT NULL,         -- orders the neighbour graph (secret until the roster)
+    max_devices INTEGER NOT NULL,
+    noise_std REAL NOT NULL,             -- the plan's per-device noise std (float units)
+    opened_at REAL NOT NULL,
+    stage_active_at REAL NOT NULL        -- when the open stage opened or last accepted a message
+);
+CREATE TABLE IF NOT EXISTS secagg_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    round INTEGER NOT NULL,
+    kind TEXT NOT NULL,                  -- advertise, share, masked, unmask, or close (a stage closed)
+    device_id TEXT,
+    body TEXT,                           -- the JSON message (masked: NULL, see path); NULL once the round ends
+    path TEXT,                           -- masked: the file holding the packed masked vector
+    digest TEXT                          -- sha256 of the message: a retry after the round ended is recognised
+);
+CREATE INDEX IF NOT EXISTS secagg_log_round ON secagg_log (round, seq);
+"""
+JSON_STAGES = ("advertise", "share", "unmask")
+
+
+class SecureRounds:
+    """The secure stages of the collector's rounds (module docstring)."""
+
+    def __init__(self, settings: Settings, store: SqliteStore, inner: Aggregator, dim: int,
+                 identity_key: Callable[[str], Optional[str]]) -> None:
+        self.settings = settings
+        self.cfg = settings.secagg
+        self.store = store
+        self.inner = inner
+        self.dim = dim
+        self.size = dim + 1  # the model's values and the weight (fedcore.secure)
+        self.identity_key = identity_key
+        self.fsync = settings.collector.durability == "power"
+        self.dir = os.path.join(settings.state_dir, "secagg")
+        os.makedirs(self.dir, exist_ok=True)
+        store.conn().executescript(SCHEMA)  # outside any transaction; IF NOT EXISTS makes it idempotent
+        self._cache: dict[int, tuple[ServerRound, int]] = {}
+
+    # -- the quantizer all devices of a round share ------------------------------------------
+    def max_weight(self) -> float:
+        return float(self.inner.weight(self.settings.train.max_examples_per_client or 1))
+
+    def rule(self, max_devices: int, device_noise_std: float) -> SecureSum:
+        c, p = self.cfg, self.settings.privacy
+        return build_secure(self.inner, c.bits, p.clip_norm, c.coord_bound, max_devices,
+                            device_noise_std * float(np.sqrt(max_devices)), self.max_weight())
+
+    # -- state: the log replayed ------------------------------------------------------------
+    def _row(self, number: int) -> Optional[Any]:
+        return self.store.conn().execute("SELECT * FROM secagg_rounds WHERE round = ?", (number,)).fetchone()
+
+    def _ensure(self, c: Any, rnd: Round, now: float) -> Any:
+        row = self._row(rnd.round)
+        if row is None:
+            c.execute("INSERT INTO secagg_rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (rnd.round, secrets.token_bytes(16), secrets.randbits(62), rnd.slots, rnd.noise_std, now, now))
+            row = self._row(rnd.round)
+        return row
+
+    def _state(self, number: int) -> ServerRound:
+        """The round's ServerRound with every committed log row applied (call under the write lock)."""
+        row = self._row(number)
+        assert row is not None
+        sr, applied = self._cache.get(number, (None, 0))
+        if sr is None:
+            sr = ServerRound(bytes(row["session"]), self.size, self.cfg.bits, int(row["graph_seed"]), self.cfg.dropout,
+                             self.identity_key, self.cfg.corrupt, self.cfg.min_devices, self.cfg.security_bits,
+                             self.cfg.correctness_bits)
+        rows = self.store.conn().execute("SELECT * FROM secagg_log WHERE round = ? AND seq > ? ORDER BY seq",
+                                         (number, applied)).fetchall()
+        try:
+            for r in rows:
+                self._apply(sr, r)
+                applied = r["seq"]
+        except BaseException:
+            self._cache.pop(number, None)
+            raise
+        self._cache = {number: (sr, applied)}  # one round at a time
+        return sr
+
+    def _apply(self, sr: ServerRound, r: Any) -> None:
+        kind = r["kind"]
+        if kind == "close":
+            sr.close_stage()
+            if sr.stage == "done":
+                self._write_sum(r["round"], sr)
+        elif kind == "masked":
+            with open(r["path"], "rb") as f:
+                sr.masked(r["device_id"], f.read())
+        else:
+            getattr(sr, kind)(r["device_id"], json.loads(r["body"]))
+
+    def _write_sum(self, number: int, sr: ServerRound) -> None:
+        path = self.sum_path(number)
+        if not os.path.exists(path):
+            assert sr.result is not None
+            files.atomic_write(path, [sr.result.astype("<u4").tobytes()], self.fsync)
+
+    def sum_path(self, number: int) -> str:
+        return os.path.join(self.dir, f"r{number}.sum")
+
+    def _log(self, c: Any, number: int, kind: str, device_id: Optional[str], body: Optional[str] = None,
+             path: Optional[str] = None, digest: Optional[str] = None) -> None:
+        c.execute("INSERT INTO secagg_log (round, kind, device_id, body, path, digest) VALUES (?, ?, ?, ?, ?, ?)",
+                  (number, kind, device_id, body, path, digest))
+        sr, _ = self._cache[number]
+        self._cache[number] = (sr, int(c.execute("SELECT last_insert_rowid()").fetchone()[0]))
+
+    # -- stages closing -------------------------------------------------------------------------
+    def _advance(self, c: Any, rnd: Round, sr: ServerRound, now: float) -> None:
+        """Close stages that have all their answers, or whose timeout passed."""
+        row = self._row(rnd.round)
+        while sr.stage in ("advertise", "share", "masked", "unmask"):
+            opened = float(row["stage_active_at"])
+            if sr.stage == "advertise":
+                ready = len(sr.advertised) >= rnd.slots or (len(sr.advertised) >= rnd.goal_count
+                                                             and len(sr.advertised) >= rnd.selected)
+            else:
+                ready = not sr.waiting_on()
+            if not ready and now < opened + self.cfg.stage_timeout_s:
+                return
+            self._log(c, rnd.round, "close", None)
+            try:
+                sr.close_stage()
+                if sr.stage == "done":
+                    self._write_sum(rnd.round, sr)
+            except BaseException:
+                self._cache.pop(rnd.round, None)
+                raise
+            c.execute("UPDATE secagg_rounds SET stage_active_at = ? WHERE round = ?", (now, rnd.round))
+            row = self._row(rnd.round)
+
+    def advance(self, rnd: Round, now: float) -> None:
+        """Close the open round's stage if its timeout passed (called on every request, so a stage
+        that waits on devices that dropped closes without a message from them)."""
+        row = self._row(rnd.round)
+        if row is None or now < float(row["stage_active_at"]) + self.cfg.stage_timeout_s:
+            return
+        with self.store.write() as c:
+            if self._row(rnd.round) is not None:
+                self._advance(c, rnd, self._state(rnd.round), now)
+
+    # -- the collector's view -----------------------------------------------------------------
+    def outcome(self, rnd: Round, now: float) -> str:
+        """"open", "publish" or "abandon" for the collector's round (read in the caller's transaction)."""
+        with self.store.exclusive():  # the cached round is replayed by one thread at a time
+            if self._row(rnd.round) is None:
+                if rnd.deadline is not None and now > rnd.deadline:
+                    return "abandon"
+                return "open"
+            sr = self._state(rnd.round)
+            return {"done": "publish", "abandoned": "abandon"}.get(sr.stage, "open")
+
+    def aggregate(self, rnd: Round, template: list) -> Aggregate:
+        sr = self._state(rnd.round)
+        assert sr.result is not None
+        row = self._row(rnd.round)
+        return self.rule(int(row["max_devices"]), float(row["noise_std"])).decode(sr.result, len(sr.u3), template)
+
+    def note(self, rnd: Round) -> str:
+        return self._state(rnd.round).note if self._row(rnd.round) is not None else "no secure round started"
+
+    def weights(self, rnd: Round) -> list[float]:
+        """The weights of the round's summed updates, for the privacy accountant: each at most
+        max_weight; the secure sum reveals only their total, so each counts as the largest."""
+        return [self.max_weight()] * len(self._state(rnd.round).u3)
+
+    def forget(self, c: Any, number: int) -> None:
+        """Drop the round's masked vectors and messages (it is published or abandoned); keep each
+        message's digest, so a device retrying it later is answered as before."""
+        for r in c.execute("SELECT path FROM secagg_log WHERE round = ? AND path IS NOT NULL", (number,)).fetchall():
+            files.remove_quietly(r["path"])
+        for name in os.listdir(self.dir):  # also a file whose row never committed (a crash between the two)
+            if name.startswith(f"r{number}-") and name.endswith(".masked"):
+                files.remove_quietly(os.path.join(self.dir, name))
+        c.execute("UPDATE secagg_log SET body = NULL, path = NULL WHERE round = ?", (number,))
+        c.execute("DELETE FROM secagg_log WHERE round = ? AND kind = 'close'", (number,))
+        self._cache.pop(number, None)
+
+    # -- requests -------------------------------------------------------------------------------
+    def _open_round(self, c: Any, device_id: str, number: int, rnd: Optional[Round], now: float
+                    ) -> tuple[Round, ServerRound]:
+        if rnd is None or rnd.round != number or rnd.state != "open":
+            raise Refusal("round_closed", f"round {number} is not the open round")
+        if not self.store.is_selected(number, device_id, c):
+            raise Refusal("not_selected", f"device was not selected for round {number}")
+        self._ensure(c, rnd, now)
+        sr = self._state(number)
+        self._advance(c, rnd, sr, now)
+        return rnd, sr
+
+    def info(self, device_id: str, number: int, rnd: Optional[Round], now: float) -> dict:
+        with self.store.write() as c:
+            rnd, sr = self._open_round(c, device_id, number, rnd, now)
+            row = self._row(number)
+        q = self.rule(int(row["max_devices"]), float(row["noise_std"])).quantizer
+        return {"round": number, "session": messages.b64(bytes(row["session"])), "stage": sr.stage,
+                "size": self.size, "max_weight": self.max_weight(),
+                "quantizer": {"bits": q.bits, "clip_norm": q.clip_norm, "coord_bound": q.coord_bound,
+                              "max_devices": q.max_devices, "noise_std": q.noise_std},
+                "stage_timeout_s": self.cfg.stage_timeout_s}
+
+    def post(self, device_id: str, number: int, rnd: Optional[Round], kind: str, body: Any, now: float) -> dict:
+        """A stage message: checked, logged (durable) and answered; the same message again gets the
+        same answer."""
+        path = None
+        if kind == "masked":
+            want = ring.packed_bytes(self.size, self.cfg.bits)
+            if len(body) != want:
+                raise Refusal("bad_payload", f"a masked vector of {self.size} values of {self.cfg.bits} bits is "
+                                             f"{want} bytes, got {len(body)}")
+            path = os.path.join(self.dir, f"r{number}-{secrets.token_hex(8)}.masked")
+        digest = server_digest(body)
+        with self.store.write() as c:
+            if rnd is None or rnd.round != number:
+                seen = c.execute("SELECT 1 FROM secagg_log WHERE round = ? AND kind = ? AND device_id = ? AND "
+                                 "digest = ?", (number, kind, device_id, digest)).fetchone()
+                if seen is not None:
+                    return {"accepted": True, "stage": "finished"}
+            rnd, sr = self._open_round(c, device_id, number, rnd, now)
+            try:
+                answer = getattr(sr, kind)(device_id, body)
+            except Refusal:
+                raise
+            except BaseException:
+                self._cache.pop(number, None)
+                raise
+            if not answer.get("repeat"):
+                try:
+                    if path is not None:
+                        files.atomic_write(path, [body], self.fsync)
+                    self._log(c, number, kind, device_id,
+                              None if path else json.dumps(body, sort_keys=True, separators=(",", ":")), path, digest)
+                    c.execute("UPDATE secagg_rounds SET stage_active_at = ? WHERE round = ?", (now, number))
+                except BaseException:
+                    self._cache.pop(number, None)
+                    files.remove_quietly(path)
+                    raise
+            self._advance(c, rnd, sr, now)
+        answer = dict(answer)
+        answer.pop("repeat", None)
+        return dict(answer, stage=sr.stage)
+
+    def get(self, device_id: str, number: int, rnd: Optional[Round], what: str, now: float) -> dict:
+        with self.store.write() as c:
+            rnd, sr = self._open_round(c, device_id, number, rnd, now)
+            try:
+                return getattr(sr, what)(device_id)
+            except Refusal as e:
+                if e.code == "secagg_wait":
+                    raise Refusal("secagg_wait", e.detail, retry_after=1) from None
+                raise
