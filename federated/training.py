@@ -32,7 +32,7 @@ from federated import checkpoint
 from federated.algorithms import build_process
 from federated.privacy import check_dp
 from federated.runtime import install_cleanup
-from federated.sampling import sample_clients, select_clients
+from federated.sampling import epoch_clients, sample_clients, select_clients
 from federated.tff_model import initial_weights, model_weights
 from fedmath.availability import SECONDS_PER_HOUR
 from model.evaluate import evaluate, most_frequent_word_baseline
@@ -40,7 +40,7 @@ from model.nwp import build_model, count_params, weight_names
 from model.weights_io import save_model_weights
 
 METRIC_FIELDS = ("round", "clients", "selected", "dropped", "examples", "train_loss", "top1", "top3",
-                 "perplexity", "words", "epsilon", "delta", "clip", "seconds")
+                 "perplexity", "words", "epsilon", "delta", "rho", "clip", "seconds")
 
 
 class FederatedDataLike(Protocol):
@@ -83,6 +83,9 @@ def cohort(cfg: RunConfig, users: Sequence[str], counts: dict[str, int] | None,
     if t.selection == "uniform":
         chosen = sample_clients(users, t.clients_per_round, t.seed, round_num)
         return chosen, len(chosen), 0
+    if t.selection == "epoch":
+        chosen = epoch_clients(users, t.clients_per_round, t.seed, round_num)
+        return chosen, len(chosen), 0
     if t.selection == "availability":
         sel = select_clients(users, t.clients_per_round, t.seed, round_num, example_counts=counts,
                              round_interval_s=t.round_interval_s, start_time_s=t.sim_start_h * SECONDS_PER_HOUR,
@@ -90,7 +93,7 @@ def cohort(cfg: RunConfig, users: Sequence[str], counts: dict[str, int] | None,
                              dropout_rate=None if t.dropout_rate < 0 else t.dropout_rate,
                              min_examples=t.min_client_examples)
         return sel.reporting, len(sel.selected), len(sel.dropped)
-    raise ValueError(f"train.selection must be 'uniform' or 'availability', got {t.selection!r}")
+    raise ValueError(f"train.selection must be 'uniform', 'epoch' or 'availability', got {t.selection!r}")
 
 
 def _check(cfg: RunConfig) -> None:
@@ -206,6 +209,7 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
         if plan.mode != "none":
             row["epsilon"] = plan.epsilon(completed)
             row["delta"] = plan.delta
+            row["rho"] = plan.rho(completed)
         if (r + 1) % t.eval_every == 0 or r + 1 == t.rounds:
             row.update(evaluate(eval_model, trainable(), eval_x, eval_y))
             row.pop("tokens", None)
@@ -257,7 +261,9 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
         "eval_examples": int(eval_x.shape[0]),
         "dp": {"mode": plan.mode, "noise_multiplier": plan.noise_multiplier, "clip_norm": plan.clip_norm,
                "delta": plan.delta, "sampling_q": plan.sampling_q,
-               "epsilon": plan.epsilon(completed) if plan.mode != "none" else None},
+               "epsilon": plan.epsilon(completed) if plan.mode != "none" else None,
+               "rho": plan.rho(completed) if plan.mode != "none" else None,
+               "restart_every": plan.restart_every},
         "seconds": round(time.perf_counter() - started, 2),
         "seconds_per_round": round(float(np.mean([x["seconds"] for x in rows])) if rows else 0.0, 3),
         "weights": os.path.relpath(weights_path, out_dir),

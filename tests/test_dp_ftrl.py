@@ -78,3 +78,44 @@ def test_tree_gaussian_wraps_a_linear_rule():
     np.testing.assert_allclose(rule.result(s).delta[0], (np.array([4.0, 0.0]) + first) / 2)
     with pytest.raises(ValueError, match="restart_every"):
         TreeGaussian(UniformMean(), 1.0, 1.0, 1.0, restart_every=-1)
+
+
+# -- the simulation's plan: participation, refusals --------------------------------------------
+def _plan(dp="ftrl", selection="epoch", restart_every=0, users=10, cohort=2, z=1.0):
+    import dataclasses
+
+    from configs.schema import PrivacyConfig, TrainConfig
+    from federated.privacy import check_dp
+
+    privacy = PrivacyConfig(dp=dp, noise_multiplier=z, clip_norm=1.0, delta=1e-3, restart_every=restart_every)
+    return check_dp(privacy, dataclasses.replace(TrainConfig(), clients_per_round=cohort, selection=selection), users)
+
+
+def test_epoch_selection_takes_each_user_once_per_pass():
+    from federated.sampling import epoch_clients
+
+    users = [f"u{i}" for i in range(11)]  # 5 rounds of 2 per pass, one user sits each pass out
+    for p in range(3):
+        seen = [u for r in range(5 * p, 5 * p + 5) for u in epoch_clients(users, 2, seed=4, round_num=r)]
+        assert len(seen) == len(set(seen)) == 10
+    assert epoch_clients(users, 2, 4, 0) != epoch_clients(users, 2, 4, 5)  # a fresh shuffle each pass
+
+
+def test_plan_accounts_ftrl_and_unamplified_fedavg_by_hand():
+    # 10 users, cohort 2: 5 rounds per pass, one tree per pass (depth ceil(log2 6) = 3)
+    plan = _plan()
+    assert (plan.rounds_per_pass, plan.restart_every) == (5, 5)
+    assert plan.rho(7) == pytest.approx((3 + 2) / 2)  # trees of 5 and 2 leaves, z = 1
+    assert plan.epsilon(7) == pytest.approx(acc.zcdp_epsilon(2.5, 1e-3))
+    # DP-FedAvg under epoch selection: one release per pass a user is in, no amplification
+    fedavg = _plan(dp="fixed")
+    assert fedavg.rho(7) == pytest.approx(2 / 2) and fedavg.epsilon(7) == pytest.approx(acc.zcdp_epsilon(1.0, 1e-3))
+    # under uniform sampling a user may join every round: rho counts all of them
+    assert _plan(dp="fixed", selection="uniform").rho(7) == pytest.approx(7 / 2)
+
+
+def test_plan_refuses_ftrl_without_bounded_participation():
+    with pytest.raises(ValueError, match="selection 'epoch', got 'uniform'"):
+        _plan(selection="uniform")
+    with pytest.raises(ValueError, match="must divide the 5 rounds"):
+        _plan(restart_every=2)
