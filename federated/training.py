@@ -37,7 +37,7 @@ from federated.tff_model import initial_weights, model_weights
 from fedmath.availability import SECONDS_PER_HOUR
 from model.evaluate import evaluate, most_frequent_word_baseline
 from model.nwp import build_model, count_params, weight_names
-from model.weights_io import save_model_weights
+from model.weights_io import load_init_weights, save_model_weights
 
 METRIC_FIELDS = ("round", "clients", "selected", "dropped", "examples", "train_loss", "top1", "top3",
                  "perplexity", "words", "epsilon", "delta", "rho", "clip", "seconds")
@@ -135,7 +135,7 @@ def _same_config(out_dir: str, cfg: RunConfig) -> None:
 
 
 def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progress: bool = True,
-                  resume: bool = False, stop_after: int | None = None) -> dict:
+                  resume: bool = False, stop_after: int | None = None, init_from: str | None = None) -> dict:
     """Train `cfg` with TFF on `data`; write the run into `out_dir`; return the summary.
 
     Args:
@@ -146,6 +146,8 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
         resume: continue from the last checkpoint in out_dir (same config required).
         stop_after: stop after this many completed rounds, as if killed (tests), without the
             final summary.
+        init_from: start from these weights (a .npz or a run directory) instead of
+            `build_model(..., seed)`: centrally pretrained weights (`model.centralized`, proxy users).
 
     Returns:
         The summary dict also written to summary.json (or a partial one when stopped early).
@@ -163,10 +165,13 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
     write_config(cfg, out_dir)
     tf.random.set_seed(t.seed)
 
+    start = initial_weights(cfg.model, vocab_size, seq_len, t.seed)
+    if init_from:
+        start = load_init_weights(init_from, [w.shape for w in start])
     started = time.perf_counter()
     process = build_process(cfg, vocab_size, plan)
     state = process.initialize()
-    state = process.set_model_weights(state, model_weights(initial_weights(cfg.model, vocab_size, seq_len, t.seed)))
+    state = process.set_model_weights(state, model_weights(start))
     rows: list[dict] = []
     start_round = 0
     if resume:
@@ -269,6 +274,7 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
         "weights": os.path.relpath(weights_path, out_dir),
         "weight_names": names,
         "resumed_from": start_round if resume else None,
+        "init_from": os.path.abspath(init_from) if init_from else None,
     }
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
