@@ -10,10 +10,11 @@ import argparse
 import os
 import sys
 
-from fedkeys.commands import data, demo, devices, evaluate, export, report, serve, train, tune
+from fedkeys.commands import audit, data, demo, devices, evaluate, export, report, serve, train, tune
 
 COMMANDS = {"data": data, "train": train, "export": export, "serve": serve,
-            "devices": devices, "evaluate": evaluate, "demo": demo, "report": report, "tune": tune}
+            "devices": devices, "evaluate": evaluate, "demo": demo, "report": report, "tune": tune,
+            "audit": audit}
 
 
 def build_parser() -> argparse.ArgumentParser:
