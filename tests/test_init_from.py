@@ -40,3 +40,10 @@ def test_federated_run_starts_from_the_given_weights_and_refuses_others(tmp_path
     wider = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, lstm_units=7))
     with pytest.raises(ValueError, match="do not fit the model being trained"):
         run_federated(wider, data, str(tmp_path / "run2"), progress=False, init_from=str(tmp_path / "pre.npz"))
+
+
+def test_audit_needs_a_data_directory(tmp_path, capsys):
+    from fedkeys.cli import main
+
+    assert main(["audit", "--out", str(tmp_path / "a")]) == 2
+    assert "audit needs --data" in capsys.readouterr().err
