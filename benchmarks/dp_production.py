@@ -37,7 +37,7 @@ MECHANISMS = {"none": "none", "dp_fedavg": "fixed", "dp_ftrl": "ftrl"}  # row na
 
 def arguments(ap: argparse.ArgumentParser) -> None:
     """The population and training options (canary_exposure.py shares them)."""
-    ap.add_argument("--small", action="store_true", help="quick form: 1,000 users, cohorts of 50")
+    ap.add_argument("--small", action="store_true", help="quick form: 300 users, cohorts of 30 (8 rounds)")
     ap.add_argument("--users", type=int, default=40_000, help="simulated users (80%% train, 10%% held out, 10%% proxy)")
     ap.add_argument("--messages", type=int, default=30, help="messages per user at most (phones hold tens)")
     ap.add_argument("--cohort", type=int, default=2_000, help="clients per round")
@@ -53,7 +53,7 @@ def arguments(ap: argparse.ArgumentParser) -> None:
 
 def small(args: argparse.Namespace) -> argparse.Namespace:
     if args.small:
-        args.users, args.cohort = 1_000, 50
+        args.users, args.cohort = 300, 30
     return args
 
 
