@@ -105,7 +105,7 @@ def pretrain(args: argparse.Namespace, data, n_train: int) -> str:
     """Centralized training on the proxy users; the run directory (cached)."""
     from model.centralized import train_centralized
 
-    out = os.path.join(args.out, "pretrain_proxy")
+    out = os.path.join(args.out, f"pretrain_proxy_u{args.users}_m{args.messages}")
     if not os.path.exists(os.path.join(out, "weights.npz")):
         cfg = run_config(args, n_train, "none", 0.0)
         proxy = sum(data.client_examples(u, cfg.data.seq_len, 64)[0].shape[0] for u in data.users("proxy"))
@@ -123,7 +123,7 @@ def train_row(args: argparse.Namespace, data, n_train: int, mechanism: str, init
     per_pass = n_train // args.cohort
     z = noise_for_rho(mechanism, args.rho, per_pass * args.passes, per_pass)
     cfg = run_config(args, n_train, mechanism, z)
-    out = os.path.join(args.out, f"{mechanism}_{'pre' if init_from else 'scratch'}")
+    out = os.path.join(args.out, f"u{args.users}_{mechanism}_{'pre' if init_from else 'scratch'}")
     s = run_federated(cfg, data, out, progress=not args.quiet, init_from=init_from)
     with open(os.path.join(out, "metrics.csv")) as f:
         evals = [(int(r["round"]), float(r["top1"])) for r in csv.DictReader(f) if r["top1"]]
