@@ -160,7 +160,8 @@ def main(argv=None) -> int:
                    "epsilon_1e10": zcdp_epsilon(rho, GBOARD_DELTA) if rho is not None else None,
                    "epsilon_n11": zcdp_epsilon(rho, default_delta(n)) if rho is not None else None,
                    "top1": top1, "top1_over_nondp": top1 / nondp[pretrained] if nondp[pretrained] else None,
-                   "rounds_to_target": reached, "target_top1": target, "seconds": s["seconds"]}
+                   "rounds_to_target": reached, "target_top1": target,
+                   "baseline_top1": s["baseline_most_frequent"]["top1"], "seconds": s["seconds"]}
             rows.append(row)
             eps = "-" if rho is None else f"{row['epsilon_1e10']:.2f} (1e-10), {row['epsilon_n11']:.2f} (1/N^1.1)"
             print(f"{mechanism:9s} pretrained={pretrained!s:5s} N={n} m={row['cohort']} T={row['rounds']} "
@@ -169,8 +170,12 @@ def main(argv=None) -> int:
                   f"rounds to {target:.4f}: {reached}  [{s['seconds']:.0f} s]", flush=True)
     ftrl = [r for r in rows if r["mechanism"] == "dp_ftrl" and r["rho"] <= 2]
     best = max(ftrl, key=lambda r: r["top1_over_nondp"] or 0)
+    # a non-DP model no better than always suggesting the commonest word makes any ratio vacuous
+    learned = nondp[best["pretrained"]] > best["baseline_top1"]
+    verdict = ("met" if best["top1_over_nondp"] >= 0.9 else "NOT met") if learned else \
+        "not shown (non-DP top-1 is the most-frequent-word baseline)"
     print(f"goal (DP-FTRL, rho <= 2, top-1 >= 0.90 of non-DP): best {best['top1_over_nondp']:.3f} "
-          f"(pretrained={best['pretrained']}): {'met' if best['top1_over_nondp'] >= 0.9 else 'NOT met'}", flush=True)
+          f"(pretrained={best['pretrained']}): {verdict}", flush=True)
     print(json.dumps({"benchmark": "dp_production", "small": args.small, "target_share": args.target,
                       "rows": rows}))
     return 0
