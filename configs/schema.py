@@ -60,7 +60,7 @@ class TrainConfig:
     server_lr_schedule: str = "constant"  # "constant", or "cosine": half cosine from server_learning_rate to 0 over `rounds`
     aggregator: str = "auto"  # "weighted_mean" (by examples), "uniform_mean", a registered rule, "pkg.mod:Class"; auto: uniform iff DP noise
     proximal_strength: float = 0.01  # fedprox: weight mu of the proximal term
-    selection: str = "uniform"  # "uniform" (sample_clients) or "availability" (eligible, over-selected)
+    selection: str = "uniform"  # "uniform" (sample_clients), "availability" (eligible, over-selected) or "epoch" (passes over the shuffled users)
     over_selection: float = 1.3  # availability: devices selected = ceil(clients_per_round * this)
     dropout_rate: float = -1.0  # availability: share of selected clients dropping out (-1 = each profile's own)
     round_interval_s: float = 3600.0  # availability: simulated seconds between round starts
@@ -77,7 +77,8 @@ class PrivacyConfig:
     mode: str = "device"  # "none", or "device": each device clips and adds its share of noise
     clip_norm: float = 1.0  # L2 bound C on one device's update
     noise_multiplier: float = 0.0  # z: the aggregate sum carries N(0, (z*C)^2) per coordinate
-    dp: str = "none"  # TFF simulation: "none", "fixed" (clip_norm) or "adaptive" (clip_norm is the initial clip)
+    dp: str = "none"  # TFF simulation: "none", "fixed" (clip_norm), "adaptive" (clip_norm is the initial clip) or "ftrl" (DP-FTRL tree noise)
+    restart_every: int = 0  # ftrl: rounds per tree, dividing the rounds of one pass over the users (0 = one tree per pass)
     target_unclipped_quantile: float = 0.5  # adaptive: share of updates left unclipped (Andrew et al. 2021)
     clip_learning_rate: float = 0.2  # adaptive: geometric clip update rate (Andrew et al. 2021)
     delta: float = 0.0  # target delta for epsilon (0 = 1 / N^1.1, N = training users)

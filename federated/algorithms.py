@@ -112,7 +112,12 @@ def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan,
     model_fn = make_model_fn(cfg.model, vocab_size, cfg.data.seq_len, seed=t.seed)
     client_opt, server_opt = client_optimizer(cfg), server_optimizer(cfg)
     uniform = uniform_weighting(cfg)
-    agg = dp_aggregator(dp, cfg.privacy)
+    specs = None
+    if dp.mode == "ftrl":  # the tree draws noise per trainable tensor
+        import tensorflow as tf
+
+        specs = [tf.TensorSpec(w.shape, w.dtype) for w in model_fn().trainable_variables]
+    agg = dp_aggregator(dp, cfg.privacy, specs)
     if cfg.secagg.enabled:  # the secure path's quantization and modular sum (federated/secure_sum.py)
         if not uniform or agg is not None:
             raise ValueError("secure aggregation in the simulation needs train.aggregator 'uniform_mean' and "

@@ -8,10 +8,19 @@ the expected cohort size. `fixed` uses `tff.aggregators.DifferentiallyPrivateFac
 al. 2021, "Differentially Private Learning with Adaptive Clipping"); TFF splits z between the
 update and the clipped-count query so the total is z, so the accounting below holds for both.
 
-Accounting: `fedmath.accounting.dp_epsilon` (the one definition the collector uses too), RDP of
-the Poisson-sampled Gaussian mechanism with q = clients_per_round / N per round. docs/privacy.md
-says what this assumes (uniform sampling; with availability-aware selection fedkeys accounts
-with q = 1, no amplification, since eligibility is not a uniform sample).
+DP-FTRL (`ftrl`; Kairouz et al. 2021, "Practical and Private (Deep) Learning without Sampling or
+Shuffling"): TFF's tree-aggregation DP factory, its `TreeResidualSumQuery` wrapped in a
+`RestartQuery` that starts a fresh tree every `privacy.restart_every` rounds; with the server's
+plain SGD the model carries the noise of the tree's prefix sums. It assumes no sampling: it needs
+`train.selection = "epoch"` (passes over the shuffled users, `federated.sampling.epoch_clients`),
+so that each user enters each tree at most once.
+
+Accounting: `fedmath.accounting` (the one definition the collector uses too). `rho` is zCDP
+without any sampling amplification: DP-FedAvg costs 1/(2 z^2) per round a user may join (every
+round, or once per pass under `epoch` selection), DP-FTRL ceil(log2(steps + 1))/(2 z^2) per pass.
+`epsilon` is at `delta`: for DP-FedAvg under `uniform` selection, RDP of the Poisson-sampled
+Gaussian with q = clients_per_round / N per round (the amplified figure docs/privacy.md qualifies);
+under `availability` q = 1 (eligibility is not a uniform sample); otherwise converted from rho.
 """
 
 from __future__ import annotations
@@ -20,9 +29,9 @@ import math
 from dataclasses import dataclass
 
 from configs.schema import PrivacyConfig, TrainConfig
-from fedmath.accounting import dp_epsilon, sampling_probability
+from fedmath.accounting import dp_epsilon, ftrl_epsilon, ftrl_rho, gaussian_rho, sampling_probability, zcdp_epsilon
 
-DP_MODES = ("none", "fixed", "adaptive")
+DP_MODES = ("none", "fixed", "adaptive", "ftrl")
 
 
 def default_delta(population: int) -> float:
@@ -43,11 +52,31 @@ class DpPlan:
     population: int
     delta: float
     sampling_q: float  # q used by the accountant per round
+    rounds_per_pass: int = 0  # epoch selection: rounds of one pass over the users (0: a user may join every round)
+    restart_every: int = 0  # ftrl: rounds per tree (divides rounds_per_pass)
+
+    def participations(self, rounds: int) -> int:
+        """The most rounds out of `rounds` one user can have taken part in."""
+        return -(-rounds // self.rounds_per_pass) if self.rounds_per_pass else rounds
+
+    def rho(self, rounds: int) -> float:
+        """zCDP spent after `rounds` rounds, without sampling amplification (inf for no noise)."""
+        if self.mode == "none":
+            return math.inf if rounds > 0 else 0.0
+        if self.mode == "ftrl":
+            return ftrl_rho(self.noise_multiplier, rounds, self.restart_every,
+                            self.rounds_per_pass // self.restart_every)
+        return gaussian_rho(self.noise_multiplier, self.participations(rounds))
 
     def epsilon(self, rounds: int) -> float:
         """Epsilon spent after `rounds` rounds at `delta` (inf when z == 0, 0 with no rounds)."""
         if self.mode == "none":
             return math.inf if rounds > 0 else 0.0
+        if self.mode == "ftrl":
+            return ftrl_epsilon(self.noise_multiplier, rounds, self.restart_every, self.delta,
+                                self.rounds_per_pass // self.restart_every)
+        if self.rounds_per_pass:
+            return zcdp_epsilon(self.rho(rounds), self.delta)
         return dp_epsilon([(self.sampling_q, self.noise_multiplier)] * rounds, self.delta)
 
 
@@ -84,21 +113,44 @@ def check_dp(privacy: PrivacyConfig, train: TrainConfig, population: int) -> DpP
                 raise ValueError(f"privacy.clip_learning_rate must be >= 0, got {privacy.clip_learning_rate}")
     uniform = train.selection == "uniform"
     q = sampling_probability(train.clients_per_round, population) if uniform else 1.0
+    per_pass = population // train.clients_per_round if train.selection == "epoch" else 0
+    restart = 0
+    if mode == "ftrl":
+        if not per_pass:
+            raise ValueError(f"privacy.dp='ftrl' accounts one participation per tree: it needs train.selection "
+                             f"'epoch', got {train.selection!r}")
+        restart = privacy.restart_every or per_pass
+        if restart < 1 or per_pass % restart:
+            raise ValueError(f"privacy.restart_every must divide the {per_pass} rounds of one pass over "
+                             f"N={population} users in cohorts of {train.clients_per_round} (or be 0), "
+                             f"got {privacy.restart_every}")
     return DpPlan(mode, float(privacy.noise_multiplier), float(privacy.clip_norm), train.clients_per_round,
-                  population, float(delta), float(q))
+                  population, float(delta), float(q), per_pass, restart)
 
 
-def dp_aggregator(plan: DpPlan, privacy: PrivacyConfig):
+def dp_aggregator(plan: DpPlan, privacy: PrivacyConfig, record_specs=None):
     """TFF's DP aggregation factory for the plan (None when dp is off).
 
-    Returns a `tff.aggregators.UnweightedAggregationFactory` (TFF is imported here only, so
-    `check_dp` and the accounting load without it).
+    `record_specs` (the trainable weights' `tf.TensorSpec`s) is needed by `ftrl` only: the tree
+    draws its noise per tensor. Returns a `tff.aggregators.UnweightedAggregationFactory` (TFF
+    is imported here only, so `check_dp` and the accounting load without it).
     """
     import tensorflow_federated as tff
 
     factory = tff.aggregators.DifferentiallyPrivateFactory
     if plan.mode == "none":
         return None
+    if plan.mode == "ftrl":
+        import tensorflow_privacy as tfp
+
+        if record_specs is None:
+            raise ValueError("privacy.dp='ftrl' needs the model's record_specs")
+        # TFF's `tree_aggregation` factory plus a restart (`RestartQuery`); the efficient estimator
+        # (Honaker 2015) combines the same noised nodes, so it is post-processing of what is accounted.
+        tree = tfp.TreeResidualSumQuery.build_l2_gaussian_query(
+            plan.clip_norm, plan.noise_multiplier, record_specs, use_efficient=True)
+        restarted = tfp.RestartQuery(tree, tfp.restart_query.PeriodicRoundRestartIndicator(plan.restart_every))
+        return factory(tfp.NormalizedQuery(restarted, denominator=float(plan.clients_per_round)))
     if plan.mode == "fixed":
         return factory.gaussian_fixed(plan.noise_multiplier, float(plan.clients_per_round), plan.clip_norm)
     return factory.gaussian_adaptive(

@@ -43,6 +43,29 @@ def sample_clients(train_users: Sequence[str], clients_per_round: int, seed: int
     return [users[i] for i in perm[:clients_per_round]]
 
 
+def epoch_clients(train_users: Sequence[str], clients_per_round: int, seed: int, round_num: int) -> list[str]:
+    """The `round_num`-th slice of `clients_per_round` users of a pass over the shuffled users.
+
+    Pass e = round_num // (N // clients_per_round) is one permutation drawn from (seed, e); its
+    rounds take disjoint slices, and the N mod clients_per_round users left at its end sit it
+    out. So one user takes part at most once per pass, which is what DP-FTRL's accounting
+    (one record per tree) and DP-FedAvg's without sampling amplification rely on.
+
+    Raises:
+        ValueError: as `sample_clients`.
+    """
+    users = sorted(train_users)
+    if len(set(users)) != len(users):
+        raise ValueError("train_users holds duplicate ids")
+    if not 1 <= clients_per_round <= len(users):
+        raise ValueError(f"clients_per_round must be in [1, {len(users)}] (the population), "
+                         f"got {clients_per_round}")
+    per_pass = len(users) // clients_per_round
+    epoch, slot = divmod(round_num, per_pass)
+    perm = _round_rng(seed, epoch, 2).permutation(len(users))
+    return [users[i] for i in perm[slot * clients_per_round:(slot + 1) * clients_per_round]]
+
+
 @dataclass(frozen=True)
 class Selection:
     """What availability-aware selection decided for one round."""

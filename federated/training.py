@@ -32,15 +32,15 @@ from federated import checkpoint
 from federated.algorithms import build_process
 from federated.privacy import check_dp
 from federated.runtime import install_cleanup
-from federated.sampling import sample_clients, select_clients
+from federated.sampling import epoch_clients, sample_clients, select_clients
 from federated.tff_model import initial_weights, model_weights
 from fedmath.availability import SECONDS_PER_HOUR
 from model.evaluate import evaluate, most_frequent_word_baseline
 from model.nwp import build_model, count_params, weight_names
-from model.weights_io import save_model_weights
+from model.weights_io import load_init_weights, save_model_weights
 
 METRIC_FIELDS = ("round", "clients", "selected", "dropped", "examples", "train_loss", "top1", "top3",
-                 "perplexity", "words", "epsilon", "delta", "clip", "seconds")
+                 "perplexity", "words", "epsilon", "delta", "rho", "clip", "seconds")
 
 
 class FederatedDataLike(Protocol):
@@ -83,6 +83,9 @@ def cohort(cfg: RunConfig, users: Sequence[str], counts: dict[str, int] | None,
     if t.selection == "uniform":
         chosen = sample_clients(users, t.clients_per_round, t.seed, round_num)
         return chosen, len(chosen), 0
+    if t.selection == "epoch":
+        chosen = epoch_clients(users, t.clients_per_round, t.seed, round_num)
+        return chosen, len(chosen), 0
     if t.selection == "availability":
         sel = select_clients(users, t.clients_per_round, t.seed, round_num, example_counts=counts,
                              round_interval_s=t.round_interval_s, start_time_s=t.sim_start_h * SECONDS_PER_HOUR,
@@ -90,7 +93,7 @@ def cohort(cfg: RunConfig, users: Sequence[str], counts: dict[str, int] | None,
                              dropout_rate=None if t.dropout_rate < 0 else t.dropout_rate,
                              min_examples=t.min_client_examples)
         return sel.reporting, len(sel.selected), len(sel.dropped)
-    raise ValueError(f"train.selection must be 'uniform' or 'availability', got {t.selection!r}")
+    raise ValueError(f"train.selection must be 'uniform', 'epoch' or 'availability', got {t.selection!r}")
 
 
 def _check(cfg: RunConfig) -> None:
@@ -132,7 +135,7 @@ def _same_config(out_dir: str, cfg: RunConfig) -> None:
 
 
 def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progress: bool = True,
-                  resume: bool = False, stop_after: int | None = None) -> dict:
+                  resume: bool = False, stop_after: int | None = None, init_from: str | None = None) -> dict:
     """Train `cfg` with TFF on `data`; write the run into `out_dir`; return the summary.
 
     Args:
@@ -143,6 +146,8 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
         resume: continue from the last checkpoint in out_dir (same config required).
         stop_after: stop after this many completed rounds, as if killed (tests), without the
             final summary.
+        init_from: start from these weights (a .npz or a run directory) instead of
+            `build_model(..., seed)`: centrally pretrained weights (`model.centralized`, proxy users).
 
     Returns:
         The summary dict also written to summary.json (or a partial one when stopped early).
@@ -160,10 +165,13 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
     write_config(cfg, out_dir)
     tf.random.set_seed(t.seed)
 
+    start = initial_weights(cfg.model, vocab_size, seq_len, t.seed)
+    if init_from:
+        start = load_init_weights(init_from, [w.shape for w in start])
     started = time.perf_counter()
     process = build_process(cfg, vocab_size, plan)
     state = process.initialize()
-    state = process.set_model_weights(state, model_weights(initial_weights(cfg.model, vocab_size, seq_len, t.seed)))
+    state = process.set_model_weights(state, model_weights(start))
     rows: list[dict] = []
     start_round = 0
     if resume:
@@ -206,6 +214,7 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
         if plan.mode != "none":
             row["epsilon"] = plan.epsilon(completed)
             row["delta"] = plan.delta
+            row["rho"] = plan.rho(completed)
         if (r + 1) % t.eval_every == 0 or r + 1 == t.rounds:
             row.update(evaluate(eval_model, trainable(), eval_x, eval_y))
             row.pop("tokens", None)
@@ -257,12 +266,15 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
         "eval_examples": int(eval_x.shape[0]),
         "dp": {"mode": plan.mode, "noise_multiplier": plan.noise_multiplier, "clip_norm": plan.clip_norm,
                "delta": plan.delta, "sampling_q": plan.sampling_q,
-               "epsilon": plan.epsilon(completed) if plan.mode != "none" else None},
+               "epsilon": plan.epsilon(completed) if plan.mode != "none" else None,
+               "rho": plan.rho(completed) if plan.mode != "none" else None,
+               "restart_every": plan.restart_every},
         "seconds": round(time.perf_counter() - started, 2),
         "seconds_per_round": round(float(np.mean([x["seconds"] for x in rows])) if rows else 0.0, 3),
         "weights": os.path.relpath(weights_path, out_dir),
         "weight_names": names,
         "resumed_from": start_round if resume else None,
+        "init_from": os.path.abspath(init_from) if init_from else None,
     }
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)

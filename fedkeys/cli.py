@@ -10,11 +10,11 @@ import argparse
 import os
 import sys
 
-from fedkeys.commands import data, demo, devices, evaluate, export, report, serve, suggest, train, tune
+from fedkeys.commands import audit, data, demo, devices, evaluate, export, report, serve, suggest, train, tune
 
 COMMANDS = {"data": data, "train": train, "export": export, "serve": serve,
             "devices": devices, "evaluate": evaluate, "demo": demo, "report": report, "tune": tune,
-            "suggest": suggest}
+            "suggest": suggest, "audit": audit}
 
 
 def build_parser() -> argparse.ArgumentParser:

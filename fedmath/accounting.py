@@ -91,3 +91,132 @@ def device_noise_multiplier(noise_std: float, clip_norm: float, weights: Sequenc
     if w_max <= 0:
         raise ValueError(f"weights must be positive, got max {w_max!r}")
     return noise_std * math.sqrt(sum(w * w for w in weights)) / (w_max * clip_norm)
+
+
+# ---------------------------------------------------------------------------------------------
+# rho-zCDP without sampling amplification (Bun and Steinke 2016), as Gboard reports it
+# (Xu et al. 2023, "Federated Learning of Gboard Language Models with Differential Privacy").
+#
+# A Gaussian mechanism of L2 sensitivity 1 and noise multiplier z is 1/(2 z^2)-zCDP, and zCDP
+# composes by addition. Nothing here assumes the cohort was a random sample: the unit is one
+# user, and what bounds the cost is how often one user can take part (`participations`).
+# ---------------------------------------------------------------------------------------------
+
+GBOARD_DELTA = 1e-10  # the delta Gboard states its epsilons at
+
+
+def gaussian_rho(noise_multiplier: float, participations: int = 1) -> float:
+    """rho of `participations` Gaussian releases at multiplier z: participations / (2 z^2).
+
+    DP-FedAvg without amplification: each round in which a user takes part is one Gaussian
+    release of a sum the user moves by at most C; rounds without the user cost it nothing.
+
+    Returns:
+        0.0 for no participations, math.inf for z == 0 (no noise).
+
+    Raises:
+        ValueError: a negative z or participation count.
+    """
+    if noise_multiplier < 0 or participations < 0:
+        raise ValueError(f"need noise_multiplier >= 0 and participations >= 0, got "
+                         f"{noise_multiplier!r}, {participations!r}")
+    if participations == 0:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    return participations / (2.0 * noise_multiplier ** 2)
+
+
+def tree_depth(steps: int) -> int:
+    """Tree nodes one leaf of a binary tree over `steps` leaves feeds: ceil(log2(steps + 1)).
+
+    This is the L2^2 sensitivity of the whole tree of noised node sums to one record that occurs
+    once (Kairouz et al. 2021, "Practical and Private (Deep) Learning without Sampling or
+    Shuffling", appendix D; the same depth `dp_accounting` uses).
+    """
+    if steps < 1:
+        raise ValueError(f"a tree needs >= 1 step, got {steps!r}")
+    return math.ceil(math.log2(steps + 1))
+
+
+def ftrl_trees(rounds: int, restart_every: int) -> list[int]:
+    """Steps in each tree when the tree restarts every `restart_every` rounds (last may be short)."""
+    if rounds < 0 or restart_every < 1:
+        raise ValueError(f"need rounds >= 0 and restart_every >= 1, got {rounds!r}, {restart_every!r}")
+    full, rest = divmod(rounds, restart_every)
+    return [restart_every] * full + ([rest] if rest else [])
+
+
+def ftrl_rho(noise_multiplier: float, rounds: int, restart_every: int, trees_per_participation: int = 1) -> float:
+    """rho of DP-FTRL with tree aggregation, restarted every `restart_every` rounds.
+
+    Each group of `trees_per_participation` consecutive trees sees one user at most once (the
+    simulation's `epoch` selection: one pass over the shuffled population, the trees restarting
+    inside it); a user's record enters at most `tree_depth` noised node sums of the tree it is
+    in, so one group costs max depth / (2 z^2) and the groups compose:
+
+        rho = sum over groups g of  max_{trees t in g} ceil(log2(steps_t + 1)) / (2 z^2).
+
+    Raises:
+        ValueError: as `ftrl_trees`, or trees_per_participation < 1.
+    """
+    if trees_per_participation < 1:
+        raise ValueError(f"trees_per_participation must be >= 1, got {trees_per_participation!r}")
+    trees = ftrl_trees(rounds, restart_every)
+    if not trees:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    groups = [trees[i:i + trees_per_participation] for i in range(0, len(trees), trees_per_participation)]
+    return sum(tree_depth(max(g)) for g in groups) / (2.0 * noise_multiplier ** 2)
+
+
+def ftrl_epsilon(noise_multiplier: float, rounds: int, restart_every: int, delta: float,
+                 trees_per_participation: int = 1) -> float:
+    """Epsilon of the same DP-FTRL run from `dp_accounting`'s tree-aggregation events.
+
+    One `SingleEpochTreeAggregationDpEvent` per group of trees that sees a user at most once,
+    composed; `zcdp_epsilon(ftrl_rho(...))` gives the same figure (tests check both).
+    """
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    trees = ftrl_trees(rounds, restart_every)
+    if not trees:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    import dp_accounting
+    from dp_accounting import rdp
+
+    # dp_accounting states the tree's bound for "replace one user's record by the special empty
+    # record": the same sensitivity (one leaf moves by at most C) as adding or removing the user.
+    relation = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
+    accountant = rdp.RdpAccountant(list(RDP_ORDERS), neighboring_relation=relation)
+    for i in range(0, len(trees), trees_per_participation):
+        accountant.compose(dp_accounting.SingleEpochTreeAggregationDpEvent(
+            noise_multiplier, trees[i:i + trees_per_participation]))
+    return float(accountant.get_epsilon(delta))
+
+
+def zcdp_epsilon(rho: float, delta: float) -> float:
+    """The smallest epsilon at `delta` that rho-zCDP implies, over `RDP_ORDERS`.
+
+    rho-zCDP is RDP alpha * rho at every order alpha, which is exactly the RDP curve of one
+    Gaussian mechanism with multiplier 1/sqrt(2 rho); `dp_accounting` converts it to (epsilon,
+    delta) with the tight conversion of Canonne, Kamath and Steinke 2020, at most the
+    textbook rho + 2 sqrt(rho ln(1/delta)) (Bun and Steinke 2016, Proposition 1.3).
+    """
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    if rho < 0:
+        raise ValueError(f"rho must be >= 0, got {rho!r}")
+    if rho == 0:
+        return 0.0
+    if math.isinf(rho):
+        return math.inf
+    import dp_accounting
+    from dp_accounting import rdp
+
+    accountant = rdp.RdpAccountant(list(RDP_ORDERS))
+    accountant.compose(dp_accounting.GaussianDpEvent(1.0 / math.sqrt(2.0 * rho)))
+    return float(accountant.get_epsilon(delta))

@@ -28,10 +28,10 @@ from model.nwp import build_model, count_params, masked_loss
 from model.weights_io import save_model_weights
 
 
-def pooled_training_examples(cfg: RunConfig, data: Any) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Every training user's capped examples, concatenated in user order, and the per-user counts."""
+def pooled_training_examples(cfg: RunConfig, data: Any, split: str = "train") -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Every `split` user's capped examples, concatenated in user order, and the per-user counts."""
     xs, ys, counts = [], [], {}
-    for u in sorted(data.users("train")):
+    for u in sorted(data.users(split)):
         x, y = data.client_examples(u, cfg.data.seq_len, cfg.train.max_examples_per_client)
         counts[u] = int(x.shape[0])
         if x.shape[0]:
@@ -85,7 +85,7 @@ def _write_run(out_dir: str, model: tf.keras.Model, rows: list[dict], summary: d
 
 def train_centralized(cfg: RunConfig, data: Any, out_dir: str, examples: int | None = None,
                       learning_rate: float | None = None, momentum: float = 0.0, evals: int = 5,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, split: str = "train") -> dict:
     """Train on pooled data for `examples` examples (default: `matched_examples`); write the run.
 
     Args:
@@ -99,17 +99,23 @@ def train_centralized(cfg: RunConfig, data: Any, out_dir: str, examples: int | N
         as the federated clients' steps are.)
         evals: evaluations on held-out users spread over training (the last at the end).
         progress: tqdm bar.
+        split: whose text to pool: "train" (the baseline), or "proxy" to pretrain on users that
+            are never training users (public pretraining before private federated training,
+            `fedkeys train --init-from`; the pretrained weights then owe nothing to the
+            training users, so the DP accounting of the federated run covers the model).
 
     Returns:
         The summary (also summary.json), with final_eval like the federated run's.
     """
     t = cfg.train
     lr = t.client_learning_rate if learning_rate is None else learning_rate
+    if split not in ("train", "proxy"):
+        raise ValueError(f"centralized training pools 'train' or 'proxy' users, got {split!r}")
     if lr <= 0 or not 0 <= momentum < 1 or evals < 1:
         raise ValueError(f"need learning_rate > 0, momentum in [0, 1), evals >= 1; got {lr}, {momentum}, {evals}")
     os.makedirs(out_dir, exist_ok=True)
     write_config(cfg, out_dir)
-    x, y, counts = pooled_training_examples(cfg, data)
+    x, y, counts = pooled_training_examples(cfg, data, split)
     budget = matched_examples(cfg, counts) if examples is None else int(examples)
     if budget < 1:
         raise ValueError(f"examples must be >= 1, got {budget}")
@@ -146,7 +152,7 @@ def train_centralized(cfg: RunConfig, data: Any, out_dir: str, examples: int | N
     if bar is not None:
         bar.close()
     final = rows[-1]
-    summary = {"stage": "centralized", "examples_processed": seen, "steps": steps, "learning_rate": lr,
+    summary = {"stage": "centralized", "users": split, "examples_processed": seen, "steps": steps, "learning_rate": lr,
                "momentum": momentum, "batch_size": t.batch_size, "pooled_examples": int(len(x)),
                "epochs": seen / len(x), "params": count_params(model),
                "final_eval": {k: final[k] for k in ("top1", "top3", "perplexity", "words")},

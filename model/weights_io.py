@@ -59,3 +59,36 @@ def check_shapes(model, arrays: Sequence[np.ndarray]) -> None:
     got = [tuple(np.shape(a)) for a in arrays]
     if expected != got:
         raise ValueError(f"weights do not fit the model: expected shapes {expected}, got {got}")
+
+
+def init_weights_path(run_or_weights: str) -> str:
+    """The weights file of `run_or_weights`: a .npz itself, or a run directory's weights.npz.
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    path = os.path.join(run_or_weights, "weights.npz") if os.path.isdir(run_or_weights) else run_or_weights
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no weights at {run_or_weights!r} (expected a .npz or a run directory "
+                                f"holding weights.npz)")
+    return path
+
+
+def load_init_weights(run_or_weights: str, expected_shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """Weights to start training from (`fedkeys train --init-from`), checked against the model.
+
+    Raises:
+        FileNotFoundError: as `init_weights_path`.
+        ValueError: the weights do not fit the model, naming both lists of shapes.
+    """
+    path = init_weights_path(run_or_weights)
+    _, arrays = load_weights(path)
+    got = [tuple(np.shape(a)) for a in arrays]
+    expected = [tuple(s) for s in expected_shapes]
+    if got != expected:
+        raise ValueError(f"--init-from {path}: weights of shapes {got} do not fit the model being trained, "
+                         f"whose shapes are {expected}")
+    for i, a in enumerate(arrays):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"--init-from {path}: tensor {i} holds non-finite values")
+    return arrays

@@ -12,7 +12,10 @@ Three modes (privacy.mode), named for where clipping and noise happen (docs/priv
   aggregation rule wrapped in `fedcore.dp.CentralGaussian` (server/rounds.py builds it).
 
 Each published round is accounted as a Poisson-sampled Gaussian mechanism with
-q = goal_count / population and its effective noise multiplier (`fedmath.accounting`).
+q = goal_count / population and its effective noise multiplier (`fedmath.accounting`): the
+`epsilon` figure, which holds only as far as selection is random sampling. Selection here is "the
+first devices to check in", so beside it `rho` is zCDP without amplification: every published round
+may hold any device, each costs 1/(2 z_eff^2), and `epsilon_unamplified` is that rho at delta.
 """
 
 from __future__ import annotations
@@ -74,7 +77,19 @@ class ServerPrivacy:
         eps = accounting.dp_epsilon(list(events), delta)
         return None if math.isinf(eps) else eps
 
+    def rho(self, events: Sequence[tuple[float, float]]) -> Optional[float]:
+        """zCDP of these rounds without sampling amplification (None when not private)."""
+        if self.mode == "none":
+            return None
+        rho = sum(accounting.gaussian_rho(z) for _, z in events)
+        return None if math.isinf(rho) else rho
+
+    def epsilon_unamplified(self, events: Sequence[tuple[float, float]], delta: float) -> Optional[float]:
+        """`rho` as epsilon at delta (None when not private)."""
+        rho = self.rho(events)
+        return None if rho is None or not 0 < delta < 1 else accounting.zcdp_epsilon(rho, delta)
+
     def describe(self) -> dict:
         return {"mode": self.mode, "clip_norm": self.clip_norm, "noise_multiplier": self.z,
                 "device_noise_std": self.plan_noise_std(),
-                "accountant": "RDP, Poisson-sampled Gaussian (dp_accounting)"}
+                "accountant": "RDP, Poisson-sampled Gaussian (dp_accounting); rho: zCDP, no amplification"}

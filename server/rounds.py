@@ -459,6 +459,7 @@ class Collector:
                 "reports": aggregate.reports, "total_weight": aggregate.total_weight, "goal_count": rnd.goal_count,
                 "published_unix": now, "sampling_probability": q, "effective_noise_multiplier": z, "epsilon": eps,
                 "delta": delta, "population": population, "rounds_accounted": len(events),
+                "rho": self.dp.rho(events), "epsilon_unamplified": self.dp.epsilon_unamplified(events, delta),
                 "privacy": self.dp.describe(), "algorithm": self.algorithm.describe(), "server_learning_rate": lr}
         self._write_meta(version, meta)
         self.store.insert_model(c, version, rnd.round, path, sha, self.dim, now, q, z, meta)

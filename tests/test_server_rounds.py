@@ -143,6 +143,10 @@ def test_central_noise_mode(tmp_path):
     meta = col.model_meta(1)
     assert meta["effective_noise_multiplier"] == 1.0 and meta["sampling_probability"] == pytest.approx(0.03)
     assert meta["epsilon"] == pytest.approx(accounting.dp_epsilon([(0.03, 1.0)], 1e-6))
+    # first-to-check-in selection is no random sample: beside it, zCDP without amplification,
+    # one round at z = 1: rho = 1 / (2 * 1^2)
+    assert meta["rho"] == pytest.approx(0.5)
+    assert meta["epsilon_unamplified"] == pytest.approx(accounting.zcdp_epsilon(0.5, 1e-6))
 
 
 def test_device_mode_epsilon_in_status_and_metadata(tmp_path):

@@ -2,6 +2,8 @@
 
 `fedkeys train --data DATA_DIR --out RUN_DIR` writes metrics.csv, weights.npz and summary.json.
 `--centralized` trains the same model on the pooled training users instead (the baseline),
+`--centralized --users proxy` pretrains on the proxy users (never training users), and
+`--init-from RUN_OR_WEIGHTS` starts federated training from such weights;
 `--resume` continues a killed run from its last checkpoint, `--dp fixed|adaptive` turns on
 TFF's DP aggregator with privacy accounting, and `--dry-run` prints the model's size.
 """
@@ -21,7 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--centralized", action="store_true", help="train on the pooled training users (baseline)")
     p.add_argument("--examples", type=int, help="--centralized: examples to process (default: matched to FL)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--dp", choices=("none", "fixed", "adaptive"), help="same as --set privacy.dp=...")
+    p.add_argument("--users", choices=("train", "proxy"), default="train",
+                   help="--centralized: pool these users' text (proxy: public pretraining, never training users)")
+    p.add_argument("--init-from", metavar="RUN_OR_WEIGHTS",
+                   help="start federated training from these weights (a run directory or a .npz of the same model)")
+    p.add_argument("--dp", choices=("none", "fixed", "adaptive", "ftrl"), help="same as --set privacy.dp=...")
     p.add_argument("--algorithm", help="fedavg, fedavgm, fedadam, fedyogi or fedprox (train.algorithm)")
 
 
@@ -65,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.centralized:
         from model.centralized import train_centralized
 
-        result = train_centralized(cfg, data, args.out, examples=args.examples)
+        result = train_centralized(cfg, data, args.out, examples=args.examples, split=args.users)
     else:
         from federated.training import run_federated
 
-        result = run_federated(cfg, data, args.out, resume=args.resume)
+        result = run_federated(cfg, data, args.out, resume=args.resume, init_from=args.init_from)
     add_keystroke_savings(cfg, data, args.out, result)
     write_summary(args.out, {"stage": "train", "data_dir": os.path.abspath(args.data), **result})
     final = result.get("final_eval", {})
