@@ -26,7 +26,7 @@ robust aggregator: adaptive clipping at the 0.8 quantile, zeroing); median; trim
 
 Backdoor success: the share of held-out windows (the evaluation windows, trigger planted at the
 end of their real tokens) whose top-1 suggestion is the target word; reported for every row
-(for attacks other than backdoor it is the model's natural rate). `--http` adds one row run
+(for attacks other than backdoor it is the model's natural rate). `--http` adds rows run
 through the real collector under gunicorn over HTTP with device_sim phones (TFLite training,
 attackers from device_sim/attacker.py), same data, cohorts and attackers.
 
@@ -138,7 +138,7 @@ def setup(args) -> dict:
     from model.nwp import build_model
     from device_sim.simulation import KerasClient
 
-    overrides = list(RECIPE) + (["data.num_users=120"] if args.small else []) + list(args.set)
+    overrides = list(RECIPE) + list(args.set)
     cfg = run_config(args.preset, overrides)
     data = prepared(cfg, os.path.join(args.workdir, f"data_{cfg.preset}_{cfg.data.num_users}"))
     seq = cfg.data.seq_len
@@ -169,10 +169,12 @@ def main(argv=None) -> int:
     ap.add_argument("--trigger", default=TRIGGER)
     ap.add_argument("--target", default=TARGET)
     ap.add_argument("--http", default="backdoor:norm_bound_anomaly:0.1", metavar="ATTACK:DEFENSE:SHARE",
-                    help="one row through the real collector over HTTP")
+                    help="rows through the real collector over HTTP, comma-separated; each defence's clean_top1 "
+                         "is its own clean run over HTTP")
     ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--http-only", action="store_true", help="only the --http rows (and their clean runs over HTTP)")
     ap.add_argument("--small", action="store_true",
-                    help="a quick check: 120 users, 6 rounds, attacks none/backdoor, defences none/norm_bound_anomaly, share 0.1")
+                    help="a quick check: 4 clean and 4 attacked rounds, attacks none/backdoor, defences none/norm_bound_anomaly, share 0.1")
     ap.add_argument("--workdir", default=os.path.join("/tmp", "fedkeys-poisoning"))
     args = ap.parse_args(argv)
     if args.small:
@@ -194,6 +196,8 @@ def main(argv=None) -> int:
     print(f"  start (after {args.warmup_rounds} clean rounds): top1 "
           f"{evaluate(env['model'], env['warm'], *env['heldout'])['top1']:.4f}", flush=True)
     rows, clean = [], {}
+    if args.http_only:
+        defenses, attacks = [], []
     for defense in defenses:
         c = run_sim(env, defense, "none", 0.0)
         clean[defense] = c
@@ -215,9 +219,14 @@ def main(argv=None) -> int:
     if not args.no_http and args.http:
         from benchmarks._poisoning_http import http_row
 
-        attack, defense, share = args.http.split(":")
-        rows.append(http_row(env, attack, defense, float(share), clean[defense]["top1"] if defense in clean else None))
-        print(f"  http: {rows[-1]}", flush=True)
+        http_clean: dict = {}
+        for spec in args.http.split(","):
+            attack, defense, share = spec.split(":")
+            if defense not in http_clean:  # the clean run of the same defence over HTTP
+                http_clean[defense] = http_row(env, "none", defense, 0.0, None)["top1"]
+            row = http_row(env, attack, defense, float(share), http_clean[defense])
+            rows.append(row)
+            print(f"  http: {row}", flush=True)
     summarize(rows)
     print(json.dumps({"benchmark": "poisoning", "rows": rows}))
     return 0
