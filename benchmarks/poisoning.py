@@ -1,9 +1,9 @@
 """Poisoning: attacks x defences x attacker shares, main-task top-1 and backdoor success.
 
-    python benchmarks/poisoning.py [--preset tiny] [--rounds 30] [--clients-per-round 10]
+    python benchmarks/poisoning.py [--preset tiny] [--rounds 10] [--warmup-rounds 30] [--clients-per-round 10]
                                    [--attacks none,scaling,sign_flip,backdoor]
                                    [--defenses none,norm_bound,median,trimmed_mean,multi_krum,norm_bound_anomaly]
-                                   [--shares 0.01,0.05,0.1] [--http ATTACK:DEFENSE:SHARE | --no-http]
+                                   [--shares 0.01,0.05,0.1] [--http ATTACK:DEFENSE:SHARE,... | --no-http | --http-only]
                                    [--small] [--workdir DIR]
 
 The population is the simulator's default (data.num_users = 300 users, 240 of them training);
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--boost", type=float, default=10.0)
     ap.add_argument("--trigger", default=TRIGGER)
     ap.add_argument("--target", default=TARGET)
-    ap.add_argument("--http", default="backdoor:norm_bound_anomaly:0.1", metavar="ATTACK:DEFENSE:SHARE",
+    ap.add_argument("--http", default="backdoor:none:0.1,backdoor:norm_bound_anomaly:0.1", metavar="ATTACK:DEFENSE:SHARE,...",
                     help="rows through the real collector over HTTP, comma-separated; each defence's clean_top1 "
                          "is its own clean run over HTTP")
     ap.add_argument("--no-http", action="store_true")
