@@ -23,8 +23,8 @@ def test_norm_bound_builds_tffs_robust_aggregator_and_other_rules_are_refused():
     from federated.privacy import DpPlan
 
     assert uniform_weighting(_cfg("norm_bound")) is False  # example-weighted, as TFF's default
-    process = build_process(_cfg("norm_bound"), vocab_size=50, dp=DpPlan("none", 0.0, 0.0, 4, 40, 0.0))
-    plain = build_process(_cfg("weighted_mean"), vocab_size=50, dp=DpPlan("none", 0.0, 0.0, 4, 40, 0.0))
+    process = build_process(_cfg("norm_bound"), vocab_size=50, dp=DpPlan("none", 0.0, 0.0, 4, 40, 0.0, 0.0))
+    plain = build_process(_cfg("weighted_mean"), vocab_size=50, dp=DpPlan("none", 0.0, 0.0, 4, 40, 0.0, 0.0))
     # the robust aggregator carries the two adaptive estimates (clipping, zeroing) in its state
     import tensorflow as tf
 
