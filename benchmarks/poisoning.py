@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--http", default="backdoor:none:0.1,backdoor:norm_bound_anomaly:0.1", metavar="ATTACK:DEFENSE:SHARE,...",
                     help="rows through the real collector over HTTP, comma-separated; each defence's clean_top1 "
                          "is its own clean run over HTTP")
+    ap.add_argument("--clean", default="", metavar="FILE",
+                    help='reuse clean runs: JSON {defense: {"top1": .., "backdoor_success": ..}} from an earlier run')
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--http-only", action="store_true", help="only the --http rows (and their clean runs over HTTP)")
     ap.add_argument("--small", action="store_true",
@@ -198,8 +200,13 @@ def main(argv=None) -> int:
     rows, clean = [], {}
     if args.http_only:
         defenses, attacks = [], []
+    reused = {}
+    if args.clean:  # clean runs printed by an earlier invocation with the same settings
+        with open(args.clean) as f:
+            reused = json.load(f)
     for defense in defenses:
-        c = run_sim(env, defense, "none", 0.0)
+        c = dict(reused[defense], seconds=0.0, flagged=reused[defense].get("flagged", 0)) if defense in reused \
+            else run_sim(env, defense, "none", 0.0)
         clean[defense] = c
         print(f"  clean {defense:20s} top1 {c['top1']:.4f} backdoor {c['backdoor_success']:.4f} "
               f"flagged {c['flagged']} ({c['seconds']:.0f}s)", flush=True)
