@@ -32,7 +32,6 @@ cannot run under secure aggregation (docs/privacy.md).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
