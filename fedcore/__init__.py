@@ -5,6 +5,8 @@ collector (server/), the in-process path and tests run the same code (docs/archi
 
 - messages.py    Plan, ClientUpdate, Aggregate, Refusal
 - aggregator.py  the aggregation-rule interface and registry; mean.py the linear rules
+- robust.py, norm_bound.py  Byzantine-robust rules and TFF's norm bounding
+- anomaly.py     anomaly scores and the screened rule; reputation.py per-device reputation
 - dp.py          DP wrappers around a rule (server-side clipping, central Gaussian noise)
 - optimizers.py  server optimizers with TFF's maths; schedules.py their learning-rate schedules
 - policy.py      round policies (synchronous rounds)

@@ -25,7 +25,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-import fedcore.mean  # noqa: F401  (these three register the built-in rules)
+import fedcore.anomaly  # noqa: F401  (these four register the built-in rules)
+import fedcore.mean  # noqa: F401
 import fedcore.norm_bound  # noqa: F401
 import fedcore.robust  # noqa: F401
 from fedcore import aggregator as aggregators
@@ -83,8 +84,12 @@ class ServerAlgorithm:
               updates: Sequence[ClientUpdate]) -> tuple[State, Weights, Aggregate]:
         """A whole synchronous round in memory: aggregate `updates` in order, then step."""
         agg_state = self.aggregator.init(weights)
+        add_from = getattr(self.aggregator, "add_from", None)  # rules that track devices (screened)
         for u in updates:
-            self.aggregator.add(agg_state, u.delta, self.aggregator.weight(u.num_examples))
+            if add_from is not None:
+                add_from(agg_state, u.device_id, u.delta, self.aggregator.weight(u.num_examples))
+            else:
+                self.aggregator.add(agg_state, u.delta, self.aggregator.weight(u.num_examples))
         aggregate = self.aggregator.result(agg_state)
         state, weights = self.apply(state, weights, aggregate)
         return state, weights, aggregate

@@ -14,7 +14,10 @@ collector runs in numpy; here each is built as TFF's own optimizer:
 
 The aggregation rule is `train.aggregator` as the core resolves it: `weighted_mean` uses the
 `build_weighted_*` builders, `uniform_mean` the `build_unweighted_*` ones (with DP, TFF's DP
-aggregator, which is uniform by construction). Other rules run on the collector only.
+aggregator, which is uniform by construction), `norm_bound` (without parameters) the weighted
+builders with `tff.learning.robust_aggregator`, the reference `fedcore/norm_bound.py` follows.
+Other rules (median, trimmed mean, Krum, screened) run on the collector and the in-process
+simulation (device_sim/simulation.py) only: TFF has no order-statistic aggregator to build them from.
 
 The server learning rate is constant, or (`train.server_lr_schedule = "cosine"`) a half cosine from
 `server_learning_rate` at the first round to 0 after the last (federated/optimizers.py); the
@@ -81,6 +84,9 @@ def _server_optimizer(cfg: RunConfig) -> tff.learning.optimizers.Optimizer:
                                               beta_2=t.server_beta_2, epsilon=t.server_epsilon)
 
 
+NORM_BOUND = "norm_bound"
+
+
 def uniform_weighting(cfg: RunConfig) -> bool:
     """Whether the simulation weighs every client the same (see the module docstring).
 
@@ -89,9 +95,12 @@ def uniform_weighting(cfg: RunConfig) -> bool:
     """
     dp = cfg.privacy.dp != "none"
     rule = aggregator_name(cfg.train.aggregator, dp_noise=dp)
-    if rule not in ("weighted_mean", "uniform_mean"):
-        raise ValueError(f"the TFF simulation runs train.aggregator 'weighted_mean' or 'uniform_mean' (or 'auto'); "
-                         f"{rule!r} runs on the collector only")
+    if rule == NORM_BOUND and dp:
+        raise ValueError("privacy.dp with train.aggregator 'norm_bound': TFF's DP aggregator already clips; "
+                         "use 'uniform_mean' or 'auto'")
+    if rule not in ("weighted_mean", "uniform_mean", NORM_BOUND):
+        raise ValueError(f"the TFF simulation runs train.aggregator 'weighted_mean', 'uniform_mean' (or 'auto') or "
+                         f"'{NORM_BOUND}' (TFF's defaults); {rule!r} runs on the collector only")
     if dp and rule == "weighted_mean":
         raise ValueError("privacy.dp needs each client to count once: train.aggregator 'uniform_mean' or 'auto', "
                          "got 'weighted_mean'")
@@ -130,6 +139,9 @@ def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan,
         agg = tff.aggregators.UnweightedMeanFactory()
     alg = tff.learning.algorithms
     loop = {"loop_implementation": client_loop or CLIENT_LOOP}
+    if aggregator_name(t.aggregator, dp_noise=cfg.privacy.dp != "none") == NORM_BOUND:
+        # fedcore/norm_bound.py with its defaults is this aggregator in numpy (tests/test_fedcore_robust.py)
+        loop["model_aggregator"] = tff.learning.robust_aggregator(zeroing=True, clipping=True, weighted=True)
     if t.algorithm == "fedprox":
         if not uniform:
             return alg.build_weighted_fed_prox(model_fn, t.proximal_strength, client_opt, server_opt, **loop)

@@ -27,7 +27,7 @@ from fedcore.aggregator import Aggregator
 from fedcore.messages import Aggregate
 from fedmath.aggregate import RunningSum
 from fedmath.types import Shapes, Weights
-from server import files, validation
+from server import files, reputation, validation
 from server.storage import Round, SqliteStore, UpdateRecord
 
 log = logging.getLogger("fedkeys.server")
@@ -220,6 +220,16 @@ class RoundSum:
             cache = self._sum_upto(c, rnd, self.store.last_seq(c, rnd.round))
             return self.aggregator.result(cache.rs)
         state = self.aggregator.init([np.zeros(s, np.float32) for s in self.shapes])
+        add_from = getattr(self.aggregator, "add_from", None)  # a rule that screens devices (fedcore.anomaly)
+        if add_from is not None:
+            reputation.bind(c, self.aggregator)
         for rec in self.store.updates_between(c, rnd.round, -1):
-            self.aggregator.add(state, validation.prepared(self.read_spool(rec.spool), rec.clip_to), rec.weight)
-        return self.aggregator.result(state)
+            update = validation.prepared(self.read_spool(rec.spool), rec.clip_to)
+            if add_from is not None:
+                add_from(state, rec.device_id, update, rec.weight)
+            else:
+                self.aggregator.add(state, update, rec.weight)
+        aggregate = self.aggregator.result(state)
+        if add_from is not None:
+            reputation.record(c, rnd.round, state)
+        return aggregate

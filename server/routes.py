@@ -8,7 +8,7 @@ import time
 from flask import Blueprint, Response, current_app, g, jsonify, request, send_file
 
 from fedcore.messages import Refusal
-from server import validation
+from server import reputation, validation
 from server.body import read_whole
 from server.rounds import Collector
 
@@ -200,6 +200,12 @@ def metrics():
         "fedkeys_devices_registered": ("Registered devices.", s["devices"]),
         "fedkeys_devices_attested": ("Devices registered with an attestation certificate.", s["attested_devices"]),
     }
+    flags = reputation.flag_counts(collector().store.conn())
+    gauges["fedkeys_updates_flagged"] = ("Updates anomaly screening flagged, all rounds (fedcore/anomaly.py).",
+                                         flags["flagged"])
+    gauges["fedkeys_updates_flagged_last_round"] = ("Updates flagged in the latest round with a flag.",
+                                                    flags["flagged_last_round"])
+    gauges["fedkeys_devices_low_reputation"] = ("Devices whose reputation is below 0.5.", flags["low_reputation"])
     eps = s["privacy"]["epsilon"]
     if eps is not None:
         gauges["fedkeys_privacy_epsilon"] = ("Epsilon spent by the latest model (at the configured delta).", eps)
