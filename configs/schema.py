@@ -124,6 +124,13 @@ class CollectorConfig:
     attestation_public_key: str = ""  # the issuer's Ed25519 public key: 64 hex digits, or a file holding them
     max_devices_per_attestation: int = 2  # device ids one attested physical device may register
     token_ttl_s: float = 86400.0  # a bearer token expires this long after it was issued (0 = never)
+    # the round policy: "sync" (fedcore.SyncRounds) or "fedbuff" (fedcore.buffered.BufferedAsync:
+    # a version every server.goal_count accepted updates, from devices on any recent version)
+    policy: str = "sync"
+    concurrency: int = 0  # fedbuff: devices training at once (0 = ceil(goal_count * over_selection))
+    max_staleness: int = 10  # fedbuff: refuse an update trained more than this many versions ago
+    staleness_weight: str = "polynomial:a=0.5"  # fedbuff: "constant", "polynomial:a=A", "hinge:a=A,b=B"
+    # fedbuff: report_deadline_s is how long an admitted device holds its concurrency slot
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,19 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from configs.dicts import section_from_dict
 from configs.schema import CollectorConfig, PrivacyConfig, ServerConfig, TrainConfig
 from fedcore.algorithm import build as build_algorithm
+from fedcore.buffered import BufferedAsync, StalenessWeight
 from fedcore.policy import SyncRounds
 
 PRIVACY_MODES = ("none", "device", "central")
 NORM_POLICIES = ("reject", "reclip")
 DURABILITY = ("process", "power")
 ATTESTATION = ("required", "off")
+POLICIES = ("sync", "fedbuff")
 
 
 def issuer_public_key(value: str) -> str:
@@ -64,6 +66,15 @@ class Settings:
         """The round policy (raises ValueError for impossible counts)."""
         return SyncRounds(self.server.goal_count, self.server.over_selection, self.collector.report_deadline_s,
                           self.collector.min_reports)
+
+    @property
+    def buffered(self) -> Optional[BufferedAsync]:
+        """The FedBuff policy when collector.policy is "fedbuff", else None (ValueError for bad counts)."""
+        cv = self.collector
+        if cv.policy != "fedbuff":
+            return None
+        return BufferedAsync(self.server.goal_count, cv.concurrency or self.rounds.slots, cv.max_staleness,
+                             StalenessWeight.parse(cv.staleness_weight))
 
     @property
     def slots(self) -> int:
@@ -171,6 +182,10 @@ def check(s: Settings) -> None:
              cv.max_devices_per_attestation)
     _require(cv.token_ttl_s >= 0, "collector.token_ttl_s must be >= 0 (0 = tokens do not expire)", cv.token_ttl_s)
     s.rounds  # the round policy checks its counts
+    _require(cv.policy in POLICIES, f"collector.policy must be one of {POLICIES}", cv.policy)
+    _require(cv.concurrency >= 0, "collector.concurrency must be >= 0 (0 = the sync round's slots)", cv.concurrency)
+    _require(cv.max_staleness >= 0, "collector.max_staleness must be >= 0", cv.max_staleness)
+    StalenessWeight.parse(cv.staleness_weight)
     rule = build_algorithm(s.train, dp_noise=s.dp_noise).aggregator  # the algorithm, rule and optimizer settings
     # The accountant treats a round as a Gaussian mechanism on the sum of clipped updates; a
     # non-linear rule (a median of noised updates, each carrying 1/sqrt(n) of the noise) is not
