@@ -131,6 +131,11 @@ class CollectorConfig:
     max_staleness: int = 10  # fedbuff: refuse an update trained more than this many versions ago
     staleness_weight: str = "polynomial:a=0.5"  # fedbuff: "constant", "polynomial:a=A", "hinge:a=A,b=B"
     # fedbuff: report_deadline_s is how long an admitted device holds its concurrency slot
+    # hierarchy (server/edge.py): the root collector's URL makes this collector an edge that
+    # forwards each round's partial aggregate there and adopts the root's versions ("" = a root or flat)
+    upstream: str = ""
+    upstream_device_id: str = ""  # edge: its client id at the root ("" = edge-<state dir name>)
+    upstream_timeout_s: float = 300.0  # edge: how long a close waits for the root's next version
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,10 @@ def check(s: Settings) -> None:
     _require(cv.concurrency >= 0, "collector.concurrency must be >= 0 (0 = the sync round's slots)", cv.concurrency)
     _require(cv.max_staleness >= 0, "collector.max_staleness must be >= 0", cv.max_staleness)
     StalenessWeight.parse(cv.staleness_weight)
+    _require(not cv.upstream or cv.upstream.startswith(("http://", "https://")),
+             "collector.upstream must be an http(s) URL of the root collector, or empty", cv.upstream)
+    _require(not (cv.upstream and cv.policy != "sync"), "an edge (collector.upstream) runs policy 'sync'", cv.policy)
+    _require(cv.upstream_timeout_s > 0, "collector.upstream_timeout_s must be > 0", cv.upstream_timeout_s)
     rule = build_algorithm(s.train, dp_noise=s.dp_noise).aggregator  # the algorithm, rule and optimizer settings
     # The accountant treats a round as a Gaussian mechanism on the sum of clipped updates; a
     # non-linear rule (a median of noised updates, each carrying 1/sqrt(n) of the noise) is not
