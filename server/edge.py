@@ -86,21 +86,24 @@ class Upstream:
                 raise RuntimeError(f"the root kept turning edge {self.device_id!r} away: {r.status_code} {r.text[:200]}")
             time.sleep(min(float(r.headers.get("Retry-After", 1)), 1.0))
 
-    def upload(self, round_number: int, body: bytes) -> None:
+    def upload(self, round_number: int, body: bytes) -> bool:
+        """Send a partial; returns whether it completed the root's round (its version is out)."""
         r = self._call("POST", f"/v1/rounds/{round_number}/updates", data=body,
                        headers={"Content-Type": "application/octet-stream"})
         if r.status_code != 202:
             raise RuntimeError(f"the root refused edge {self.device_id!r}'s partial: {r.status_code} {r.text[:200]}")
+        return bool(r.json().get("round_complete"))
 
-    def wait_for(self, version: int, shapes: list) -> Weights:
-        """The root's weights of `version`, once it is published (polls with backoff)."""
+    def wait_for(self, version: int, shapes: list, published: bool = False) -> Weights:
+        """The root's weights of `version`, once it is published (polls with backoff unless
+        `published`: this edge's partial completed the root's round)."""
         deadline = time.monotonic() + self.timeout_s
-        wait = 0.02
-        while self.latest_version() < version:
+        wait = 0.05
+        while not published and self.latest_version() < version:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the root did not publish version {version} within {self.timeout_s:g} s")
             time.sleep(wait)
-            wait = min(wait * 1.5, 0.5)
+            wait = min(wait * 1.5, 1.0)
         r = self._call("GET", f"/v1/model/{version}/weights")
         r.raise_for_status()
         return encodings.decode_float32(r.content, shapes)
@@ -132,15 +135,17 @@ class EdgeCollector(Collector):
                              f"{aggregate.total_weight!r}")
         up = self.upstream
         version = latest.version + 1
-        if up.latest_version() <= latest.version:
-            plan = up.checkin()
-            if plan["model_version"] != latest.version:
-                raise RuntimeError(f"edge at version {latest.version}, the root hands out {plan['model_version']}")
+        plan = up.checkin()  # after a restart: the plan it already had, if the root is still on it
+        done = False
+        if plan["model_version"] == latest.version:
             header = wire.UploadHeader(round=plan["round"], model_version=latest.version, num_examples=weight,
                                        encoding="float32", upload_id=f"{up.device_id[:48]}-r{rnd.round}")
-            up.upload(plan["round"], wire.pack(header, encodings.encode_float32(aggregate.delta)))
-        # else: the root published without waiting (or this edge forwarded before a crash)
-        new = up.wait_for(version, self.shapes)
+            done = up.upload(plan["round"], wire.pack(header, encodings.encode_float32(aggregate.delta)))
+        elif plan["model_version"] != version:
+            raise RuntimeError(f"edge at version {latest.version}, the root hands out {plan['model_version']}")
+        # else the root has moved on: this edge forwarded before it died (or the root's deadline
+        # passed without it); either way the root's next version is the one to adopt
+        new = up.wait_for(version, self.shapes, published=done)
         path = os.path.join(self.models_dir, f"v{version}.npz")
         files.write_npz(path, self.bundle.names, new, self.fsync)
         meta = {"version": version, "round": rnd.round, "parent_version": latest.version, "source": "upstream",
