@@ -58,6 +58,7 @@ class _Base:
     noise_multiplier: float = 0.0  # effective z of each published sum (0: no accounting)
     delta: float = 0.0  # 0: 1 / N^1.1
     version: int = 0
+    discarded: int = 0  # accepted updates thrown away with an abandoned round
     published: list[Published] = field(default_factory=list)
     in_flight: dict[str, Ticket] = field(default_factory=dict)
 
@@ -148,6 +149,7 @@ class SyncServer(_Base):
             self._publish(now, self.policy.goal_count, keep=0)
         else:
             self.abandoned += 1
+            self.discarded += self._reports
             self._agg = self.algorithm.aggregator.init(self.weights)
             self._reports = 0
         self.round += 1
