@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not set(wanted) <= {"sync", "fedbuff"}:
         raise SystemExit(f"async_vs_sync: --policies takes sync and/or fedbuff, got {args.policies!r}")
     runs = {}
-    for name in ("sync", "fedbuff"):
+    for name in sorted(("sync", "fedbuff"), key=lambda x: x not in wanted):  # those to run first
         path = os.path.join(args.workdir, f"run_{name}.json")
         if name in wanted:
             runs[name] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab)
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
             with open(path) as f:
                 runs[name] = json.load(f)
             print(f"async_vs_sync: {name} read from {path} (its arguments: {runs[name]['args']})")
+    runs = {name: runs[name] for name in ("sync", "fedbuff")}
     target = runs["sync"]["final_top1"] - 0.01
     out: dict = {"benchmark": "async_vs_sync", "devices": len(users), "sim_hours": args.sim_hours,
                  "preset": cfg.preset, "start": "initial weights", "target_top1": round(target, 4)}
