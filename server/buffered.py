@@ -61,8 +61,11 @@ class BufferedCollector(Collector):
         self.buffered: BufferedAsync = policy
         self._schema_ready = False
         super().__init__(*args, **kwargs)
+        self._ensure_schema()
 
     def _ensure_schema(self) -> None:
+        """Create this policy's table (before any transaction of this object: executescript
+        commits whatever transaction its connection has open)."""
         if not self._schema_ready:
             self.store.conn().executescript(SCHEMA)
             self._schema_ready = True
