@@ -98,3 +98,20 @@ def test_two_level_equals_flat_and_an_edge_killed_mid_round_loses_nothing(tmp_pa
     for t in range(len(SHAPES)):
         mean = sum(k * u[t].astype(np.float64) for k, u in zip(n, ups)) / sum(n)
         np.testing.assert_allclose(two_level[t], (w0[t] + mean).astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
+def test_edge_settings_are_checked(tmp_path):
+    import pytest
+
+    from server.app import create_app
+
+    make_bundle(str(tmp_path / "bundle"))
+    for collector, match in (({"upstream": "root:8000"}, "collector.upstream"),
+                             ({"upstream": "http://127.0.0.1:9", "policy": "fedbuff"}, "runs policy 'sync'"),
+                             ({"upstream": "http://127.0.0.1:9", "upstream_timeout_s": 0}, "upstream_timeout_s")):
+        with pytest.raises(ValueError, match=match):
+            create_app(test_config=_cfg(tmp_path, "bad", 2, **collector))
+    cfg = _cfg(tmp_path, "median", 2, upstream="http://127.0.0.1:9")
+    cfg["train"]["aggregator"] = "median"
+    with pytest.raises(ValueError, match="must be linear"):
+        create_app(test_config=cfg)
