@@ -19,8 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
-
 from fedcore.algorithm import ServerAlgorithm
 from fedcore.buffered import BufferedAsync
 from fedcore.messages import ClientUpdate
@@ -202,7 +200,3 @@ class BufferedServer(_Base):
     def next_event(self) -> Optional[float]:
         return None
 
-
-def max_abs_diff(a: Weights, b: Weights) -> float:
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) if np.size(x) else 0.0
-               for x, y in zip(a, b))
