@@ -1,6 +1,6 @@
 """A simulated day of a 1,000-phone fleet against a real collector process on 127.0.0.1.
 
-    python benchmarks/fleet_day.py [--devices 1000] [--sim-hours 24] [--preset default]
+    python benchmarks/fleet_day.py [--devices 1000] [--sim-hours 24] [--preset default] [--policy fedbuff]
 
 1. data: the preset's simulated keyboard data with enough users for one phone per training
    user (prepared once into --workdir, reused afterwards);
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--encoding", default=None, help="force an update encoding (default: the plan's float32)")
     p.add_argument("--noise-multiplier", type=float, default=None, help="privacy.noise_multiplier (default: preset)")
     p.add_argument("--report-deadline-s", type=float, default=20.0, help="collector reporting window (real seconds)")
+    p.add_argument("--policy", default="sync", choices=("sync", "fedbuff"), help="collector.policy")
+    p.add_argument("--concurrency-target", type=int, default=0, help="fedbuff: collector.concurrency (0: the round's slots)")
     p.add_argument("--eval-every", type=int, default=10, help="score every N-th published version (0 = none)")
     p.add_argument("--eval-examples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     state_dir = os.path.join(args.workdir, f"server_state_{int(time.time())}")
     cfg = dataclasses.replace(cfg, collector=dataclasses.replace(
-        cfg.collector, report_deadline_s=args.report_deadline_s, population=args.devices))
+        cfg.collector, report_deadline_s=args.report_deadline_s, population=args.devices, policy=args.policy,
+        concurrency=args.concurrency_target))
     cfg, issuer = issuer_for_run(cfg)
     phone_transport = transports(issuer)
     config_path = write_server_config(os.path.join(args.workdir, "server.json"), cfg, bundle_dir, state_dir)
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  failures: {s['failures']}")
 
     result = {
-        "benchmark": "fleet_day", "devices": args.devices, "sim_hours": args.sim_hours, "preset": cfg.preset,
+        "benchmark": "fleet_day", "policy": args.policy, "devices": args.devices, "sim_hours": args.sim_hours, "preset": cfg.preset,
         "encoding": args.encoding or "float32", "concurrency": args.concurrency, "speedup": args.speedup,
         "rounds_completed": s["rounds_completed"], "rounds_abandoned": s["rounds_abandoned"],
         "checkins": s["checkins"], "accepted": s["accepted"], "rejected": s["rejected"],

@@ -132,6 +132,19 @@ class CollectorConfig:
     keyboard_rate_per_s: float = 20.0  # suggestion requests per second per client address
     keyboard_burst: int = 40  # suggestion bucket size per client address
 
+    # the round policy: "sync" (fedcore.SyncRounds) or "fedbuff" (fedcore.buffered.BufferedAsync:
+    # a version every server.goal_count accepted updates, from devices on any recent version)
+    policy: str = "sync"
+    concurrency: int = 0  # fedbuff: devices training at once (0 = ceil(goal_count * over_selection))
+    max_staleness: int = 10  # fedbuff: refuse an update trained more than this many versions ago
+    staleness_weight: str = "polynomial:a=0.5"  # fedbuff: "constant", "polynomial:a=A", "hinge:a=A,b=B"
+    # fedbuff: report_deadline_s is how long an admitted device holds its concurrency slot
+    # hierarchy (server/edge.py): the root collector's URL makes this collector an edge that
+    # forwards each round's partial aggregate there and adopts the root's versions ("" = a root or flat)
+    upstream: str = ""
+    upstream_device_id: str = ""  # edge: its client id at the root ("" = edge-<state dir name>)
+    upstream_timeout_s: float = 300.0  # edge: how long a close waits for the root's next version
+
 
 @dataclass(frozen=True)
 class SecAggConfig:

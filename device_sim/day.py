@@ -15,7 +15,8 @@ instants on the simulated clock, so the two stay consistent.
         check in -> turned away: come back after Retry-After
                  -> selected: maybe drop out mid-training (the profile's dropout chance), or give
                     up as a straggler when its simulated session (latency, download at its
-                    bandwidth, training at its speed, upload) would outlast `deadline_s`;
+                    bandwidth, training at its speed, upload) would outlast `deadline_s` and
+                    the plan has a deadline (synchronous rounds; a FedBuff plan has none);
                     otherwise train through TFLite and upload
       watch GET /v1/status for newly published versions
 
@@ -194,7 +195,9 @@ def simulate_day(server_url: str, clients: Mapping[str, Examples], day: DayConfi
             down = weights_bytes + (0 if phone.bundle_path else weights_bytes)  # the bundle holds the weights too
             up = weights_bytes  # float32; compressed encodings are cheaper (measured in bytes_up)
             dur = session_seconds(profile, plan, steps, seq_len, down, up, day.tokens_per_s)
-            return Fate(late=dur > day.deadline_s)
+            # a plan without a deadline (a FedBuff collector) has no stragglers: a slow phone's
+            # update arrives stale and the collector weighs or refuses it
+            return Fate(late=plan.deadline_unix > 0 and dur > day.deadline_s)
 
         return fate
 

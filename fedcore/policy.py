@@ -7,8 +7,8 @@ publishes as soon as goal_count reports are in, and at the deadline it publishes
 that is at least min_reports, else it is abandoned and the model stays as it was.
 
 A policy decides from counts and clocks only; the caller (the collector) owns the state and its
-durability. A buffered asynchronous policy (FedBuff) would sit beside this one with the same
-questions: may this device join, may this update count, is a version due.
+durability. The buffered asynchronous policy (FedBuff, fedcore/buffered.py) sits beside this one
+with the same questions: may this device join, may this update count, is a version due.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from server.errors import http_status
 from server.keyboard import keyboard
 from server.metrics import Metrics
 from server.pace import RateLimiter
+from server.buffered import BufferedCollector
+from server.edge import EdgeCollector
 from server.rounds import Collector
 from server.routes import bp, ops
 from server.settings import Settings, load_settings, settings_from_dict
@@ -54,7 +56,9 @@ def build_app(settings: Settings, workers: Optional[int] = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
-    collector = Collector(settings, load_bundle(settings.bundle_dir),
+    policy = BufferedCollector if settings.buffered is not None else EdgeCollector if settings.collector.upstream \
+        else Collector
+    collector = policy(settings, load_bundle(settings.bundle_dir),
                           shared=(workers if workers is not None else settings.server.workers) > 1)
     metrics = Metrics(collector.store, settings.collector.metrics_flush_s)
     cv = settings.collector

@@ -21,6 +21,7 @@ STATUS: dict[str, int] = {
     "not_found": 404,
     # the request conflicts with the round's state
     "duplicate": 409, "round_closed": 409, "stale_version": 409, "secagg_stage": 409, "secure_only": 409,
+    "too_stale": 409,  # fedbuff: trained on a version more than collector.max_staleness behind
     "too_large": 413,
     # pacing: come back later (Retry-After)
     "rate_limited": 429, "not_eligible": 503, "round_full": 503, "already_reported": 503,

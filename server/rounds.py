@@ -217,7 +217,9 @@ class Collector:
             deadline=rnd.deadline)
         return Refusal(code, detail, retry_after=wait)
 
-    def checkin(self, device_id: str, body: Any, now: Optional[float] = None) -> dict:
+    @staticmethod
+    def eligible(body: Any) -> bool:
+        """Whether a check-in body says the device may train now (Refusal for a malformed one)."""
         if not isinstance(body, dict):
             raise Refusal("bad_request", f"check-in body must be a JSON object, got {type(body).__name__}")
         for key in ("idle", "charging", "unmetered"):
@@ -226,6 +228,10 @@ class Collector:
         n = body.get("num_examples")
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise Refusal("bad_request", f"check-in field 'num_examples' must be an integer >= 0, got {validation.shown(n)}")
+        return bool(body["idle"] and body["charging"] and body["unmetered"] and n >= 1)
+
+    def checkin(self, device_id: str, body: Any, now: Optional[float] = None) -> dict:
+        ok = self.eligible(body)
         now = time.time() if now is None else now
         rnd = self.tick(now)
         assert rnd is not None
@@ -234,7 +240,7 @@ class Collector:
                                   f"device already reported for round {rnd.round}; come back for the next one")
         if self.store.is_selected(rnd.round, device_id):
             return {"round": rnd.round, "plan": self.plan(rnd), "secure": self.secure is not None}
-        if not (body["idle"] and body["charging"] and body["unmetered"] and n >= 1):
+        if not ok:
             raise self._turn_away(device_id, rnd, now, "not_eligible",
                                   "a device takes part only when idle, charging, on an unmetered network, with data")
         if rnd.selected >= rnd.slots:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from configs.dicts import section_from_dict
 from configs.schema import CollectorConfig, PrivacyConfig, SecAggConfig, ServerConfig, TrainConfig
 from fedcore.algorithm import build as build_algorithm
+from fedcore.buffered import BufferedAsync, StalenessWeight
 from fedcore.secure import build as build_secure
 from fedcore.policy import SyncRounds
 
@@ -29,6 +30,7 @@ PRIVACY_MODES = ("none", "device", "central")
 NORM_POLICIES = ("reject", "reclip")
 DURABILITY = ("process", "power")
 ATTESTATION = ("required", "off")
+POLICIES = ("sync", "fedbuff")
 
 
 def issuer_public_key(value: str) -> str:
@@ -66,6 +68,15 @@ class Settings:
         """The round policy (raises ValueError for impossible counts)."""
         return SyncRounds(self.server.goal_count, self.server.over_selection, self.collector.report_deadline_s,
                           self.collector.min_reports)
+
+    @property
+    def buffered(self) -> Optional[BufferedAsync]:
+        """The FedBuff policy when collector.policy is "fedbuff", else None (ValueError for bad counts)."""
+        cv = self.collector
+        if cv.policy != "fedbuff":
+            return None
+        return BufferedAsync(self.server.goal_count, cv.concurrency or self.rounds.slots, cv.max_staleness,
+                             StalenessWeight.parse(cv.staleness_weight))
 
     @property
     def slots(self) -> int:
@@ -177,6 +188,14 @@ def check(s: Settings) -> None:
              (cv.keyboard_rate_per_s, cv.keyboard_burst))
     _require(cv.token_ttl_s >= 0, "collector.token_ttl_s must be >= 0 (0 = tokens do not expire)", cv.token_ttl_s)
     s.rounds  # the round policy checks its counts
+    _require(cv.policy in POLICIES, f"collector.policy must be one of {POLICIES}", cv.policy)
+    _require(cv.concurrency >= 0, "collector.concurrency must be >= 0 (0 = the sync round's slots)", cv.concurrency)
+    _require(cv.max_staleness >= 0, "collector.max_staleness must be >= 0", cv.max_staleness)
+    StalenessWeight.parse(cv.staleness_weight)
+    _require(not cv.upstream or cv.upstream.startswith(("http://", "https://")),
+             "collector.upstream must be an http(s) URL of the root collector, or empty", cv.upstream)
+    _require(not (cv.upstream and cv.policy != "sync"), "an edge (collector.upstream) runs policy 'sync'", cv.policy)
+    _require(cv.upstream_timeout_s > 0, "collector.upstream_timeout_s must be > 0", cv.upstream_timeout_s)
     rule = build_algorithm(s.train, dp_noise=s.dp_noise).aggregator  # the algorithm, rule and optimizer settings
     # The accountant treats a round as a Gaussian mechanism on the sum of clipped updates; a
     # non-linear rule (a median of noised updates, each carrying 1/sqrt(n) of the noise) is not
@@ -190,6 +209,8 @@ def check(s: Settings) -> None:
                  "secagg.corrupt in [0, 0.5)", (sa.dropout, sa.corrupt))
         _require(sa.min_devices >= 2 and sa.stage_timeout_s > 0, "secagg.min_devices must be >= 2 and "
                  "secagg.stage_timeout_s > 0", (sa.min_devices, sa.stage_timeout_s))
+        _require(cv.policy == "sync", "secure aggregation runs synchronous rounds (collector.policy 'sync'); "
+                 "FedBuff's buffers are not secure rounds yet", cv.policy)
         _require(pv.mode != "central" or pv.noise_multiplier == 0, "secure aggregation takes its noise from the "
                  "devices (privacy.mode 'device' or 'none'), not central noise", pv.mode)
         _require(rule.weight(1) == 1 or tv.max_examples_per_client > 0, "secure aggregation with a rule weighted by "

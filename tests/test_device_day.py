@@ -64,3 +64,19 @@ def test_slow_phones_straggle_past_the_deadline(live):  # noqa: F811
     s = rep.summary()
     assert s["accepted"] == 0 and s["stragglers"] >= 1 and s["rounds_completed"] == 0
     assert srv.status()["round"]["reports"] == 0
+
+
+def test_a_night_against_fedbuff_has_no_stragglers_and_publishes_every_k(live):  # noqa: F811
+    srv = live(goal_count=3, privacy={"mode": "none", "clip_norm": 100.0},
+               collector={"policy": "fedbuff", "concurrency": 4, "max_staleness": 5, "report_deadline_s": 5.0})
+    clients = {f"user{i:02d}": _examples(n=3) for i in range(40)}
+    # the deadline that made every phone a straggler under sync rounds: a FedBuff plan has none
+    day = dd.DayConfig(sim_hours=6, start_hour=22, speedup=2700, tick_s=600, cooldown_s=1800, dropout_rate=0.2,
+                       seed=3, deadline_s=1e-3)
+    rep = dd.simulate_day(srv.url, clients, day, concurrency=2, model_factory=lambda p: FakeModel(),
+                          progress=False)
+    s = rep.summary()
+    assert s["stragglers"] == 0 and s["accepted"] >= 3, s
+    status = Transport(srv.url).status()
+    assert status["policy"]["policy"] == "fedbuff"
+    assert status["model"]["version"] == s["accepted"] // 3 and status["round"]["reports"] == s["accepted"] % 3

@@ -1,0 +1,218 @@
+"""Synchronous rounds against FedBuff on the same simulated day of phones (virtual clock).
+
+    python benchmarks/async_vs_sync.py [--devices 1000] [--sim-hours 24] [--small]
+
+Both runs use the same phones (profiles, availability, dropouts: fedmath.availability), the
+same data, the same `default` model from its seeded initial weights, the same client training
+(Keras, the phones' plain SGD on `masked_loss`), the same clipping and device noise per
+published sum (privacy.noise_multiplier, each device adding z*C/sqrt(reports per version)),
+the same server algorithm (train section: FedAvgM for `default`), and the same session-cost
+model (`device_sim.day.session_seconds`). Only the round policy differs:
+
+- sync: `SyncRounds(goal_count, over_selection, --sync-deadline-s)`, as the collector runs it;
+- fedbuff: `BufferedAsync(K = goal_count, --concurrency, --max-staleness, --staleness)`.
+
+The simulation is `device_sim.virtual_day.simulate` (discrete events, no HTTP). The target is
+the sync run's final held-out top-1 minus one point; hours_to_target is the first evaluation
+(every --eval-min simulated minutes) at or above it. Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _trainer(cfg, vocab_size: int, clients, noise_std: float, seed: int):
+    """device, start weights, ticket -> clipped, noised ClientUpdate (the phone's work)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from data.sequences import batches
+    from fedcore.messages import ClientUpdate
+    from fedmath import availability as av
+    from fedmath.privacy import add_gaussian_noise, clip_by_global_norm
+    from model.nwp import build_model, masked_loss
+
+    model = build_model(cfg.model, vocab_size, cfg.data.seq_len)
+    lr = tf.constant(cfg.train.client_learning_rate, tf.float32)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = masked_loss(yb, model(xb, training=True))
+        for v, g in zip(model.trainable_weights, tape.gradient(loss, model.trainable_weights)):
+            v.assign_sub(lr * tf.convert_to_tensor(g))
+        return loss
+
+    def train(device: str, weights, ticket) -> ClientUpdate:
+        x, y = clients[device]
+        for v, w in zip(model.trainable_weights, weights):
+            v.assign(w)
+        for _ in range(cfg.train.local_epochs):
+            for xb, yb in batches(x, y, cfg.train.batch_size, pad_last=True):
+                step(xb, yb)
+        delta = [v.numpy() - w for v, w in zip(model.trainable_weights, weights)]
+        delta, _ = clip_by_global_norm(delta, cfg.privacy.clip_norm)
+        if noise_std > 0:
+            rng = np.random.default_rng([seed, av._key(device) & 0xFFFFFFFF, int(ticket.issued_at)])
+            delta = add_gaussian_noise(delta, noise_std, rng)
+        return ClientUpdate(delta, int(x.shape[0]), device, ticket.version)
+
+    return train
+
+
+def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int) -> dict:
+    from device_sim.day import DayConfig
+    from device_sim.virtual_day import SessionCost, simulate
+    from fedcore.algorithm import build
+    from fedcore.buffered import BufferedAsync, StalenessWeight
+    from fedcore.memory_server import BufferedServer, SyncServer
+    from fedcore.policy import SyncRounds
+    from fedmath.privacy import device_noise_std
+
+    goal = cfg.server.goal_count
+    z = cfg.privacy.noise_multiplier
+    noise_std = device_noise_std(z, cfg.privacy.clip_norm, goal) if z > 0 else 0.0
+    train = cfg.train
+    if name == "fedbuff" and args.fedbuff_server_lr > 0:
+        train = dataclasses.replace(train, server_learning_rate=args.fedbuff_server_lr)
+    algorithm = build(train, dp_noise=noise_std > 0)
+    common = dict(algorithm=algorithm, weights=[w.copy() for w in initial], population=len(clients),
+                  noise_multiplier=z)
+    if name == "sync":
+        server = SyncServer(**common, policy=SyncRounds(goal, cfg.server.over_selection, args.sync_deadline_s))
+    else:
+        policy = BufferedAsync(goal, args.concurrency, args.max_staleness, StalenessWeight.parse(args.staleness))
+        server = BufferedServer(**common, policy=policy, expires_s=args.ticket_expiry_s)
+    n_params = sum(int(w.size) for w in initial)
+    bs = cfg.train.batch_size
+    cost = SessionCost(steps=lambda d: cfg.train.local_epochs * math.ceil(examples[d] / bs), batch_size=bs,
+                       seq_len=cfg.data.seq_len, download_bytes=4 * n_params, upload_bytes=4 * n_params)
+    day = DayConfig(sim_hours=args.sim_hours, start_hour=args.start_hour, tick_s=60 * args.tick_min,
+                    cooldown_s=60 * args.cooldown_min, tokens_per_s=args.tokens_per_s, seed=args.seed)
+    t0 = time.perf_counter()
+    rep = simulate(server, examples, _trainer(cfg, vocab_size, clients, noise_std, args.seed), cost, day,
+                   retry_s=args.retry_s, eval_every_s=60 * args.eval_min, on_eval=evaluate_fn)
+    s = rep.summary()
+    s.update(policy=server.policy.describe() if name == "fedbuff" else dataclasses.asdict(server.policy),
+             server_learning_rate=algorithm.learning_rate, versions=server.version, final_top1=rep.evals[-1]["top1"], evals=rep.evals,
+             epsilon=server.published[-1].epsilon if server.published else None,
+             rounds_abandoned=getattr(server, "abandoned", 0), wall_s=round(time.perf_counter() - t0, 1))
+    print(f"async_vs_sync: {name}: {server.version} versions, {s['updates_trained']} trained, "
+          f"{s['updates_accepted']} accepted, {s['updates_wasted']} wasted, {s['dropouts']} dropouts, "
+          f"final top-1 {s['final_top1']:.4f}, {s['wall_s']:.0f} s", flush=True)
+    return s
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="default")
+    p.add_argument("--devices", type=int, default=1000)
+    p.add_argument("--sim-hours", type=float, default=24.0)
+    p.add_argument("--start-hour", type=float, default=0.0)
+    p.add_argument("--tick-min", type=float, default=5.0)
+    p.add_argument("--cooldown-min", type=float, default=60.0)
+    p.add_argument("--tokens-per-s", type=float, default=100.0, help="training throughput of a median phone")
+    p.add_argument("--retry-s", type=float, default=60.0, help="simulated wait of a phone turned away")
+    p.add_argument("--sync-deadline-s", type=float, default=300.0, help="sync reporting window (simulated s)")
+    p.add_argument("--concurrency", type=int, default=0, help="FedBuff: phones training at once (0: 4 x the sync slots)")
+    p.add_argument("--max-staleness", type=int, default=20)
+    p.add_argument("--staleness", default="polynomial:a=0.5")
+    p.add_argument("--ticket-expiry-s", type=float, default=3600.0)
+    p.add_argument("--eval-min", type=float, default=30.0, help="simulated minutes between evaluations")
+    p.add_argument("--eval-examples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default="runs/bench/async_vs_sync")
+    p.add_argument("--data", default=None, help="a prepared data directory (default: prepare one)")
+    p.add_argument("--fedbuff-server-lr", type=float, default=0.0,
+                   help="FedBuff's server learning rate (0: train.server_learning_rate, as sync)")
+    p.add_argument("--policies", default="sync,fedbuff",
+                   help="runs to simulate now; the other is read from WORKDIR/run_<name>.json of an earlier call")
+    p.add_argument("--small", action="store_true", help="200 phones, 3 simulated hours (a quick check)")
+    args = p.parse_args(argv)
+    if args.small:
+        args.devices, args.sim_hours, args.eval_min = min(args.devices, 200), min(args.sim_hours, 3.0), 30.0
+        args.workdir = args.workdir.rstrip("/") + "_small"
+
+    import numpy as np
+    import tensorflow as tf
+
+    from configs import resolve
+    from data.dataset import FederatedData
+    from device_sim.virtual_day import hours_to_target
+    from fleet_day import _prepare
+    from model.evaluate import evaluate
+    from model.nwp import build_model
+
+    cfg = resolve(args.preset)
+    if args.concurrency <= 0:
+        args.concurrency = 4 * math.ceil(cfg.server.goal_count * cfg.server.over_selection - 1e-9)
+    os.makedirs(args.workdir, exist_ok=True)
+    data_dir, _ = _prepare(cfg, args.workdir, args.devices, args.data, bundle_dir="-")
+    data = FederatedData(data_dir)
+    users = sorted(data.users("train"))[: args.devices]
+    if len(users) < args.devices:
+        raise SystemExit(f"async_vs_sync: {len(users)} training users, fewer than --devices {args.devices}")
+    seq_len = cfg.data.seq_len
+    clients = {u: data.client_examples(u, seq_len, cfg.train.max_examples_per_client) for u in users}
+    examples = {u: int(xy[0].shape[0]) for u, xy in clients.items()}
+    vocab = int(data.tokenizer.vocab_size)
+    tf.keras.utils.set_random_seed(cfg.train.seed)
+    eval_model = build_model(cfg.model, vocab, seq_len)
+    initial = [np.asarray(w.numpy(), np.float32) for w in eval_model.trainable_weights]
+    ex, ey = data.pooled_examples("heldout", seq_len, args.eval_examples)
+
+    def evaluate_fn(weights) -> dict:
+        r = evaluate(eval_model, weights, ex, ey)
+        return {"top1": round(float(r["top1"]), 4)}
+
+    print(f"async_vs_sync: {len(users)} phones, {args.sim_hours:g} simulated hours, {cfg.preset} model "
+          f"from initial weights ({sum(w.size for w in initial):,} params), concurrency {args.concurrency}",
+          flush=True)
+    wanted = [x for x in args.policies.split(",") if x]
+    if not set(wanted) <= {"sync", "fedbuff"}:
+        raise SystemExit(f"async_vs_sync: --policies takes sync and/or fedbuff, got {args.policies!r}")
+    runs = {}
+    for name in sorted(("sync", "fedbuff"), key=lambda x: x not in wanted):  # those to run first
+        path = os.path.join(args.workdir, f"run_{name}.json")
+        if name in wanted:
+            runs[name] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab)
+            with open(path, "w") as f:
+                json.dump(dict(runs[name], args=vars(args)), f, indent=2, default=float)
+        else:
+            with open(path) as f:
+                runs[name] = json.load(f)
+            print(f"async_vs_sync: {name} read from {path} (its arguments: {runs[name]['args']})")
+    runs = {name: runs[name] for name in ("sync", "fedbuff")}
+    target = runs["sync"]["final_top1"] - 0.01
+    out: dict = {"benchmark": "async_vs_sync", "devices": len(users), "sim_hours": args.sim_hours,
+                 "preset": cfg.preset, "start": "initial weights", "target_top1": round(target, 4)}
+    for name, s in runs.items():
+        h = hours_to_target(s["evals"], "top1", target)
+        out[name] = {"hours_to_target": h, "final_top1": s["final_top1"], "updates_trained": s["updates_trained"],
+                     "updates_accepted": s["updates_accepted"], "updates_wasted": s["updates_wasted"],
+                     "dropouts": s["dropouts"], "bytes_up": s["bytes_up"], "bytes_down": s["bytes_down"],
+                     "versions": s["versions"], "epsilon": s["epsilon"], "wall_s": s["wall_s"]}
+        print(f"  {name}: top-1 by hour " + ", ".join(f"{e['hour']:g}h {e['top1']:.4f}" for e in s["evals"]))
+        if name == "fedbuff":
+            print(f"  fedbuff staleness of accepted updates: {s['staleness']}")
+    hs, hf = out["sync"]["hours_to_target"], out["fedbuff"]["hours_to_target"]
+    out["speedup_to_target"] = round(hs / hf, 3) if hs and hf else None
+    out["top1_gap"] = round(out["fedbuff"]["final_top1"] - out["sync"]["final_top1"], 4)
+    with open(os.path.join(args.workdir, "summary.json"), "w") as f:
+        json.dump({"result": out, "runs": runs}, f, indent=2, default=float)
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
