@@ -134,6 +134,14 @@ def test_bad_policy_config_names_the_field(tmp_path):
             create_app(test_config=settings(tmp_path, collector=bad))
 
 
+def test_secure_aggregation_is_refused_with_the_fedbuff_policy(tmp_path):
+    cfg = fedbuff(tmp_path, k=3)
+    cfg["secagg"] = {"enabled": True}
+    cfg["train"] = dict(cfg.get("train") or {}, aggregator="uniform_mean")
+    with pytest.raises(ValueError, match="collector.policy 'sync'"):
+        create_app(test_config=cfg)
+
+
 def test_restart_mid_buffer_loses_nothing_acknowledged(tmp_path):
     """In-process: the collector object dropped mid-buffer (checkpoint plus spooled updates)."""
     cfg = fedbuff(tmp_path, k=5, max_staleness=4, checkpoint_every=2)
