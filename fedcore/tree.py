@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from fedcore.aggregator import Aggregator
-from fedcore.dp import _Wrapper
+from fedcore.dp import CentralGaussian
 from fedcore.messages import Aggregate
 from fedmath.aggregate import RunningSum
 from fedmath.types import Weights
@@ -80,28 +80,18 @@ class TreeNoise:
         return [n - o for n, o in zip(self.prefix_noise(), old)]
 
 
-class TreeGaussian(_Wrapper):
-    """DP-FTRL's tree-aggregation noise on the inner linear rule's sum, added at `result`."""
+class TreeGaussian(CentralGaussian):
+    """DP-FTRL's tree-aggregation noise on the inner linear rule's sum, added at `result`: each
+    node of the tree carries `CentralGaussian`'s noise_std (z * C * w_max)."""
 
     def __init__(self, inner: Aggregator, clip_norm: float, noise_multiplier: float, max_weight: float,
                  restart_every: int = 0, rng: Optional[np.random.Generator] = None) -> None:
-        if not inner.linear:
-            raise ValueError(f"tree-aggregation noise needs a linear rule (a noised sum), got {inner.name!r}")
-        if not clip_norm > 0 or noise_multiplier < 0 or not max_weight > 0 or restart_every < 0:
-            raise ValueError(f"TreeGaussian needs clip_norm > 0, noise_multiplier >= 0, max_weight > 0, "
-                             f"restart_every >= 0; got {clip_norm!r}, {noise_multiplier!r}, {max_weight!r}, "
-                             f"{restart_every!r}")
-        super().__init__(inner)
-        self.clip_norm, self.z, self.max_weight = float(clip_norm), float(noise_multiplier), float(max_weight)
+        if restart_every < 0:
+            raise ValueError(f"TreeGaussian needs restart_every >= 0, got {restart_every!r}")
+        super().__init__(inner, clip_norm, noise_multiplier, max_weight, rng)
         self.restart_every = int(restart_every)
-        self.rng = rng
         self.tree: Optional[TreeNoise] = None
         self.name = f"tree_gaussian({inner.name})"  # type: ignore[misc]
-
-    @property
-    def noise_std(self) -> float:
-        """Standard deviation of one tree node's noise, per coordinate."""
-        return self.z * self.clip_norm * self.max_weight
 
     def result(self, state: RunningSum) -> Aggregate:
         if self.z == 0:

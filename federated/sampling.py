@@ -24,6 +24,18 @@ def _round_rng(seed: int, round_num: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(round_num), int(stream)])
 
 
+def _checked_users(train_users: Sequence[str], clients_per_round: int) -> list[str]:
+    """The users sorted (so a cohort depends only on the set); ValueError for duplicates or a
+    cohort size outside [1, N]."""
+    users = sorted(train_users)
+    if len(set(users)) != len(users):
+        raise ValueError("train_users holds duplicate ids")
+    if not 1 <= clients_per_round <= len(users):
+        raise ValueError(f"clients_per_round must be in [1, {len(users)}] (the population), "
+                         f"got {clients_per_round}")
+    return users
+
+
 def sample_clients(train_users: Sequence[str], clients_per_round: int, seed: int, round_num: int) -> list[str]:
     """`clients_per_round` distinct users drawn uniformly for `round_num` (0-based).
 
@@ -33,12 +45,7 @@ def sample_clients(train_users: Sequence[str], clients_per_round: int, seed: int
     Raises:
         ValueError: clients_per_round outside [1, len(train_users)], or duplicate users.
     """
-    users = sorted(train_users)
-    if len(set(users)) != len(users):
-        raise ValueError("train_users holds duplicate ids")
-    if not 1 <= clients_per_round <= len(users):
-        raise ValueError(f"clients_per_round must be in [1, {len(users)}] (the population), "
-                         f"got {clients_per_round}")
+    users = _checked_users(train_users, clients_per_round)
     perm = _round_rng(seed, round_num, 0).permutation(len(users))
     return [users[i] for i in perm[:clients_per_round]]
 
@@ -54,12 +61,7 @@ def epoch_clients(train_users: Sequence[str], clients_per_round: int, seed: int,
     Raises:
         ValueError: as `sample_clients`.
     """
-    users = sorted(train_users)
-    if len(set(users)) != len(users):
-        raise ValueError("train_users holds duplicate ids")
-    if not 1 <= clients_per_round <= len(users):
-        raise ValueError(f"clients_per_round must be in [1, {len(users)}] (the population), "
-                         f"got {clients_per_round}")
+    users = _checked_users(train_users, clients_per_round)
     per_pass = len(users) // clients_per_round
     epoch, slot = divmod(round_num, per_pass)
     perm = _round_rng(seed, epoch, 2).permutation(len(users))
