@@ -16,22 +16,27 @@ from flask import Blueprint, Response
 
 dashboard = Blueprint("dashboard", __name__)
 
-PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "dashboard.html")
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 # The page may talk only to this server and load nothing from anywhere else.
 CSP = ("default-src 'none'; connect-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-@lru_cache(maxsize=1)
-def _page() -> bytes:
-    with open(PAGE, "rb") as f:
+@lru_cache(maxsize=None)
+def _page(name: str) -> bytes:
+    with open(os.path.join(TEMPLATES, name), "rb") as f:
         return f.read()
+
+
+def static_page(name: str, csp: str) -> Response:
+    """The self-contained page templates/`name` (read once), under the content policy `csp`."""
+    resp = Response(_page(name), mimetype="text/html")
+    resp.headers["Content-Security-Policy"] = csp
+    resp.headers["Cache-Control"] = "no-cache"
+    return resp
 
 
 @dashboard.get("/")
 def index() -> Response:
-    resp = Response(_page(), mimetype="text/html")
-    resp.headers["Content-Security-Policy"] = CSP
-    resp.headers["Cache-Control"] = "no-cache"
-    return resp
+    return static_page("dashboard.html", CSP)

@@ -17,21 +17,19 @@ the model runs over at most T (the bundle's seq_len) ids, so one request's work 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from functools import lru_cache
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from fedcore.messages import Refusal
 from keyboard.strip import Keyboard
+from server.dashboard import static_page
 from server.pace import RateLimiter
 from server.validation import json_body
 
 keyboard = Blueprint("keyboard", __name__)
 
-PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "keyboard.html")
 CSP = ("default-src 'none'; connect-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 MAX_TEXT_CHARS = 500  # the page sends the tail of longer texts; the model sees the last T words anyway
@@ -74,18 +72,9 @@ def _setup(state) -> None:
     }
 
 
-@lru_cache(maxsize=1)
-def _page() -> bytes:
-    with open(PAGE, "rb") as f:
-        return f.read()
-
-
 @keyboard.get("/keyboard")
 def page() -> Response:
-    resp = Response(_page(), mimetype="text/html")
-    resp.headers["Content-Security-Policy"] = CSP
-    resp.headers["Cache-Control"] = "no-cache"
-    return resp
+    return static_page("keyboard.html", CSP)
 
 
 def read_text() -> str:

@@ -157,7 +157,7 @@ def verify_bundle(bundle_dir: str, x: np.ndarray, y: np.ndarray, lr: float | Non
     short = max(1, min(b, x.shape[0]) // 2)
     padded = check_train(tfl, manifest, weights, x[:short], y[:short], lr)
     # The plan's gradient clip, at half the batch's gradient norm so that it binds.
-    clip = 0.5 * keras_grad_norm(keras_model(manifest, weights), x[:b], y[:b])
+    clip = 0.5 * keras_grad_norm(keras, x[:b], y[:b])  # `keras` still holds `weights`
     clipped = check_train(tfl, manifest, weights, x[:b], y[:b], lr, clip)
     round_trip = check_round_trip(tfl, weights)
     tfl.set_weights(weights)
