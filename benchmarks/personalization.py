@@ -3,12 +3,18 @@ and keystroke savings of the global and the personalized model, the share of use
 and the quartiles of the per-user gains (Wang et al. 2019, arXiv:1910.10252).
 
     .venv/bin/python benchmarks/personalization.py [--datasets default,irc] [--small]
-        [--strategies none,bias,all] [--epochs 3] [--lr 8] [--train-fraction 0.5]
+        [--strategies none,bias,all,cache] [--epochs 3] [--lr 8] [--train-fraction 0.5]
+        [--min-words 100] [--tune-split proxy]
         [--from runs/bench/fl_vs_central] [--out runs/bench/personalization]
 
 Each held-out user's messages are split in time (the earlier half to fine-tune on, the later
 half to score); strategies (`model/personalize.py`): `none` (the global model), `bias` (SGD on
-the output bias alone), `all` (every weight, the phones' SGD step). The global model is the
+the output bias alone), `all` (every weight, the phones' SGD step), `cache` (the user's own word
+cache mixed into the global model, `keyboard/cache.py`: no training; its three numbers are chosen
+on the proxy users, split in time the same way, never on the held-out users scored here).
+Users with fewer than `--min-words` in-vocabulary words on either side are not scored (a user
+with three later words can only tie or flip, so "share improved" would count noise); the table
+also prints every user's figures (`--min-words 0`) for the best strategy. The global model is the
 federated model of a `benchmarks/fl_vs_central.py` output folder (`--from DIR`: DIR/<data
 set>/data and DIR/<data set>/fl/weights.npz), or trained here with `run_federated` when there is
 none. Goal (issue 21): on both data sets, the best strategy raises mean per-user top-1 by at
@@ -62,7 +68,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(ap, "train.rounds=200", "a quick check: 80 users, 6 rounds of 5 clients, 10 users scored")
     ap.set_defaults(datasets="default,irc")
-    ap.add_argument("--strategies", default="none,bias,all")
+    ap.add_argument("--strategies", default="none,bias,all,cache")
+    ap.add_argument("--min-words", type=int, default=100,
+                    help="score users with at least this many words on each side of the split (0 = all)")
+    ap.add_argument("--tune-split", default="proxy", help="users the cache's numbers are chosen on (never heldout)")
+    ap.add_argument("--cache-grid", default="0.1,0.2,0.3,0.4:0.25:0,50",
+                    help="the cache's search grid, LAMS:KAPPAS:N0S (comma lists)")
     ap.add_argument("--epochs", type=int, default=3, help="local passes over each user's earlier windows")
     ap.add_argument("--lr", type=float, default=8.0, help="fine-tuning SGD step (both strategies)")
     ap.add_argument("--all-lr", type=float, default=None, help="step for `all` (default --lr / 16)")
@@ -77,23 +88,42 @@ def main(argv=None) -> int:
     args.out = args.out or ("runs/bench/personalization_small" if args.small else "runs/bench/personalization")
     if args.small and not args.max_users:
         args.max_users = 10
+    from keyboard.cache import CacheParams
     from model.personalize import evaluate_personalization
 
     strategies = args.strategies.split(",")
+    if args.tune_split == "heldout":
+        raise SystemExit("--tune-split must not be heldout: the cache's numbers are chosen on users not scored")
     rows = []
     for name in args.datasets.split(","):
         cfg, data, weights, source = global_model(name, args)
         started = time.time()
+        cache = tune_cache(cfg, data, weights, args) if "cache" in strategies else None
         for s in strategies:
             lr = (args.all_lr if args.all_lr is not None else args.lr / 16) if s == "all" else args.lr
             r = evaluate_personalization(cfg, data, weights, [s], epochs=args.epochs, learning_rate=lr,
                                          train_fraction=args.train_fraction, max_users=args.max_users,
                                          max_examples=args.max_examples, keystroke_rows=args.keystroke_rows,
+                                         min_words=args.min_words, cache=cache or CacheParams(),
                                          progress=None if args.quiet else print)[s]
-            r.pop("per_user")
+            per_user = r.pop("per_user")
+            if args.min_words and s != "none":
+                everyone = evaluate_personalization(cfg, data, weights, [s], epochs=args.epochs, learning_rate=lr,
+                                                    train_fraction=args.train_fraction, max_users=args.max_users,
+                                                    max_examples=args.max_examples, keystroke_rows=0,
+                                                    cache=cache or CacheParams())[s]
+                r["all_users"] = {k: everyone[k] for k in ("users", "global_top1", "personalized_top1",
+                                                           "relative_gain", "share_improved", "share_worse")}
+            del per_user
             rows.append({"dataset": name, **r, "model": source, "cell": cfg.model.cell,
                          "vocab_size": int(data.tokenizer.vocab_size), "seconds": round(time.time() - started, 1)})
             started = time.time()
+    for r in rows:
+        if "all_users" in r:
+            a = r["all_users"]
+            print(f"{r['dataset']} {r['strategy']} over every user with a message each side ({a['users']} users): "
+                  f"top-1 {a['global_top1']:.4f} -> {a['personalized_top1']:.4f} ({a['relative_gain']:+.3f}), "
+                  f"{a['share_improved']:.2f} improved, {a['share_worse']:.2f} worse")
     print(f"{'dataset':<9} {'strategy':<8} {'users':>5} {'top-1 g':>8} {'top-1 p':>8} {'rel gain':>8} {'improved':>8} "
           f"{'KS g':>6} {'KS p':>6}  gain quartiles")
     for r in rows:
@@ -110,6 +140,29 @@ def main(argv=None) -> int:
               f"{'met' if met[name] else 'not met'}" + (f" by {best['strategy']}" if best else ""))
     print(json.dumps({"benchmark": "personalization", "goal_met": met, "rows": rows}))
     return 0
+
+
+def tune_cache(cfg, data, weights, args):
+    """The cache's (lam, kappa, n0) with the best mean per-user top-1 on `args.tune_split` users."""
+    import itertools
+
+    from keyboard.cache import CacheParams
+    from model.personalize import evaluate_personalization
+
+    lams, kappas, n0s = ([float(v) for v in part.split(",")] for part in args.cache_grid.split(":"))
+    best = None
+    for lam, kappa, n0 in itertools.product(lams, kappas, n0s):
+        params = CacheParams(lam, kappa, n0)
+        r = evaluate_personalization(cfg, data, weights, ["cache"], train_fraction=args.train_fraction,
+                                     max_examples=args.max_examples, keystroke_rows=0, split=args.tune_split,
+                                     min_words=args.min_words, cache=params)["cache"]
+        if not args.quiet:
+            print(f"cache on {args.tune_split} users: lam {lam} kappa {kappa} n0 {n0}: top-1 "
+                  f"{r['global_top1']:.4f} -> {r['personalized_top1']:.4f} ({r['users']} users)")
+        if best is None or r["personalized_top1"] > best[0]:
+            best = (r["personalized_top1"], params)
+    print(f"cache chosen on {args.tune_split} users: {best[1]}")
+    return best[1]
 
 
 if __name__ == "__main__":

@@ -176,15 +176,17 @@ def _as_evaluator(server_url: str, device_id: str, call: Callable[[Transport], A
 
 def make_phones(server_url: str, clients: Mapping[str, Examples], model_factory: ModelFactory, *,
                 seed: int = 0, store: DeviceStore | None = None, encoding: str | None = None,
-                error_feedback: bool | None = None,
+                error_feedback: bool | None = None, keep_personal: bool = False,
                 transport_factory: TransportFactory = Transport) -> dict[str, Phone]:
-    """One phone per client, each with its own transport and a noise stream from (seed, index)."""
+    """One phone per client, each with its own transport and a noise stream from (seed, index);
+    `keep_personal`: see `Phone`."""
     store = store or DeviceStore()
     phones = {}
     for i, (cid, (x, y)) in enumerate(sorted(clients.items())):
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, i, 7])
         phones[cid] = Phone(cid, x, y, transport_factory(server_url), model_factory,
-                            rng, store=store, encoding=encoding, error_feedback=error_feedback)
+                            rng, store=store, encoding=encoding, error_feedback=error_feedback,
+                            keep_personal=keep_personal)
     return phones
 
 
@@ -228,8 +230,8 @@ def run_devices(server_url: str, clients: Mapping[str, Examples], *, rounds: int
                          f"{concurrency}, {max_waves}")
     from tqdm.auto import tqdm
 
-    factory = ModelPool(model_factory or tflite_factory())
-    if phones is None:
+    if phones is None:  # phones given bring their own model factory (and TensorFlow stays unloaded)
+        factory = ModelPool(model_factory or tflite_factory())
         phones = make_phones(server_url, clients, factory, seed=seed, store=store, encoding=encoding,
                              error_feedback=error_feedback, transport_factory=transport_factory)
     probe = transport_factory(server_url)

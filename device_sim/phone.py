@@ -210,12 +210,17 @@ class Phone:
         encoding: overrides the plan's encoding (e.g. "topk:0.05"); None = use the plan's.
         error_feedback: keep a residual across rounds; None = on for lossy encodings with
             top-k (where it matters), off otherwise.
+        keep_personal: keep, beside the global weights, the weights this phone's last complete
+            local training produced (`personal`, `personal_version`): the global model fine-tuned
+            on its owner's data by the TFLite `train` signature, never uploaded, used for its own
+            suggestions (device_sim/personal.py scores them). Off by default: a fleet of
+            1,000 phones would hold 1,000 models.
     """
 
     def __init__(self, device_id: str, x: np.ndarray, y: np.ndarray, transport: Transport,
                  model_factory: ModelFactory, rng: np.random.Generator, *,
                  store: DeviceStore | None = None, encoding: str | None = None,
-                 error_feedback: bool | None = None) -> None:
+                 error_feedback: bool | None = None, keep_personal: bool = False) -> None:
         x, y = np.asarray(x, dtype=np.int32), np.asarray(y, dtype=np.int32)
         if x.shape != y.shape or x.ndim != 2:
             raise ValueError(f"expected x and y of the same shape [N, T], got {x.shape} and {y.shape}")
@@ -234,6 +239,9 @@ class Phone:
         self.weights_version: int | None = None  # the version this phone holds
         self.weights_etag: str | None = None
         self.feedback: ErrorFeedback | None = None
+        self.keep_personal = keep_personal
+        self.personal: Weights | None = None  # with keep_personal: the last fine-tuned weights
+        self.personal_version: int | None = None  # the global version they were fine-tuned from
 
     @property
     def num_examples(self) -> int:
@@ -388,6 +396,9 @@ class Phone:
         out.num_examples = n
 
         trained = model.get_weights()
+        if self.keep_personal:
+            self.personal = [np.array(t, np.float32) for t in trained]
+            self.personal_version = plan.model_version
         delta = [(np.asarray(t, np.float32) - np.asarray(d, np.float32)) for t, d in zip(trained, downloaded)]
         if check.secure:
             self._secure_report(plan, delta, n, out)

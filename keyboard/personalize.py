@@ -12,7 +12,8 @@ score on the later, and report the distribution of per-user gains; TFF's
   `model.nwp.masked_loss`. The bias does not change the recurrent states, so they are computed
   once and only the [B*T, V] output layer runs per step: the gradient is mean(softmax - onehot)
   over the word targets, exact, no autodiff needed;
-- `score_user`: top-1 (and top-3) of `model.metrics` and keystroke savings of a user's windows;
+- `score_user` / `score_logits`: top-1 (and top-3) of `model.metrics` and keystroke savings of a
+  user's windows;
 - `summarise`: per-user means, relative gain of the means, share of users improved, quartiles.
 
 Fine-tuning every weight needs backpropagation through the recurrence, which `model/personalize.py`
@@ -101,7 +102,12 @@ def score_user(w: NWPWeights, x: np.ndarray, y: np.ndarray, vocabulary: Sequence
     `keystroke_rows`, keystroke savings on the first that-many windows."""
     from keyboard.forward import logits
 
-    z = logits(w, np.asarray(x))
+    return score_logits(logits(w, np.asarray(x)), y, vocabulary, keystroke_rows)
+
+
+def score_logits(z: np.ndarray, y: np.ndarray, vocabulary: Sequence[str] | None = None,
+                 keystroke_rows: int = 0) -> dict[str, float]:
+    """`score_user` from scores `z` [N, T, V] (logits or log-probabilities) instead of weights."""
     acc = NextWordAccumulator(ks=(1, 3))
     acc.update_logits(z, np.asarray(y))
     out = acc.result()

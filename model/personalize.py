@@ -8,7 +8,9 @@ with the global and with the personalized weights (top-1, top-3, keystroke savin
 - `none`: the global model (what every other evaluation reports);
 - `bias`: SGD on the output bias alone (`keyboard.personalize.fine_tune_bias`, numpy);
 - `all`: SGD on every weight, the phones' own step (`tflite_export.trainable.sgd_step`, the
-  function the TFLite `train` signature runs), on a Keras model built once.
+  function the TFLite `train` signature runs), on a Keras model built once;
+- `cache`: no training: the user's own word cache (`keyboard.cache`), counted from the earlier
+  part and kept learning as the later part is typed, mixed into the global model's suggestions.
 
 Both fine-tunes take `epochs` passes over in-order batches of `batch_size` windows at
 `learning_rate`. Scoring runs the numpy forward pass (keyboard.forward).
@@ -20,10 +22,12 @@ from typing import Sequence
 
 import numpy as np
 
-from keyboard.forward import NWPWeights
-from keyboard.personalize import UserResult, fine_tune_bias, score_user, split_in_time, summarise
+from data.special_ids import EOS_ID
+from keyboard.cache import CacheParams, WordCache, cached_log_probs
+from keyboard.forward import NWPWeights, logits, softmax
+from keyboard.personalize import UserResult, fine_tune_bias, score_logits, score_user, split_in_time, summarise
 
-STRATEGIES = ("none", "bias", "all")
+STRATEGIES = ("none", "bias", "all", "cache")
 
 
 class _AllWeights:
@@ -52,7 +56,8 @@ class _AllWeights:
 def evaluate_personalization(cfg, data, weights: Sequence[np.ndarray], strategies: Sequence[str] = STRATEGIES,
                              epochs: int = 2, learning_rate: float | None = None, train_fraction: float = 0.5,
                              max_users: int = 0, max_examples: int = 64, keystroke_rows: int = 8,
-                             split: str = "heldout", progress=None) -> dict[str, dict]:
+                             split: str = "heldout", min_words: int = 0, cache: CacheParams = CacheParams(),
+                             progress=None) -> dict[str, dict]:
     """Per strategy, the summary of global against personalized over the split's users.
 
     Args:
@@ -67,6 +72,9 @@ def evaluate_personalization(cfg, data, weights: Sequence[np.ndarray], strategie
         max_examples: cap on each side's windows per user (0 = all).
         keystroke_rows: windows per user scored for keystroke savings (0 = skip).
         split: the users' split.
+        min_words: score only users with at least this many in-vocabulary word targets on each side of the
+            split (0 = every user with a message on each side).
+        cache: the `cache` strategy's parameters.
         progress: a callable taking a line of text, or None.
 
     Returns:
@@ -88,23 +96,37 @@ def evaluate_personalization(cfg, data, weights: Sequence[np.ndarray], strategie
         if halves is None:
             continue
         (ex, ey), (lx, ly) = halves
-        base = score_user(w, lx, ly, vocab, keystroke_rows)
+        if min_words and min(_words(ey), _words(ly)) < min_words:
+            continue
+        z = logits(w, lx)
+        base = score_logits(z, ly, vocab, keystroke_rows)
         for s in strategies:
             if s == "none":
-                tuned = w
+                scores = base
+            elif s == "cache":
+                user_cache = WordCache(w.vocab_size, cache)
+                user_cache.add_windows(ex, ey)
+                scores = score_logits(cached_log_probs(softmax(z), lx, ly, user_cache), ly, vocab, keystroke_rows)
             elif s == "bias":
-                tuned = fine_tune_bias(w, ex, ey, lr, epochs, cfg.train.batch_size)
+                scores = score_user(fine_tune_bias(w, ex, ey, lr, epochs, cfg.train.batch_size), lx, ly, vocab,
+                                    keystroke_rows)
             else:
                 tuned = NWPWeights.from_list(cfg.model.cell, tune_all(weights, ex, ey, lr, epochs, cfg.train.batch_size))
-            results[s].append(UserResult(user, base, base if s == "none" else score_user(tuned, lx, ly, vocab,
-                                                                                          keystroke_rows)))
+                scores = score_user(tuned, lx, ly, vocab, keystroke_rows)
+            results[s].append(UserResult(user, base, scores))
         if progress is not None and (n + 1) % 10 == 0:
             progress(f"personalization: {n + 1}/{len(users)} users")
     out = {}
     for s, rs in results.items():
         out[s] = {**summarise(rs), "strategy": s, "epochs": epochs, "learning_rate": lr,
-                  "train_fraction": train_fraction,
+                  "train_fraction": train_fraction, "min_words": min_words,
+                  **({"cache": {"lam": cache.lam, "kappa": cache.kappa, "n0": cache.n0}} if s == "cache" else {}),
                   "per_user": [{"user": r.user, "global_top1": r.global_scores["top1"],
                                 "personalized_top1": r.personalized["top1"], "words": r.global_scores["words"]}
                                for r in rs]}
     return out
+
+
+def _words(y: np.ndarray) -> int:
+    """In-vocabulary word targets in `y` (not PAD, UNK or the end of a message)."""
+    return int(np.sum(np.asarray(y) > EOS_ID))

@@ -357,3 +357,50 @@ def test_an_encoded_clipped_update_never_exceeds_the_clip(name):
         update = [(u * scale).astype(np.float32) for u in update]
         _, decoded = encode_within_norm(name, update, np.random.default_rng(seed), limit=1.0)
         assert global_l2_norm(decoded) <= 1.0 + 1e-6, (name, seed)
+
+
+def test_phones_keep_their_own_fine_tuned_weights_beside_the_global_ones(live):
+    srv = live(goal_count=3, over_selection=1.34, privacy={"mode": "none", "clip_norm": 100.0})
+    clients = {f"u{i}": _examples(n=2 + i) for i in range(4)}
+    from device_sim.fleet import ModelPool, make_phones
+
+    phones = make_phones(srv.url, clients, ModelPool(lambda p: FakeModel()), keep_personal=True)
+    plain = make_phones(srv.url, clients, ModelPool(lambda p: FakeModel()))
+    result = run_devices(srv.url, clients, rounds=1, concurrency=2, phones=phones, progress=False)
+    trained = [p for p in phones.values() if any(o.device_id == p.device_id and o.status == ph.ACCEPTED
+                                                   for o in result.rounds[0].outcomes)]
+    assert len(trained) >= 3
+    for p in trained:
+        # the global version 0 plus lr * STEP per local step: what the phone trained, kept on the phone
+        steps = sum(o.steps for o in result.rounds[0].outcomes if o.device_id == p.device_id)
+        assert p.personal_version == 0 and steps > 0
+        for kept, start, step in zip(p.personal, INITIAL, STEP):  # client rate 0.5 (the fixture's plan)
+            np.testing.assert_allclose(kept, start + 0.5 * steps * step, rtol=1e-5)
+    assert all(p.personal is None for p in plain.values())
+
+
+def test_personalization_report_scores_personal_against_global():
+    from types import SimpleNamespace
+
+    from data.special_ids import BOS_ID, EOS_ID
+    from device_sim.personal import personalization_report
+    from keyboard.testing import random_weights
+
+    def flat(bias):
+        arrays = [np.zeros_like(a) for a in random_weights("lstm", len(bias), 2, 3)]
+        arrays[-1] = np.asarray(bias, np.float32)
+        return arrays
+
+    glob = flat([0, 0, 0, 0, 2, 1, 1, 1])  # always suggests 4
+    mine = flat([0, 0, 0, 0, 1, 1, 1, 2])  # always suggests 7
+    phones = {"a": SimpleNamespace(personal=mine, personal_version=3), "b": SimpleNamespace(personal=None)}
+    x = np.array([[BOS_ID, 7, 7]])
+    y = np.array([[7, 7, EOS_ID]])
+    r = personalization_report(phones, glob, {"a": (x, y), "b": (x, y)}, "lstm", keystroke_rows=0)
+    assert r["users"] == 2 and r["users_personalized"] == 1 and r["personal_versions"] == [3]
+    by = {u["user"]: u for u in r["per_user"]}
+    assert (by["a"]["global_top1"], by["a"]["personalized_top1"]) == (0.0, 1.0)
+    assert by["b"]["personalized_top1"] == by["b"]["global_top1"] == 0.0  # no weights of its own: global
+    assert r["share_improved"] == 0.5
+    with pytest.raises(ValueError, match="holdout must name phones"):
+        personalization_report(phones, glob, {"c": (x, y)}, "lstm")

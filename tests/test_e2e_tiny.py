@@ -88,10 +88,11 @@ def test_demo_tiny_runs_every_stage_and_trains(tmp_path):
     assert Keyboard.load(str(out / "train")).next_words("see you") == Keyboard.load(str(out)).next_words("see you")
     # personalization of the trained model on the held-out users
     assert main(["evaluate", str(out / "train"), "--out", str(out / "eval"), "--personalize",
-                 "--strategies", "none,bias", "--epochs", "1"]) == 0
+                 "--strategies", "none,bias,cache", "--epochs", "1"]) == 0
     pers = json.loads((out / "eval" / "summary.json").read_text())["personalization"]
-    assert set(pers) == {"none", "bias"} and pers["none"]["relative_gain"] == 0.0
-    assert pers["bias"]["users"] >= 1 and 0.0 <= pers["bias"]["share_improved"] <= 1.0
+    assert set(pers) == {"none", "bias", "cache"} and pers["none"]["relative_gain"] == 0.0
+    for s in ("bias", "cache"):
+        assert pers[s]["users"] == pers["none"]["users"] >= 1 and 0.0 <= pers[s]["share_improved"] <= 1.0
     # the on-device rounds ran the server optimizer the TFF stage trained with, and say so
     assert demo["same_server_optimizer"] is True and demo["server_optimizer"]["tff"]["name"] == "sgd"
     assert first["reports"] == 3  # updates in the published version: the goal count
@@ -111,8 +112,13 @@ def test_demo_tiny_runs_every_stage_and_trains(tmp_path):
     # momentum 0.9 (the collector's name for train.server_momentum) runs heavy-ball momentum.
     again = out / "devices_momentum"
     assert main(["devices", "--bundle", str(out / "bundle"), "--out", str(again), "--rounds", "1",
-                 "--set", "collector.server_momentum=0.9", "--set", "collector.report_deadline_s=300"]) == 0
+                 "--set", "collector.server_momentum=0.9", "--set", "collector.report_deadline_s=300",
+                 "--personalize", "0.3"]) == 0
     fleet2 = json.loads((again / "summary.json").read_text())
+    # the phones kept their own fine-tuned weights beside the global ones, scored on later messages
+    pers = fleet2["personalization"]
+    assert pers["users"] >= 3 and pers["users_personalized"] >= 3 and pers["holdout_share"] == 0.3
+    assert pers["personal_versions"] == [0] and pers["global_version"] == 1
     assert fleet2["server_algorithm"]["server_optimizer"] == {
         "name": "momentum", "momentum": 0.9, "nesterov": False, "learning_rate": 1.0, "schedule": "constant",
         "schedule_steps": 3}

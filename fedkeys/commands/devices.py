@@ -10,6 +10,10 @@ With --sim-hours H the phones instead live through H hours of an accelerated sim
 network (the availability model in fedmath/availability.py), straggle and drop out, and the
 summary counts rounds, reports, dropouts, stragglers and bytes over the day.
 
+With --personalize F each phone trains on the earlier messages of its owner only, keeps its own
+fine-tuned weights beside the global ones, and after the rounds both are scored on the later
+share F of that owner's messages (device_sim/personal.py).
+
 Phones register with a device key certified by a simulated platform attestation service
 (device_sim/attestation.py) when the collector requires it (`collector.attestation`, default
 "required"): a collector started here trusts a new issuer, whose secret key is written to
@@ -34,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, help="phones training at once (devices.concurrency)")
     p.add_argument("--sim-hours", type=float, help="run over this many simulated hours instead of --rounds")
     p.add_argument("--encoding", help="update encoding for every phone: float32, int8, topk:F, topk_int8:F")
+    p.add_argument("--personalize", type=float, metavar="F",
+                   help="hold back the latest share F of each phone owner's messages, keep each phone's own "
+                        "fine-tuned weights, and score them against the global model on those (device_sim/personal.py)")
     p.add_argument("--issuer-key", help="secret key of the attestation issuer the collector trusts "
                    "(with --server; `fedkeys serve` writes OUT/attestation_issuer.key)")
 
@@ -70,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
     users = sorted(data.users("train"))[: cfg.devices.num_devices]
     if len(users) < cfg.server.goal_count and not args.sim_hours:
         raise ValueError(f"{len(users)} phones cannot reach the round goal of {cfg.server.goal_count} reports")
+    if args.personalize is not None and not 0.0 < args.personalize < 1.0:
+        raise ValueError(f"--personalize must be a share in (0, 1), got {args.personalize}")
+    if args.personalize is not None and args.sim_hours:
+        raise ValueError("--personalize runs with --rounds, not --sim-hours")
     clients = {u: data.client_examples(u, cfg.data.seq_len, max_examples=cfg.train.max_examples_per_client) for u in users}
+    holdout = later_messages(data, users, cfg, args.personalize, clients) if args.personalize else {}
     shapes = [tuple(w["shape"]) for w in read_manifest(args.bundle)["weights"]]
     xy = heldout(cfg, data)
 
@@ -90,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
 
     scores: dict[int, dict[str, float]] = {}
     published: dict[int, dict[str, Any]] = {}
+    latest: dict[int, Any] = {}
 
     def evaluate_version(version: int, sim_hour: float | None = None) -> dict[str, float]:
         weights = fetch_published_weights(url, version, shapes, transport_factory=phone_transport)
+        latest.clear()
+        latest[version] = weights
         scores[version] = {**evaluate_weights(cfg, data, weights, xy), **keystroke_savings(cfg, data, weights, xy)}
         published[version] = fetch_published_meta(url, version, transport_factory=phone_transport)
         return scores[version]
@@ -118,11 +133,27 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['accepted']} accepted, {summary['dropouts']} dropouts, {summary['stragglers']} stragglers, "
               f"{summary['bytes_up']:,} bytes up -> {args.out}")
         return 0
+    phones = None
+    if holdout:
+        from device_sim.fleet import ModelPool, make_phones, tflite_factory
+
+        phones = make_phones(url, clients, ModelPool(tflite_factory()), seed=cfg.devices.seed, encoding=args.encoding,
+                             keep_personal=True, transport_factory=phone_transport)
     with server:
         result = run_devices(url, clients, rounds=cfg.devices.rounds, concurrency=cfg.devices.concurrency,
                              seed=cfg.devices.seed, encoding=args.encoding, on_round=score,
-                             transport_factory=phone_transport)
+                             transport_factory=phone_transport, phones=phones)
     summary = {**base, **result.summary()}
+    if phones is not None and latest:
+        from device_sim.personal import personalization_report
+
+        version, weights = next(iter(latest.items()))
+        pers = personalization_report(phones, weights, holdout, cfg.model.cell, data.tokenizer.words)
+        summary["personalization"] = {**pers, "global_version": version, "holdout_share": args.personalize}
+        print(f"devices: personalization on {pers['users']} phones ({pers['users_personalized']} with their own "
+              f"weights): per-user top-1 global v{version} {pers['global_top1']:.4f}, personal "
+              f"{pers['personalized_top1']:.4f} ({pers['relative_gain']:+.1%}), {pers['share_improved']:.0%} improved",
+              flush=True)
     for r in summary["rounds"]:
         r["eval"] = scores.get(r["model_version"])
         meta = published.get(r["model_version"]) or {}
@@ -133,3 +164,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"devices: {summary['rounds_completed']} rounds completed, {summary['accepted']} updates accepted, "
           f"{summary['rejected']} rejected, {summary['bytes_up']:,} bytes up -> {args.out}")
     return 0
+
+
+def later_messages(data, users, cfg, share: float, clients: dict) -> dict:
+    """Split each user's messages in time: `clients[u]` becomes the earlier windows (what the phone
+    trains on), and the returned map holds the later `share` (scored, never trained on)."""
+    from keyboard.personalize import split_in_time
+
+    holdout = {}
+    for u in users:
+        halves = split_in_time(data.tokens(u), cfg.data.seq_len, 1.0 - share, cfg.train.max_examples_per_client)
+        if halves is None:
+            continue  # one message: the phone trains on it, nothing to score
+        clients[u], holdout[u] = halves
+    if not holdout:
+        raise ValueError("--personalize: no phone owner has two messages to split in time")
+    return holdout

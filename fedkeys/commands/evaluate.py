@@ -19,7 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="weights .npz to score (default: RUN_DIR/weights.npz)")
     p.add_argument("--personalize", action="store_true",
                    help="also fine-tune on each held-out user's earlier messages and score the later ones")
-    p.add_argument("--strategies", default="none,bias,all", help="personalization strategies (model/personalize.py)")
+    p.add_argument("--strategies", default="none,bias,all,cache",
+                   help="personalization strategies (model/personalize.py)")
+    p.add_argument("--min-words", type=int, default=0,
+                   help="personalization: score only users with this many words on each side of the split")
     p.add_argument("--epochs", type=int, default=3, help="personalization: local passes over the earlier windows")
     p.add_argument("--lr", type=float, default=None,
                    help="personalization SGD step (default: the run's train.client_learning_rate)")
@@ -113,7 +116,7 @@ def personalize(cfg, data, weights, args: argparse.Namespace) -> dict[str, dict]
     from model.personalize import evaluate_personalization
 
     result = evaluate_personalization(cfg, data, weights, args.strategies.split(","), epochs=args.epochs,
-                                      learning_rate=args.lr)
+                                      learning_rate=args.lr, min_words=args.min_words)
     print(table([(s, str(r["users"]), f"{r['global_top1']:.4f}", f"{r['personalized_top1']:.4f}",
                   f"{r['relative_gain']:+.3f}", f"{r['share_improved']:.2f}",
                   f"{r.get('global_keystroke_savings', float('nan')):.4f}",
