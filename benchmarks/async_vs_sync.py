@@ -88,6 +88,12 @@ def _stub_trainer(shapes: list[tuple[int, ...]], examples: dict):
     return lambda device, weights, ticket: ClientUpdate(zeros, examples[device], device, ticket.version)
 
 
+def choose_by_validation(val_top1: dict[float, float]) -> float:
+    """The server learning rate whose run ended with the best validation top-1 (ties: the first
+    in grid order), so the held-out users never choose a setting."""
+    return max(val_top1, key=lambda lr: val_top1[lr])
+
+
 def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int) -> dict:
     from device_sim.day import DayConfig
     from device_sim.virtual_day import SessionCost, simulate
@@ -164,6 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="FedBuff's server learning rate (0: train.server_learning_rate)")
     p.add_argument("--sync-server-lr", type=float, default=0.0,
                    help="sync's server learning rate (0: train.server_learning_rate)")
+    p.add_argument("--server-lr-grid", default="",
+                   help="comma-separated server learning rates run for each policy; each keeps the one with "
+                        "the best final val_top1 (the same grid and choice rule for both)")
     p.add_argument("--val-examples", type=int, default=1000,
                    help="validation windows from the proxy users (no phone trains on them): val_top1, "
                         "what a server step is chosen on; the held-out top-1 decides the goal")
@@ -173,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="runs to simulate now; the other is read from WORKDIR/run_<name>.json of an earlier call")
     p.add_argument("--small", action="store_true", help="200 phones, 3 simulated hours (a quick check)")
     args = p.parse_args(argv)
+    grid = [float(x) for x in args.server_lr_grid.split(",") if x] if args.server_lr_grid else []
+    if grid and args.stub_training:
+        raise SystemExit("async_vs_sync: --server-lr-grid needs trained runs (its choice is on validation top-1)")
     if args.small:
         args.devices, args.sim_hours, args.eval_min = min(args.devices, 200), min(args.sim_hours, 3.0), 30.0
         args.workdir = args.workdir.rstrip("/") + "_small"
@@ -219,7 +231,19 @@ def main(argv: list[str] | None = None) -> dict:
     runs = {}
     for name in sorted(("sync", "fedbuff"), key=lambda x: x not in wanted):  # those to run first
         path = os.path.join(args.workdir, f"run_{name}{'_stub' if args.stub_training else ''}.json")
-        if name in wanted:
+        if name in wanted and grid:
+            tried = {}
+            for lr in grid:  # the same grid for both policies, chosen on the proxy users only
+                setattr(args, f"{name}_server_lr", lr)
+                tried[lr] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab)
+            best = choose_by_validation({lr: r["final_val_top1"] for lr, r in tried.items()})
+            setattr(args, f"{name}_server_lr", best)
+            runs[name] = dict(tried[best], lr_grid={str(lr): {"final_val_top1": r["final_val_top1"],
+                                                           "final_top1": r["final_top1"]} for lr, r in tried.items()})
+            print(f"async_vs_sync: {name}: server lr {best:g} chosen on validation top-1 from {runs[name]['lr_grid']}")
+            with open(path, "w") as f:
+                json.dump(dict(runs[name], args=vars(args)), f, indent=2, default=float)
+        elif name in wanted:
             runs[name] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab)
             with open(path, "w") as f:
                 json.dump(dict(runs[name], args=vars(args)), f, indent=2, default=float)
