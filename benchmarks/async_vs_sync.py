@@ -14,7 +14,12 @@ model (`device_sim.day.session_seconds`). Only the round policy differs:
 
 The simulation is `device_sim.virtual_day.simulate` (discrete events, no HTTP). The target is
 the sync run's final held-out top-1 minus one point; hours_to_target is the first evaluation
-(every --eval-min simulated minutes) at or above it. Ends with one JSON line.
+(every --eval-min simulated minutes) at or above it. Each evaluation also scores the proxy users
+(`val_top1`: no phone trains on them), on which a policy's server step is chosen
+(`--sync-server-lr`, `--fedbuff-server-lr`); the held-out top-1 only judges the goal.
+`--stub-training` replaces training with zero updates: the same fleet, admissions, waste,
+staleness and sync round times (waiting for slots to fill, then for the cohort's reports) in
+seconds of wall time, with no top-1. Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ def _trainer(cfg, vocab_size: int, clients, noise_std: float, seed: int):
     from fedmath.privacy import add_gaussian_noise, clip_by_global_norm
     from model.nwp import build_model, masked_loss
 
-    model = build_model(cfg.model, vocab_size, cfg.data.seq_len)
+    # the unrolled graph is the phones' own (model.nwp.UnrolledRNN): same function, updates
+    # within 1e-7 of Keras' RNN loop, about 10% less CPU per update here (docs/decisions.md)
+    model = build_model(cfg.model, vocab_size, cfg.data.seq_len, unroll=True)
     lr = tf.constant(cfg.train.client_learning_rate, tf.float32)
 
     @tf.function(reduce_retracing=True)
@@ -70,6 +77,23 @@ def _trainer(cfg, vocab_size: int, clients, noise_std: float, seed: int):
     return train
 
 
+def _stub_trainer(shapes: list[tuple[int, ...]], examples: dict):
+    """A zero update of the right shapes: the fleet and the policy without the model's training
+    (`--stub-training`: updates, versions and round times, no top-1)."""
+    import numpy as np
+
+    from fedcore.messages import ClientUpdate
+
+    zeros = [np.zeros(s, np.float32) for s in shapes]
+    return lambda device, weights, ticket: ClientUpdate(zeros, examples[device], device, ticket.version)
+
+
+def choose_by_validation(val_top1: dict[float, float]) -> float:
+    """The server learning rate whose run ended with the best validation top-1 (ties: the first
+    in grid order), so the held-out users never choose a setting."""
+    return max(val_top1, key=lambda lr: val_top1[lr])
+
+
 def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int) -> dict:
     from device_sim.day import DayConfig
     from device_sim.virtual_day import SessionCost, simulate
@@ -83,8 +107,9 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
     z = cfg.privacy.noise_multiplier
     noise_std = device_noise_std(z, cfg.privacy.clip_norm, goal) if z > 0 else 0.0
     train = cfg.train
-    if name == "fedbuff" and args.fedbuff_server_lr > 0:
-        train = dataclasses.replace(train, server_learning_rate=args.fedbuff_server_lr)
+    server_lr = args.fedbuff_server_lr if name == "fedbuff" else args.sync_server_lr
+    if server_lr > 0:
+        train = dataclasses.replace(train, server_learning_rate=server_lr)
     algorithm = build(train, dp_noise=noise_std > 0)
     common = dict(algorithm=algorithm, weights=[w.copy() for w in initial], population=len(clients),
                   noise_multiplier=z)
@@ -100,16 +125,23 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
     day = DayConfig(sim_hours=args.sim_hours, start_hour=args.start_hour, tick_s=60 * args.tick_min,
                     cooldown_s=60 * args.cooldown_min, tokens_per_s=args.tokens_per_s, seed=args.seed)
     t0 = time.perf_counter()
-    rep = simulate(server, examples, _trainer(cfg, vocab_size, clients, noise_std, args.seed), cost, day,
-                   retry_s=args.retry_s, eval_every_s=60 * args.eval_min, on_eval=evaluate_fn)
+    trainer = (_stub_trainer([w.shape for w in initial], examples) if args.stub_training
+               else _trainer(cfg, vocab_size, clients, noise_std, args.seed))
+    rep = simulate(server, examples, trainer, cost, day, retry_s=args.retry_s, eval_every_s=60 * args.eval_min,
+                   on_eval=None if args.stub_training else evaluate_fn)
     s = rep.summary()
     s.update(policy=server.policy.describe() if name == "fedbuff" else dataclasses.asdict(server.policy),
-             server_learning_rate=algorithm.learning_rate, versions=server.version, final_top1=rep.evals[-1]["top1"], evals=rep.evals,
+             server_learning_rate=algorithm.learning_rate, versions=server.version, evals=rep.evals,
+             final_top1=rep.evals[-1].get("top1"), final_val_top1=rep.evals[-1].get("val_top1"),
+             round_times=server.round_time_summary() if name == "sync" else None,
              epsilon=server.published[-1].epsilon if server.published else None,
              rounds_abandoned=getattr(server, "abandoned", 0), wall_s=round(time.perf_counter() - t0, 1))
-    print(f"async_vs_sync: {name}: {server.version} versions, {s['updates_trained']} trained, "
-          f"{s['updates_accepted']} accepted, {s['updates_wasted']} wasted, {s['dropouts']} dropouts, "
-          f"final top-1 {s['final_top1']:.4f}, {s['wall_s']:.0f} s", flush=True)
+    top1 = "-" if s["final_top1"] is None else f"{s['final_top1']:.4f}"
+    print(f"async_vs_sync: {name}: {server.version} versions, {s['admitted']} admitted, {s['not_admitted']} "
+          f"turned away, {s['updates_trained']} trained, {s['updates_accepted']} accepted, {s['updates_wasted']} "
+          f"wasted, {s['dropouts']} dropouts, final top-1 {top1}, {s['wall_s']:.0f} s", flush=True)
+    if s["round_times"]:
+        print(f"  sync round times (simulated s): {s['round_times']}", flush=True)
     return s
 
 
@@ -124,8 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tokens-per-s", type=float, default=100.0, help="training throughput of a median phone")
     p.add_argument("--retry-s", type=float, default=60.0, help="simulated wait of a phone turned away")
     p.add_argument("--sync-deadline-s", type=float, default=300.0, help="sync reporting window (simulated s)")
-    p.add_argument("--concurrency", type=int, default=0, help="FedBuff: phones training at once (0: 4 x the sync slots)")
-    p.add_argument("--max-staleness", type=int, default=20)
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="FedBuff: phones training at once (0: 10 x the sync round's slots, at least 100)")
+    p.add_argument("--max-staleness", type=int, default=100, help="FedBuff: refuse older updates (NVFlare's 100)")
     p.add_argument("--staleness", default="polynomial:a=0.5")
     p.add_argument("--ticket-expiry-s", type=float, default=3600.0)
     p.add_argument("--eval-min", type=float, default=30.0, help="simulated minutes between evaluations")
@@ -134,11 +167,24 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workdir", default="runs/bench/async_vs_sync")
     p.add_argument("--data", default=None, help="a prepared data directory (default: prepare one)")
     p.add_argument("--fedbuff-server-lr", type=float, default=0.0,
-                   help="FedBuff's server learning rate (0: train.server_learning_rate, as sync)")
+                   help="FedBuff's server learning rate (0: train.server_learning_rate)")
+    p.add_argument("--sync-server-lr", type=float, default=0.0,
+                   help="sync's server learning rate (0: train.server_learning_rate)")
+    p.add_argument("--server-lr-grid", default="",
+                   help="comma-separated server learning rates run for each policy; each keeps the one with "
+                        "the best final val_top1 (the same grid and choice rule for both)")
+    p.add_argument("--val-examples", type=int, default=1000,
+                   help="validation windows from the proxy users (no phone trains on them): val_top1, "
+                        "what a server step is chosen on; the held-out top-1 decides the goal")
+    p.add_argument("--stub-training", action="store_true",
+                   help="zero updates, no evaluation: the fleet and policies' counts and round times only")
     p.add_argument("--policies", default="sync,fedbuff",
                    help="runs to simulate now; the other is read from WORKDIR/run_<name>.json of an earlier call")
     p.add_argument("--small", action="store_true", help="200 phones, 3 simulated hours (a quick check)")
     args = p.parse_args(argv)
+    grid = [float(x) for x in args.server_lr_grid.split(",") if x] if args.server_lr_grid else []
+    if grid and args.stub_training:
+        raise SystemExit("async_vs_sync: --server-lr-grid needs trained runs (its choice is on validation top-1)")
     if args.small:
         args.devices, args.sim_hours, args.eval_min = min(args.devices, 200), min(args.sim_hours, 3.0), 30.0
         args.workdir = args.workdir.rstrip("/") + "_small"
@@ -155,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = resolve(args.preset)
     if args.concurrency <= 0:
-        args.concurrency = 4 * math.ceil(cfg.server.goal_count * cfg.server.over_selection - 1e-9)
+        args.concurrency = max(100, 10 * math.ceil(cfg.server.goal_count * cfg.server.over_selection - 1e-9))
     os.makedirs(args.workdir, exist_ok=True)
     data_dir, _ = _prepare(cfg, args.workdir, args.devices, args.data, bundle_dir="-")
     data = FederatedData(data_dir)
@@ -170,10 +216,11 @@ def main(argv: list[str] | None = None) -> dict:
     eval_model = build_model(cfg.model, vocab, seq_len)
     initial = [np.asarray(w.numpy(), np.float32) for w in eval_model.trainable_weights]
     ex, ey = data.pooled_examples("heldout", seq_len, args.eval_examples)
+    vx, vy = data.pooled_examples("proxy", seq_len, args.val_examples)
 
     def evaluate_fn(weights) -> dict:
-        r = evaluate(eval_model, weights, ex, ey)
-        return {"top1": round(float(r["top1"]), 4)}
+        r, v = evaluate(eval_model, weights, ex, ey), evaluate(eval_model, weights, vx, vy)
+        return {"top1": round(float(r["top1"]), 4), "val_top1": round(float(v["top1"]), 4)}
 
     print(f"async_vs_sync: {len(users)} phones, {args.sim_hours:g} simulated hours, {cfg.preset} model "
           f"from initial weights ({sum(w.size for w in initial):,} params), concurrency {args.concurrency}",
@@ -183,8 +230,20 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"async_vs_sync: --policies takes sync and/or fedbuff, got {args.policies!r}")
     runs = {}
     for name in sorted(("sync", "fedbuff"), key=lambda x: x not in wanted):  # those to run first
-        path = os.path.join(args.workdir, f"run_{name}.json")
-        if name in wanted:
+        path = os.path.join(args.workdir, f"run_{name}{'_stub' if args.stub_training else ''}.json")
+        if name in wanted and grid:
+            tried = {}
+            for lr in grid:  # the same grid for both policies, chosen on the proxy users only
+                setattr(args, f"{name}_server_lr", lr)
+                tried[lr] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab)
+            best = choose_by_validation({lr: r["final_val_top1"] for lr, r in tried.items()})
+            setattr(args, f"{name}_server_lr", best)
+            runs[name] = dict(tried[best], lr_grid={str(lr): {"final_val_top1": r["final_val_top1"],
+                                                           "final_top1": r["final_top1"]} for lr, r in tried.items()})
+            print(f"async_vs_sync: {name}: server lr {best:g} chosen on validation top-1 from {runs[name]['lr_grid']}")
+            with open(path, "w") as f:
+                json.dump(dict(runs[name], args=vars(args)), f, indent=2, default=float)
+        elif name in wanted:
             runs[name] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab)
             with open(path, "w") as f:
                 json.dump(dict(runs[name], args=vars(args)), f, indent=2, default=float)
@@ -193,6 +252,15 @@ def main(argv: list[str] | None = None) -> dict:
                 runs[name] = json.load(f)
             print(f"async_vs_sync: {name} read from {path} (its arguments: {runs[name]['args']})")
     runs = {name: runs[name] for name in ("sync", "fedbuff")}
+    if args.stub_training:
+        out = {"benchmark": "async_vs_sync", "stub_training": True, "devices": len(users),
+               "sim_hours": args.sim_hours, "concurrency": args.concurrency}
+        for name, s in runs.items():
+            out[name] = {k: s[k] for k in ("versions", "admitted", "not_admitted", "updates_trained",
+                                           "updates_accepted", "updates_wasted", "dropouts", "staleness", "wall_s")}
+        out["sync"]["round_times"] = runs["sync"]["round_times"]
+        print(json.dumps(out))
+        return out
     target = runs["sync"]["final_top1"] - 0.01
     out: dict = {"benchmark": "async_vs_sync", "devices": len(users), "sim_hours": args.sim_hours,
                  "preset": cfg.preset, "start": "initial weights", "target_top1": round(target, 4)}

@@ -109,7 +109,11 @@ class SyncServer(_Base):
         self.round = 0
         self._selected = 0
         self._deadline: Optional[float] = None
+        self._filled: Optional[float] = None
         self.abandoned = 0
+        # per closed round: (first selection, last slot taken or None, close, "publish"|"abandon"):
+        # where a round's time goes (waiting for check-ins, or for the reports of its cohort)
+        self.round_times: list[tuple[float, Optional[float], float, str]] = []
 
     def check_in(self, device_id: str, now: float) -> Optional[Ticket]:
         self.tick(now)
@@ -118,6 +122,8 @@ class SyncServer(_Base):
         if self._deadline is None:
             self._deadline = self.policy.deadline(now)
         self._selected += 1
+        if not self.policy.may_select(self._selected):
+            self._filled = now
         t = Ticket(device_id, self.round, self.version, now)
         self.in_flight[device_id] = t
         return t
@@ -143,6 +149,9 @@ class SyncServer(_Base):
         outcome = self.policy.outcome(self._reports, self._deadline, now)
         if outcome == "open":
             return
+        opened = self._deadline - self.policy.report_deadline_s if self._deadline is not None else now
+        closed = min(now, self._deadline) if self._deadline is not None else now
+        self.round_times.append((opened, self._filled, closed, outcome))
         if outcome == "publish":
             self._publish(now, self.policy.goal_count, keep=0)
         else:
@@ -153,6 +162,21 @@ class SyncServer(_Base):
         self.round += 1
         self._selected = 0
         self._deadline = None
+        self._filled = None
+
+    def round_time_summary(self) -> dict:
+        """Mean simulated seconds per closed round: waiting for its slots to fill, from the last
+        slot taken to the close, and in all; and how many rounds closed at the deadline."""
+        rt = self.round_times
+        if not rt:
+            return {"rounds": 0}
+        filled = [f - o for o, f, _, _ in rt if f is not None]
+        tail = [c - f for _, f, c, _ in rt if f is not None]
+        return {"rounds": len(rt), "mean_round_s": round(sum(c - o for o, _, c, _ in rt) / len(rt), 1),
+                "mean_fill_s": round(sum(filled) / len(filled), 1) if filled else None,
+                "mean_fill_to_close_s": round(sum(tail) / len(tail), 1) if tail else None,
+                "never_filled": len(rt) - len(filled),
+                "closed_at_deadline": sum(1 for o, _, c, _ in rt if c - o >= self.policy.report_deadline_s - 1e-9)}
 
     def next_event(self) -> Optional[float]:
         """When `tick` next has something to do without a report (the deadline)."""

@@ -112,3 +112,16 @@ def test_sync_server_drops_late_reports_and_abandons():
     srv.tick(15.0)  # round 1's deadline passed with no report: abandoned
     assert srv.abandoned == 1 and srv.version == 1
     assert srv.report(x, _u(1.0), 15.0) == LATE
+
+
+def test_sync_server_round_times_split_waiting_for_slots_from_waiting_for_reports():
+    srv = SyncServer(_sgd(), [np.zeros(1, np.float32)], population=10,
+                     policy=SyncRounds(goal_count=2, over_selection=1.5, report_deadline_s=100.0))
+    t = [srv.check_in("a", 0.0), srv.check_in("b", 10.0), srv.check_in("c", 30.0)]  # 3 slots, full at 30
+    srv.report(t[0], _u(1.0), 40.0)
+    srv.report(t[1], _u(1.0), 50.0)  # the goal: published at 50
+    srv.check_in("d", 60.0)  # one of 3 slots taken, no report: abandoned at its deadline 160
+    srv.tick(200.0)
+    assert srv.round_times == [(0.0, 30.0, 50.0, "publish"), (60.0, None, 160.0, "abandon")]
+    assert srv.round_time_summary() == {"rounds": 2, "mean_round_s": 75.0, "mean_fill_s": 30.0,
+                                        "mean_fill_to_close_s": 20.0, "never_filled": 1, "closed_at_deadline": 1}
