@@ -42,22 +42,3 @@ def test_a_grid_with_stub_training_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="needs trained runs"):
         async_vs_sync.main(["--small", "--stub-training", "--server-lr-grid", "0.5,1.0",
                             "--workdir", str(tmp_path / "w")])
-
-
-@pytest.mark.slow
-def test_a_trained_grid_keeps_each_policys_best_validation_step(tmp_path):
-    import async_vs_sync
-
-    out = async_vs_sync.main(["--small", "--devices", "40", "--sim-hours", "0.5", "--eval-min", "15",
-                              "--eval-examples", "100", "--val-examples", "100", "--server-lr-grid", "0.5,1.0",
-                              "--workdir", str(tmp_path / "w")])
-    import json
-
-    with open(tmp_path / "w_small" / "summary.json") as f:
-        runs = json.load(f)["runs"]
-    for name in ("sync", "fedbuff"):
-        grid = runs[name]["lr_grid"]
-        assert set(grid) == {"0.5", "1.0"}
-        best = max(grid, key=lambda lr: grid[lr]["final_val_top1"])
-        assert runs[name]["server_learning_rate"] == float(best)
-        assert out[name]["final_top1"] == grid[best]["final_top1"]

@@ -18,6 +18,10 @@ from data.special_ids import BOS_ID, EOS_ID, PAD_ID
 class _Tok:
     vocab_size: int
 
+    @property
+    def words(self) -> list[str]:
+        return [f"w{i}" for i in range(self.vocab_size)]
+
 
 class FakeData:
     """`users`, `client_examples`, `pooled_examples`, `tokenizer.vocab_size` on synthetic ids."""
@@ -48,6 +52,9 @@ class FakeData:
 
     def users(self, split: str) -> list[str]:
         return list(self._splits[split])
+
+    def tokens(self, user_id: str) -> list[list[int]]:
+        return self._msgs[user_id]
 
     def client_examples(self, user_id: str, seq_len: int, max_examples: int = 0):
         from data.sequences import examples
