@@ -110,3 +110,12 @@ def test_two_remote_workers_give_the_local_runs_weights(tmp_path):
     diff = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
     assert diff <= 1e-6, diff
     assert any(float(np.max(np.abs(x))) > 0 for x in a)
+
+
+def test_fedkeys_worker_refuses_a_port_out_of_range(capsys):
+    from fedkeys.cli import main
+
+    assert main(["worker", "--port", "70000"]) == 2
+    assert "--port must be in [1, 65535], got 70000" in capsys.readouterr().err
+    assert main(["worker", "--port", "9000", "--set", "runtime.client_concurrency=-2"]) == 2
+    assert "runtime.client_concurrency must be >= 0" in capsys.readouterr().err
