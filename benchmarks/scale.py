@@ -140,33 +140,57 @@ def big_round(clients: int, root: str) -> dict:
             "remote_max_abs_weight_diff": diff}
 
 
-def population_child(size: int, clients: int, root: str) -> dict:
-    """(b), run in a fresh process: build, select, generate; report this process's peak RSS."""
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM: reset at exec, unlike ru_maxrss, which a child
+    started by fork and exec inherits from its parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def population_child(size: int, clients: int, root: str, id_list: bool = False) -> dict:
+    """(b), run in a fresh process: build, select, generate; report this process's peak RSS.
+
+    `id_list`: also hold the sorted list of every user id, as `federated.sampling`'s samplers
+    need: the control that shows the measurement sees what grows with the population.
+    """
+    from data.persona import user_id
     from federated.population import LazyPopulation, cohort_examples, select_from_population
 
     tok = _tokenizer(root)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    base = _peak_rss_mb()
+    ids = sorted(user_id(i) for i in range(size)) if id_list else []  # noqa: F841 (held on purpose)
     pop = LazyPopulation(size, seed=0, messages_per_user=MESSAGES_PER_PHONE)
     draw = select_from_population(pop, clients, 0, start_time_s=NIGHT_S)
     xy = cohort_examples(pop, draw.reporting, tok, 20, EXAMPLES_PER_PHONE)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = _peak_rss_mb()
     return {"population": size, "peak_rss_mb": round(peak, 1), "rss_before_mb": round(base, 1),
             "clients": len(xy), "examined": draw.examined}
 
 
-def populations(sizes: list[int], clients: int, root: str) -> dict:
-    out = {}
-    for n in sizes:
+def populations(sizes: list[int], clients: int, root: str) -> tuple[dict, float]:
+    """Peak RSS (MB) per population size, and the control's (the largest with its id list)."""
+    out, control = {}, 0.0
+    for n, id_list in [(n, False) for n in sizes] + [(max(sizes), True)]:
         cmd = [sys.executable, os.path.abspath(__file__), "--population-child", str(n), "--clients", str(clients),
-               "--out", root]
+               "--out", root] + (["--id-list"] if id_list else [])
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
         if r.returncode != 0:
             raise RuntimeError(f"population child {n} failed: {r.stderr[-2000:]}")
         row = json.loads(r.stdout.strip().splitlines()[-1])
+        if id_list:
+            control = row["peak_rss_mb"]
+            print(f"(b) control, population {n:,} plus a list of its user ids: peak RSS {control:.1f} MB", flush=True)
+            continue
         print(f"(b) population {n:>9,}: peak RSS {row['peak_rss_mb']:.1f} MB (after imports {row['rss_before_mb']:.1f}),"
               f" {row['clients']} clients generated, {row['examined']} phones checked", flush=True)
         out[str(n)] = row["peak_rss_mb"]
-    return out
+    return out, control
 
 
 def collectors(small: bool) -> dict:
@@ -208,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: concurrency,round,populations,collectors")
     ap.add_argument("--out", default="runs/bench/scale")
     ap.add_argument("--population-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--id-list", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.population_child:
-        print(json.dumps(population_child(args.population_child, args.clients, args.out)))
+        print(json.dumps(population_child(args.population_child, args.clients, args.out, args.id_list)))
         return 0
     if args.small:
         args.clients, args.repeats = min(args.clients, 100), 1
@@ -233,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out.update(round_1000_clients_s=None, round_1000_clients_remote_s=None)
     if "populations" not in skip:
-        rss = populations(sizes, args.clients, args.out)
+        rss, control = populations(sizes, args.clients, args.out)
         out["population_peak_rss_mb"] = rss
+        out["population_with_id_list_peak_rss_mb"] = control
         out["population_rss_max_over_min"] = round(max(rss.values()) / min(rss.values()), 3)
     else:
         out["population_peak_rss_mb"] = None
