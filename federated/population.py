@@ -27,8 +27,6 @@ import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-import numpy as np
-
 from data.persona import num_messages, user_id
 from data.sequences import Batch, examples
 from data.simulator import user_messages
@@ -155,11 +153,3 @@ def cohort_examples(pop: LazyPopulation, indices: Sequence[int], tokenizer: Toke
     """The `(x, y)` of each sampled client, generated now and not kept."""
     return [pop.examples(i, tokenizer, seq_len, max_examples) for i in indices]
 
-
-def eligible_share(pop: LazyPopulation, t_s: float, sample: int = 2000, seed: int = 0,
-                   model: av.AvailabilityModel = av.AvailabilityModel()) -> float:
-    """Share of a uniform sample of `pop` eligible at `t_s` (for choosing a busy simulated hour)."""
-    idx = np.random.default_rng([seed, 7]).integers(0, pop.size, size=min(sample, pop.size))
-    ok = sum(av.is_eligible(av.device_profile(user_id(int(i)), pop.seed, model), t_s, pop.num_messages(int(i)),
-                            pop.seed, model) for i in idx)
-    return ok / len(idx)

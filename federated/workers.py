@@ -27,12 +27,10 @@ every interface (`[::]:PORT`, TFF's choice): see docs/decisions.md for where it 
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
