@@ -180,6 +180,16 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how the TFF simulation executes its rounds (never what it computes: the same
+    weights come out whatever is set here; federated/workers.py)."""
+
+    workers: str = ""  # TFF worker addresses "HOST:PORT,HOST:PORT" (`fedkeys worker`); "" = one local worker
+    client_concurrency: int = 0  # clients a local worker trains at once (0 = the CPUs this process may use)
+    intra_op_threads: int = 0  # TensorFlow threads inside one client's ops (0 = CPUs / client_concurrency)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run used, written as config.json beside its results."""
 
@@ -193,3 +203,4 @@ class RunConfig:
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
     devices: DeviceConfig = field(default_factory=DeviceConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

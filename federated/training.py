@@ -34,6 +34,7 @@ from federated.privacy import check_dp
 from federated.runtime import install_cleanup
 from federated.sampling import epoch_clients, sample_clients, select_clients
 from federated.tff_model import initial_weights, model_weights
+from federated.workers import use_runtime
 from fedmath.availability import SECONDS_PER_HOUR
 from model.evaluate import evaluate, most_frequent_word_baseline
 from model.nwp import build_model, count_params, weight_names
@@ -129,7 +130,8 @@ def _find(measurements: Any, key: str) -> float | None:
 
 def _same_config(out_dir: str, cfg: RunConfig) -> None:
     old = read_config(out_dir)
-    if to_dict(old) != to_dict(cfg):
+    same = lambda c: {k: v for k, v in to_dict(c).items() if k != "runtime"}  # noqa: E731 (where it runs may change)
+    if same(old) != same(cfg):
         raise ValueError(f"--resume: {out_dir}/config.json differs from this run's config; "
                          "resume with the same preset and overrides")
 
@@ -169,6 +171,7 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
     if init_from:
         start = load_init_weights(init_from, [w.shape for w in start])
     started = time.perf_counter()
+    use_runtime(cfg.runtime)
     process = build_process(cfg, vocab_size, plan)
     state = process.initialize()
     state = process.set_model_weights(state, model_weights(start))

@@ -10,11 +10,11 @@ import argparse
 import os
 import sys
 
-from fedkeys.commands import audit, data, demo, devices, evaluate, export, report, serve, suggest, train, tune
+from fedkeys.commands import audit, data, demo, devices, evaluate, export, report, serve, suggest, train, tune, worker
 
 COMMANDS = {"data": data, "train": train, "export": export, "serve": serve,
             "devices": devices, "evaluate": evaluate, "demo": demo, "report": report, "tune": tune,
-            "suggest": suggest, "audit": audit}
+            "suggest": suggest, "audit": audit, "worker": worker}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in COMMANDS.items():
         p = sub.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__)
         p.add_argument("--preset", default="default", help="tiny (tests), default (demo), gboard, or a .json preset file (fedkeys tune)")
-        p.add_argument("--out", required=name not in ("serve", "report", "train", "suggest"), help="output directory")
+        p.add_argument("--out", required=name not in ("serve", "report", "train", "suggest", "worker"), help="output directory")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override a config field, e.g. --set train.rounds=5 (repeatable)")
         module.add_arguments(p)

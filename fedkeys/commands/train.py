@@ -5,7 +5,8 @@
 `--centralized --users proxy` pretrains on the proxy users (never training users), and
 `--init-from RUN_OR_WEIGHTS` starts federated training from such weights;
 `--resume` continues a killed run from its last checkpoint, `--dp fixed|adaptive` turns on
-TFF's DP aggregator with privacy accounting, and `--dry-run` prints the model's size.
+TFF's DP aggregator with privacy accounting, `--workers HOST:PORT,...` runs the rounds on
+`fedkeys worker` processes (other machines), and `--dry-run` prints the model's size.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start federated training from these weights (a run directory or a .npz of the same model)")
     p.add_argument("--dp", choices=("none", "fixed", "adaptive", "ftrl"), help="same as --set privacy.dp=...")
     p.add_argument("--algorithm", help="fedavg, fedavgm, fedadam, fedyogi or fedprox (train.algorithm)")
+    p.add_argument("--workers", metavar="HOST:PORT,...",
+                   help="run the TFF rounds on these `fedkeys worker` processes (same as --set runtime.workers=...)")
 
 
 def dry_run(cfg) -> int:
@@ -65,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, privacy=dataclasses.replace(cfg.privacy, dp=args.dp))
     if args.algorithm:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, algorithm=args.algorithm))
+    if args.workers:
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, workers=args.workers))
     from data.dataset import FederatedData
 
     data = FederatedData(args.data)
