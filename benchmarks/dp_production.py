@@ -17,7 +17,14 @@ Prints top-1, rho, epsilon at 1e-10 and at 1/N^1.1, and the rounds to reach `--t
 non-pretrained non-DP final top-1, one line per run; ends with one JSON line
 {"benchmark": "dp_production", "rows": [...]}.
 
+Each client takes one step on at most 32 windows (`--batch-size`, `--max-examples`): the TFF
+runtime's fixed per-client cost is about half of a phone-sized client's (docs/decisions.md), so
+the budget goes to the cohort, which is what shrinks the noise (z C / m). `--rows` runs a subset;
+a finished run with the same config is read back from disk, so rows run in parallel processes are
+joined by a last call that names them all.
+
 Usage: .venv/bin/python benchmarks/dp_production.py [--small] [--users 40000 --cohort 2000]
+       [--rows none:pre,dp_ftrl:pre] [--pretrain-examples 15000 --pretrain-momentum 0.9]
 """
 
 from __future__ import annotations
