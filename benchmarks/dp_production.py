@@ -225,7 +225,7 @@ def main(argv=None) -> int:
                   f"eps {eps}  top1 {top1:.4f} ({row['top1_over_nondp'] or float('nan'):.3f} of non-DP)  "
                   f"rounds to {target:.4f}: {reached}  [{s['seconds']:.0f} s]"
                   + (f" (start {pre_top1:.4f})" if pretrained else ""), flush=True)
-    ftrl = [r for r in rows if r["mechanism"] == "dp_ftrl" and r["rho"] <= 2 and r["top1_over_nondp"] is not None]
+    ftrl = [r for r in rows if r["mechanism"] == "dp_ftrl" and r["rho"] <= 2 + 1e-9 and r["top1_over_nondp"] is not None]
     if not ftrl:
         print(json.dumps({"benchmark": "dp_production", "small": args.small, "target_share": args.target,
                           "rows": rows}))
