@@ -9,7 +9,10 @@ and extrapolated, is compared with the exposures of 1,000 never-inserted sequenc
 
 Goals (issue 20): without DP, canaries repeated 25 times in one user reach an exposure at least
 10 bits above the reference median; with DP every canary's exposure lies within the reference
-95th percentile. Ends with one JSON line {"benchmark": "canary_exposure", "rows": [...]}.
+95th percentile. That DP goal is printed literally and beside it as a statistical test
+(fedmath/canary_stats.py): n canaries exceed a p95 by chance with probability 1 - 0.95^n, so the
+count above it is compared with the n * 0.05 expected, and the Bonferroni form asks every canary
+to lie within the p(100 - 5/n). Ends with one JSON line {"benchmark": "canary_exposure", "rows": [...]}.
 
 Usage: .venv/bin/python benchmarks/canary_exposure.py [--small] [dp_production.py's options]
 """
@@ -35,11 +38,12 @@ def main(argv=None) -> int:
     args.out = args.out.replace("dp_production", "canary_exposure")
 
     from federated.audit import run_audit
+    from fedmath.canary_stats import within_reference
     from federated.runtime import install_cleanup
 
     install_cleanup()
     data, n = population(args)
-    rows = []
+    rows, tests = [], {}
     for mechanism in args.mechanisms.split(","):
         per_pass = n // args.cohort
         z = noise_for_rho(mechanism, args.rho, per_pass * args.passes, per_pass)
@@ -47,6 +51,9 @@ def main(argv=None) -> int:
         result = run_audit(cfg, data, os.path.join(args.out, mechanism), per_config=args.per_config,
                            progress=not args.quiet)
         s = result["summary"]
+        if mechanism != "none":  # the DP goal, literally and as a multiple-comparison test
+            tests[mechanism] = within_reference([e for r in result["rows"] for e in r["exposures"]],
+                                                result["reference_exposures"])
         for r in result["rows"]:
             row = {"mechanism": mechanism, **r, "population": n, "cohort": args.cohort, "rounds": cfg.train.rounds,
                    "noise_multiplier": z, "rho": s["dp"]["rho"], "top1": s["final_eval"]["top1"]}
@@ -60,12 +67,15 @@ def main(argv=None) -> int:
             ok = r["exposure"] >= r["reference_median"] + 10
             print(f"goal (non-DP 25x one user >= median + 10 bits): {r['exposure']:.2f} vs "
                   f"{r['reference_median'] + 10:.2f}: {'met' if ok else 'NOT met'}", flush=True)
-    dp = [r for r in rows if r["mechanism"] != "none"]
-    if dp:
-        ok = all(r["exposure_max"] <= r["reference_p95"] for r in dp)
-        print(f"goal (DP: every canary within the reference p95): {'met' if ok else 'NOT met'} "
-              f"(largest {max(r['exposure_max'] for r in dp):.2f} vs p95 {dp[0]['reference_p95']:.2f})", flush=True)
-    print(json.dumps({"benchmark": "canary_exposure", "small": args.small, "rows": rows}))
+    for mechanism, t in tests.items():
+        print(f"goal ({mechanism}: every canary within the reference p95), literally: "
+              f"{'met' if t['literal_ok'] else 'NOT met'} ({t['above']} of {t['n']} above {t['threshold']:.2f}; "
+              f"by chance alone at least one is above with probability {t['chance_literal_fails']:.2f})", flush=True)
+        print(f"  statistical reading: {t['above']} above the p95 against {t['expected_above']:.2f} expected by "
+              f"chance, P(>= {t['above']} | no memorization) = {t['p_at_least_above']:.3f}; Bonferroni (every "
+              f"canary within the p{t['bonferroni_percentile']:.2f} = {t['bonferroni_threshold']:.2f}): "
+              f"{'met' if t['bonferroni_ok'] else 'NOT met'} ({t['bonferroni_above']} above)", flush=True)
+    print(json.dumps({"benchmark": "canary_exposure", "small": args.small, "rows": rows, "dp_tests": tests}))
     return 0
 
 

@@ -17,7 +17,14 @@ Prints top-1, rho, epsilon at 1e-10 and at 1/N^1.1, and the rounds to reach `--t
 non-pretrained non-DP final top-1, one line per run; ends with one JSON line
 {"benchmark": "dp_production", "rows": [...]}.
 
+Each client takes one step on at most 32 windows (`--batch-size`, `--max-examples`): the TFF
+runtime's fixed per-client cost is about half of a phone-sized client's (docs/decisions.md), so
+the budget goes to the cohort, which is what shrinks the noise (z C / m). `--rows` runs a subset;
+a finished run with the same config is read back from disk, so rows run in parallel processes are
+joined by a last call that names them all.
+
 Usage: .venv/bin/python benchmarks/dp_production.py [--small] [--users 40000 --cohort 2000]
+       [--rows none:pre,dp_ftrl:pre] [--pretrain-examples 15000 --pretrain-momentum 0.9]
 """
 
 from __future__ import annotations
@@ -47,6 +54,14 @@ def arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--client-lr", type=float, default=0.5)
     ap.add_argument("--server-lr", type=float, default=1.0)
     ap.add_argument("--pretrain-examples", type=int, default=0, help="proxy examples to pretrain on (0 = 3 epochs)")
+    ap.add_argument("--pretrain-lr", type=float, default=0.5, help="pretraining SGD step size")
+    ap.add_argument("--pretrain-momentum", type=float, default=0.0, help="pretraining SGD momentum")
+    # one client step on a phone-sized history: a client costs the C++ runtime ~0.1 CPU s whatever
+    # its size, so each client does a single batch of up to 32 windows (docs/decisions.md)
+    ap.add_argument("--batch-size", type=int, default=32, help="client batch size")
+    ap.add_argument("--max-examples", type=int, default=32, help="windows per client per round at most")
+    ap.add_argument("--rows", default="all", help="'all' or a comma list of MECHANISM:pre|scratch (e.g. "
+                    "none:pre,dp_ftrl:pre) to run only those rows")
     ap.add_argument("--out", default="runs/bench/dp_production")
     ap.add_argument("--quiet", action="store_true")
 
@@ -82,8 +97,8 @@ def run_config(args: argparse.Namespace, n_train: int, mechanism: str, z: float)
     return dataclasses.replace(
         base,
         train=dataclasses.replace(base.train, rounds=rounds, clients_per_round=args.cohort, selection="epoch",
-                                  local_epochs=1, client_learning_rate=args.client_lr,
-                                  server_learning_rate=args.server_lr, max_examples_per_client=64,
+                                  local_epochs=1, client_learning_rate=args.client_lr, batch_size=args.batch_size,
+                                  server_learning_rate=args.server_lr, max_examples_per_client=args.max_examples,
                                   eval_every=max(1, rounds // 8), checkpoint_every=0, tensorboard=False),
         privacy=dataclasses.replace(base.privacy, dp=MECHANISMS[mechanism], clip_norm=args.clip,
                                     noise_multiplier=z, delta=1e-10))
@@ -101,16 +116,41 @@ def noise_for_rho(mechanism: str, rho: float, rounds: int, per_pass: int) -> flo
     return math.sqrt(passes * tree_depth(per_pass) / (2 * rho))
 
 
+def selected_rows(spec: str) -> list[tuple[str, bool]]:
+    """(mechanism, pretrained) pairs of `--rows`, non-DP rows first so each ratio has its base.
+
+    Rows run in separate processes can be joined afterwards: a finished run with the same config
+    is read back rather than trained again (`train_row`), so a last call naming all rows prints the
+    whole table from the runs on disk.
+
+    Raises:
+        ValueError: an unknown mechanism or form.
+    """
+    every = [(m, p) for p in (False, True) for m in MECHANISMS]
+    if spec == "all":
+        return every
+    wanted = []
+    for item in spec.split(","):
+        mechanism, _, form = item.partition(":")
+        if mechanism not in MECHANISMS or form not in ("pre", "scratch"):
+            raise ValueError(f"--rows items are MECHANISM:pre|scratch with MECHANISM in {list(MECHANISMS)}, "
+                             f"got {item!r}")
+        wanted.append((mechanism, form == "pre"))
+    return [r for r in every if r in wanted]
+
+
 def pretrain(args: argparse.Namespace, data, n_train: int) -> str:
     """Centralized training on the proxy users; the run directory (cached)."""
     from model.centralized import train_centralized
 
-    out = os.path.join(args.out, f"pretrain_proxy_u{args.users}_m{args.messages}")
+    cfg = run_config(args, n_train, "none", 0.0)
+    proxy = sum(data.client_examples(u, cfg.data.seq_len, args.max_examples)[0].shape[0] for u in data.users("proxy"))
+    examples = args.pretrain_examples or 3 * proxy
+    out = os.path.join(args.out, f"pretrain_proxy_u{args.users}_m{args.messages}_e{examples}_lr{args.pretrain_lr}"
+                                 f"_mom{args.pretrain_momentum}")
     if not os.path.exists(os.path.join(out, "weights.npz")):
-        cfg = run_config(args, n_train, "none", 0.0)
-        proxy = sum(data.client_examples(u, cfg.data.seq_len, 64)[0].shape[0] for u in data.users("proxy"))
-        s = train_centralized(cfg, data, out, examples=args.pretrain_examples or 3 * proxy, split="proxy",
-                              progress=not args.quiet)
+        s = train_centralized(cfg, data, out, examples=examples, split="proxy", learning_rate=args.pretrain_lr,
+                              momentum=args.pretrain_momentum, progress=not args.quiet)
         print(f"pretrained on {len(data.users('proxy'))} proxy users ({s['examples_processed']} examples): "
               f"held-out top-1 {s['final_eval']['top1']:.4f}", flush=True)
     return out
@@ -118,13 +158,20 @@ def pretrain(args: argparse.Namespace, data, n_train: int) -> str:
 
 def train_row(args: argparse.Namespace, data, n_train: int, mechanism: str, init_from: str | None):
     """One federated run; its summary and its (round, top1) evaluations."""
+    from configs.io import read_config, to_dict
     from federated.training import run_federated
 
     per_pass = n_train // args.cohort
     z = noise_for_rho(mechanism, args.rho, per_pass * args.passes, per_pass)
     cfg = run_config(args, n_train, mechanism, z)
-    out = os.path.join(args.out, f"u{args.users}_{mechanism}_{'pre' if init_from else 'scratch'}")
-    s = run_federated(cfg, data, out, progress=not args.quiet, init_from=init_from)
+    out = os.path.join(args.out, f"u{args.users}_c{args.cohort}_p{args.passes}_{mechanism}_"
+                                 f"{'pre' if init_from else 'scratch'}")
+    done = os.path.join(out, "summary.json")
+    if os.path.exists(done) and to_dict(read_config(out)) == to_dict(cfg):  # the same run, finished
+        with open(done) as f:
+            s = json.load(f)
+    else:
+        s = run_federated(cfg, data, out, progress=not args.quiet, init_from=init_from)
     with open(os.path.join(out, "metrics.csv")) as f:
         evals = [(int(r["round"]), float(r["top1"])) for r in csv.DictReader(f) if r["top1"]]
     return cfg, s, evals, out
@@ -142,16 +189,24 @@ def main(argv=None) -> int:
 
     install_cleanup()
     data, n = population(args)
-    pre = pretrain(args, data, n)
+    wanted = selected_rows(args.rows)
+    pre = pretrain(args, data, n) if any(p for _, p in wanted) else None
+    pre_top1 = None
+    if pre:  # the pretrained start's own held-out top-1: what federated fine-tuning adds to it
+        with open(os.path.join(pre, "summary.json")) as f:
+            pre_top1 = json.load(f)["final_eval"]["top1"]
     rows, nondp = [], {}
     for pretrained in (False, True):
         for mechanism in MECHANISMS:
+            if (mechanism, pretrained) not in wanted:
+                continue
             cfg, s, evals, _ = train_row(args, data, n, mechanism, pre if pretrained else None)
             top1 = s["final_eval"]["top1"]
             if mechanism == "none":
                 nondp[pretrained] = top1
             rho = s["dp"]["rho"]
-            target = args.target * nondp[False]
+            base = nondp.get(pretrained)
+            target = args.target * nondp.get(False, base or 0.0)
             reached = next((r for r, t in evals if t >= target), None)
             row = {"mechanism": mechanism, "pretrained": pretrained, "population": n,
                    "cohort": cfg.train.clients_per_round, "rounds": cfg.train.rounds,
@@ -159,16 +214,22 @@ def main(argv=None) -> int:
                    "clip": cfg.privacy.clip_norm, "rho": rho,
                    "epsilon_1e10": zcdp_epsilon(rho, GBOARD_DELTA) if rho is not None else None,
                    "epsilon_n11": zcdp_epsilon(rho, default_delta(n)) if rho is not None else None,
-                   "top1": top1, "top1_over_nondp": top1 / nondp[pretrained] if nondp[pretrained] else None,
+                   "top1": top1, "top1_over_nondp": top1 / base if base else None,
                    "rounds_to_target": reached, "target_top1": target,
-                   "baseline_top1": s["baseline_most_frequent"]["top1"], "seconds": s["seconds"]}
+                   "baseline_top1": s["baseline_most_frequent"]["top1"],
+                   "start_top1": pre_top1 if pretrained else None, "seconds": s["seconds"]}
             rows.append(row)
             eps = "-" if rho is None else f"{row['epsilon_1e10']:.2f} (1e-10), {row['epsilon_n11']:.2f} (1/N^1.1)"
             print(f"{mechanism:9s} pretrained={pretrained!s:5s} N={n} m={row['cohort']} T={row['rounds']} "
                   f"z={row['noise_multiplier']:.3f} C={args.clip} rho={rho if rho is None else round(rho, 3)} "
-                  f"eps {eps}  top1 {top1:.4f} ({row['top1_over_nondp']:.3f} of non-DP)  "
-                  f"rounds to {target:.4f}: {reached}  [{s['seconds']:.0f} s]", flush=True)
-    ftrl = [r for r in rows if r["mechanism"] == "dp_ftrl" and r["rho"] <= 2]
+                  f"eps {eps}  top1 {top1:.4f} ({row['top1_over_nondp'] or float('nan'):.3f} of non-DP)  "
+                  f"rounds to {target:.4f}: {reached}  [{s['seconds']:.0f} s]"
+                  + (f" (start {pre_top1:.4f})" if pretrained else ""), flush=True)
+    ftrl = [r for r in rows if r["mechanism"] == "dp_ftrl" and r["rho"] <= 2 + 1e-9 and r["top1_over_nondp"] is not None]
+    if not ftrl:
+        print(json.dumps({"benchmark": "dp_production", "small": args.small, "target_share": args.target,
+                          "rows": rows}))
+        return 0
     best = max(ftrl, key=lambda r: r["top1_over_nondp"] or 0)
     # a non-DP model no better than always suggesting the commonest word makes any ratio vacuous
     learned = nondp[best["pretrained"]] > best["baseline_top1"]

@@ -56,7 +56,7 @@ def run_audit(cfg: RunConfig, data: Any, out_dir: str, plan: Sequence[tuple[int,
                      "exposure_max": float(np.max(exp)), "exposures": [round(float(e), 3) for e in exp],
                      "exposure_extrapolated": float(np.mean(ext)), "reference_median": median,
                      "reference_p95": p95, "space": fmt.size})
-    result = {"summary": summary, "rows": rows,
+    result = {"summary": summary, "rows": rows, "reference_exposures": [round(float(e), 4) for e in ref_exp],
               "canaries": [{"index": c.index, "repetitions": c.repetitions, "users": c.users} for c in canaries]}
     with open(os.path.join(out_dir, "audit.json"), "w") as f:
         json.dump(result, f, indent=2, default=float)
