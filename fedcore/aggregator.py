@@ -4,10 +4,12 @@ An aggregator turns a round's client updates into the one delta the server optim
 along, in three calls over a state the caller holds (FedJAX's init / apply style):
 
     state = rule.init(template)          # before the first update
-    rule.add(state, update, weight)      # once per accepted update, in arrival order
+    rule.add_from(state, device_id, update, weight)   # once per accepted update, in arrival order
     aggregate = rule.result(state)       # when the round closes
 
-`rule.weight(num_examples)` is the weight an update enters with, recorded beside it.
+`rule.weight(num_examples)` is the weight an update enters with, recorded beside it. `add_from`
+is `add` with the sender's device id; only a rule with `tracks_devices` (fedcore/anomaly.py:
+reputation per device) uses the id, the others ignore it, so callers always pass it.
 
 A **linear** rule is a weighted mean: its state is a `fedmath.aggregate.RunningSum` that `add`
 only adds to (after a deterministic per-update transform at most, as `fedcore.dp.ServerClip`
@@ -42,6 +44,7 @@ class Aggregator(abc.ABC):
 
     name: ClassVar[str] = ""
     linear: ClassVar[bool] = False
+    tracks_devices: ClassVar[bool] = False  # add_from uses the device id (a per-device reputation)
 
     @abc.abstractmethod
     def weight(self, num_examples: int) -> float:
@@ -54,6 +57,10 @@ class Aggregator(abc.ABC):
     @abc.abstractmethod
     def add(self, state: Any, update: Weights, weight: float) -> None:
         """Fold one update (not kept: copy what must outlive the call) into `state`."""
+
+    def add_from(self, state: Any, device_id: str, update: Weights, weight: float) -> None:
+        """`add` for an update sent by `device_id` (ignored unless `tracks_devices`)."""
+        self.add(state, update, weight)
 
     @abc.abstractmethod
     def result(self, state: Any) -> Aggregate:

@@ -84,12 +84,8 @@ class ServerAlgorithm:
               updates: Sequence[ClientUpdate]) -> tuple[State, Weights, Aggregate]:
         """A whole synchronous round in memory: aggregate `updates` in order, then step."""
         agg_state = self.aggregator.init(weights)
-        add_from = getattr(self.aggregator, "add_from", None)  # rules that track devices (screened)
         for u in updates:
-            if add_from is not None:
-                add_from(agg_state, u.device_id, u.delta, self.aggregator.weight(u.num_examples))
-            else:
-                self.aggregator.add(agg_state, u.delta, self.aggregator.weight(u.num_examples))
+            self.aggregator.add_from(agg_state, u.device_id, u.delta, self.aggregator.weight(u.num_examples))
         aggregate = self.aggregator.result(agg_state)
         state, weights = self.apply(state, weights, aggregate)
         return state, weights, aggregate

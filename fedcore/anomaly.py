@@ -131,6 +131,7 @@ class Screened(Aggregator):
 
     name = "screened"
     linear = False
+    tracks_devices = True
 
     def __init__(self, inner: str = "norm_bound", policy: str = "downweight", z_max: float = 3.0,
                  flagged_weight: float = 0.01, reputation_decay: float = 0.8,

@@ -16,8 +16,10 @@ The aggregation rule is `train.aggregator` as the core resolves it: `weighted_me
 `build_weighted_*` builders, `uniform_mean` the `build_unweighted_*` ones (with DP, TFF's DP
 aggregator, which is uniform by construction), `norm_bound` (without parameters) the weighted
 builders with `tff.learning.robust_aggregator`, the reference `fedcore/norm_bound.py` follows.
-Other rules (median, trimmed mean, Krum, screened) run on the collector and the in-process
-simulation (device_sim/simulation.py) only: TFF has no order-statistic aggregator to build them from.
+The row rules (median, trimmed mean, Krum, Multi-Krum, with fedcore's parameters) run as
+federated/robust.py's factories with the unweighted builders (each update counts once, as in
+fedcore). The screened rule runs on the collector and the in-process simulation
+(device_sim/simulation.py) only: its reputations live across rounds outside the model.
 
 The server learning rate is constant, or (`train.server_lr_schedule = "cosine"`) a half cosine from
 `server_learning_rate` at the first round to 0 after the last (federated/optimizers.py); the
@@ -38,6 +40,7 @@ from configs.schema import RunConfig
 from fedcore.algorithm import ALGORITHMS, aggregator_name, server_optimizer_name
 from federated.optimizers import build_clipped_sgd, build_nesterov, with_schedule
 from federated.privacy import DpPlan, dp_aggregator
+from federated.robust import RULES as ROW_RULES, RowRuleFactory
 from federated.tff_model import make_model_fn
 
 # The clients' training loop: a dataset iterator, not TFF's default `DatasetReduce`. Same batches,
@@ -98,9 +101,14 @@ def uniform_weighting(cfg: RunConfig) -> bool:
     if rule == NORM_BOUND and dp:
         raise ValueError("privacy.dp with train.aggregator 'norm_bound': TFF's DP aggregator already clips; "
                          "use 'uniform_mean' or 'auto'")
+    if rule.split(":")[0] in ROW_RULES:
+        if dp:
+            raise ValueError(f"privacy.dp with train.aggregator {rule!r}: a robust rule needs the individual updates, "
+                             "TFF's DP aggregator a sum; use 'uniform_mean' or 'auto'")
+        return True
     if rule not in ("weighted_mean", "uniform_mean", NORM_BOUND):
-        raise ValueError(f"the TFF simulation runs train.aggregator 'weighted_mean', 'uniform_mean' (or 'auto') or "
-                         f"'{NORM_BOUND}' (TFF's defaults); {rule!r} runs on the collector only")
+        raise ValueError(f"the TFF simulation runs train.aggregator 'weighted_mean', 'uniform_mean' (or 'auto'), "
+                         f"'{NORM_BOUND}' (TFF's defaults) or a row rule {ROW_RULES}; {rule!r} runs on the collector only")
     if dp and rule == "weighted_mean":
         raise ValueError("privacy.dp needs each client to count once: train.aggregator 'uniform_mean' or 'auto', "
                          "got 'weighted_mean'")
@@ -127,6 +135,8 @@ def build_process(cfg: RunConfig, vocab_size: int, dp: DpPlan,
 
         specs = [tf.TensorSpec(w.shape, w.dtype) for w in model_fn().trainable_variables]
     agg = dp_aggregator(dp, cfg.privacy, specs)
+    if t.aggregator.split(":")[0] in ROW_RULES:
+        agg = RowRuleFactory(t.aggregator, t.clients_per_round)
     if cfg.secagg.enabled:  # the secure path's quantization and modular sum (federated/secure_sum.py)
         if not uniform or agg is not None:
             raise ValueError("secure aggregation in the simulation needs train.aggregator 'uniform_mean' and "

@@ -220,16 +220,13 @@ class RoundSum:
             cache = self._sum_upto(c, rnd, self.store.last_seq(c, rnd.round))
             return self.aggregator.result(cache.rs)
         state = self.aggregator.init([np.zeros(s, np.float32) for s in self.shapes])
-        add_from = getattr(self.aggregator, "add_from", None)  # a rule that screens devices (fedcore.anomaly)
-        if add_from is not None:
+        tracks = self.aggregator.tracks_devices  # a rule that screens devices (fedcore.anomaly)
+        if tracks:
             reputation.bind(c, self.aggregator)
         for rec in self.store.updates_between(c, rnd.round, -1):
             update = validation.prepared(self.read_spool(rec.spool), rec.clip_to)
-            if add_from is not None:
-                add_from(state, rec.device_id, update, rec.weight)
-            else:
-                self.aggregator.add(state, update, rec.weight)
+            self.aggregator.add_from(state, rec.device_id, update, rec.weight)
         aggregate = self.aggregator.result(state)
-        if add_from is not None:
+        if tracks:
             reputation.record(c, rnd.round, state)
         return aggregate

@@ -101,3 +101,17 @@ def test_screened_through_the_registry_and_its_refusals():
         Screened(inner="screened")
     with pytest.raises(ValueError, match="no updates"):
         Screened().result(Screened().init([np.zeros(2, np.float32)]))
+
+
+def test_every_rule_takes_the_device_id_and_only_screened_uses_it():
+    from fedcore import aggregator as aggregators
+
+    mean, screened = aggregators.build("weighted_mean"), aggregators.build("screened:inner=weighted_mean")
+    assert not mean.tracks_devices and screened.tracks_devices
+    state = mean.init([np.zeros(2, np.float32)])
+    mean.add_from(state, "phone-1", [np.array([1.0, 3.0], np.float32)], 1.0)
+    mean.add_from(state, "phone-2", [np.array([3.0, 5.0], np.float32)], 3.0)
+    assert np.allclose(mean.result(state).delta[0], [2.5, 4.5])  # (1 + 9) / 4, (3 + 15) / 4
+    state = screened.init([np.zeros(2, np.float32)])
+    screened.add_from(state, "phone-1", [np.array([1.0, 3.0], np.float32)], 1.0)
+    assert state.device_ids == ["phone-1"]
