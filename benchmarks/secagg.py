@@ -19,6 +19,9 @@ Figures per row:
 - server_cpu_s: the gunicorn master's and workers' CPU seconds from the first check-in to the
   published model; plain_server_cpu_s the same for a plain round of float32 uploads by as many
   devices (same size, one run per size and device count); server_cpu_ratio = secure / plain;
+  stage_server_cpu_s splits server_cpu_s by the stage the phones were in (the check-ins are in
+  server_cpu_s but in no stage; `close` runs from the last unmask message to the published
+  model: the unmasking arithmetic, the publication, and the status polls of the idle wait);
 - bytes_up, bytes_down: mean bytes per surviving device on the /v1/secagg endpoints (bodies,
   both ways, key and share traffic included; check-in and model download excluded);
   bytes_ratio = (bytes_up + bytes_down) / the bytes of one float32 upload (wire header included);
