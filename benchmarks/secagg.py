@@ -19,6 +19,9 @@ Figures per row:
 - server_cpu_s: the gunicorn master's and workers' CPU seconds from the first check-in to the
   published model; plain_server_cpu_s the same for a plain round of float32 uploads by as many
   devices (same size, one run per size and device count); server_cpu_ratio = secure / plain;
+  stage_server_cpu_s splits server_cpu_s by the stage the phones were in (the check-ins are in
+  server_cpu_s but in no stage; `close` runs from the last unmask message to the published
+  model: the unmasking arithmetic, the publication, and the status polls of the idle wait);
 - bytes_up, bytes_down: mean bytes per surviving device on the /v1/secagg endpoints (bodies,
   both ways, key and share traffic included; check-in and model download excluded);
   bytes_ratio = (bytes_up + bytes_down) / the bytes of one float32 upload (wire header included);
@@ -120,10 +123,20 @@ def secure_round(root: str, bundle: str, shapes, n: int, dropout: float, bits: i
             t.stats = type(t.stats)()  # count the secure stages only
         reports = {d: SecureReport(links[d], idents[d], rnd, issuer.public_hex, max_wait_s=10 * timeout + 60)
                    for d in ids}
+        stages = {}
+        mark = [cpu_of(master)]
+
+        def lap(name: str) -> None:
+            now = cpu_of(master)
+            stages[name] = now - mark[0]
+            mark[0] = now
+
         for d in ids:
             reports[d].advertise()
+        lap("advertise")
         for d in ids:
             reports[d].share()
+        lap("share")
         size = sum(int(np.prod(s)) for s in shapes)
         expected = np.zeros(size + 1, np.uint32)
         for d in ids:
@@ -132,10 +145,12 @@ def secure_round(root: str, bundle: str, shapes, n: int, dropout: float, bits: i
             expected = ring.add_mod(expected, q, bits)
             reports[d].masked(q)
             del q, update
+        lap("masked")
         drop = set(rng.choice(ids, size=int(round(dropout * n)), replace=False)) if dropout > 0 else set()
         survivors = [d for d in ids if d not in drop]
         for d in survivors:
             reports[d].unmask()
+        lap("unmask")
         client = (time.process_time() - c0) / n
         waiter = links[survivors[0]]
         deadline = time.monotonic() + 10 * timeout + 120
@@ -147,6 +162,7 @@ def secure_round(root: str, bundle: str, shapes, n: int, dropout: float, bits: i
             if st["rounds_closed"] + st["rounds_abandoned"] >= 1 or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
+        lap("close")
         server = cpu_of(master) - s0
         sum_path = os.path.join(root, "state", "secagg", f"r{rnd}.sum")
         got = np.fromfile(sum_path, "<u4") if os.path.exists(sum_path) else None
@@ -156,7 +172,8 @@ def secure_round(root: str, bundle: str, shapes, n: int, dropout: float, bits: i
         params = graph.choose(n, dropout)
     return {"client_cpu_s": client, "server_cpu_s": server, "bytes_up": float(np.mean(up)),
             "bytes_down": float(np.mean(down)), "exact": bool(exact), "degree": params.degree,
-            "threshold": params.threshold, "survivors": len(survivors)}
+            "threshold": params.threshold, "survivors": len(survivors),
+            "stage_server_cpu_s": stages}
 
 
 def main(argv=None) -> dict:

@@ -137,11 +137,12 @@ class ClientRound:
                 raise ProtocolAbort(f"share from neighbour {v}: {err}") from None
         if quantized.shape != (self.size,) or quantized.dtype != np.uint32:
             raise ValueError(f"expected {self.size} uint32 ring values, got {quantized.dtype} {quantized.shape}")
-        y = ring.add_mod(quantized, crypto.expand(self._seed, self.size, self.bits), self.bits)
+        y = quantized.copy()
+        scratch = np.empty_like(y)  # one keystream buffer for all the masks
+        crypto.apply_mask(y, self._seed, self.bits, 1, scratch)
         for v in sorted(self._received):
             pair = crypto.agree(self._mask, self.neighbours[v]["mask_key"], self.session, PAIR_MASK, self.index, v)
-            mask = crypto.expand(pair, self.size, self.bits)
-            y = ring.add_mod(y, mask, self.bits) if self.index < v else ring.sub_mod(y, mask, self.bits)
+            crypto.apply_mask(y, pair, self.bits, 1 if self.index < v else -1, scratch)
         self.stage = "unmask"
         return ring.pack(y, self.bits)
 

@@ -96,6 +96,29 @@ def expand(seed: bytes, size: int, bits: int) -> np.ndarray:
     return stream
 
 
+def apply_mask(total: np.ndarray, seed: bytes, bits: int, sign: int, scratch: np.ndarray | None = None) -> None:
+    """total <- total + sign * expand(seed) mod 2^bits, in place (sign +1 or -1).
+
+    The keystream is written straight into `scratch` (uint32, total's size; allocated when None),
+    so recovering a round with many masks allocates nothing per mask.
+    """
+    if len(seed) != KEY_BYTES or not 1 <= bits <= 32 or total.dtype != np.uint32:
+        raise ValueError(f"apply_mask needs a {KEY_BYTES}-byte seed, 1..32 bits and uint32 values")
+    buf = np.empty_like(total) if scratch is None else scratch
+    raw = buf.view(np.uint8)
+    raw[:] = 0
+    enc = Cipher(algorithms.AES(seed), modes.CTR(b"\x00" * 16)).encryptor()
+    enc.update_into(raw, raw)  # the keystream XOR zeros, in place (little-endian words as expand reads them)
+    if buf.dtype.byteorder == ">":
+        buf.byteswap(inplace=True)
+    if sign > 0:
+        np.add(total, buf, out=total)
+    else:
+        np.subtract(total, buf, out=total)
+    if bits < 32:
+        np.bitwise_and(total, np.uint32((1 << bits) - 1), out=total)
+
+
 def advertise_message(session: bytes, device_id: str, cipher_public: bytes, mask_public: bytes) -> bytes:
     """What a device signs with its identity key: purpose, session, its id, its two keys."""
     return ADVERTISE_PURPOSE + session + device_id.encode() + b"\x00" + cipher_public + mask_public

@@ -22,6 +22,7 @@ k to meet the bounds use the complete graph, and `Parameters.correctness_bits` s
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -65,6 +66,28 @@ def bits(k: int, t: int, dropout: float, corrupt: float) -> tuple[float, float]:
     return -fail, -leak
 
 
+def _log2_cumulative(log_pmf: list[float]) -> list[float]:
+    """log2 P[X <= i] for i = 0..k from natural-log pmf values (running log-sum-exp)."""
+    out, acc = [], -math.inf
+    for x in log_pmf:
+        if x > -math.inf:
+            hi = max(acc, x)
+            acc = hi + math.log(math.exp(acc - hi) + math.exp(x - hi))
+        out.append(acc / math.log(2))
+    return out
+
+
+def _tails(k: int, dropout: float, corrupt: float) -> tuple[list[float], list[float]]:
+    """For t = 0..k+1: (correctness bits, security bits) of threshold t, each list indexed by t,
+    from one pass over each binomial's pmf (O(k) per degree instead of O(k) per threshold)."""
+    alive = _log2_cumulative([_log_binom_pmf(k, i, 1.0 - dropout) for i in range(k + 1)])
+    bad = _log2_cumulative([_log_binom_pmf(k, i, corrupt) for i in reversed(range(k + 1))])[::-1]
+    correct = [math.inf] + [-alive[t - 1] for t in range(1, k + 2)]  # P[alive <= t - 1]
+    secure = [-bad[t] for t in range(k + 1)] + [math.inf]  # P[corrupt >= t]
+    return correct, secure
+
+
+@functools.lru_cache(maxsize=64)
 def choose(devices: int, dropout: float, corrupt: float = 0.05, security_bits: float = 40.0,
            correctness_bits: float = 20.0) -> Parameters:
     """The smallest degree and its largest safe threshold for `devices` devices (module docstring).
@@ -79,8 +102,9 @@ def choose(devices: int, dropout: float, corrupt: float = 0.05, security_bits: f
     full = devices - 1
     candidates = list(range(2, full, 2)) + [full]
     for k in candidates:
+        correct, secure = _tails(k, dropout, corrupt)
         for t in range(k, k // 2, -1):  # largest t first: the most shares a coalition must hold
-            c_bits, s_bits = bits(k, t, dropout, corrupt)
+            c_bits, s_bits = correct[t], secure[t]
             if c_bits >= correctness_bits:
                 if s_bits >= security_bits:
                     return Parameters(devices, k, t, c_bits, s_bits)

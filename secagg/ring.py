@@ -104,6 +104,13 @@ def add_mod(a: np.ndarray, b: np.ndarray, bits: int) -> np.ndarray:
     return out
 
 
+def add_into(total: np.ndarray, b: np.ndarray, bits: int) -> None:
+    """total <- (total + b) mod 2^bits in place (uint32): the running sum allocates nothing."""
+    np.add(total, b, out=total)
+    if bits < 32:
+        np.bitwise_and(total, np.uint32((1 << bits) - 1), out=total)
+
+
 def sub_mod(a: np.ndarray, b: np.ndarray, bits: int) -> np.ndarray:
     out = a - b
     if bits < 32:
@@ -184,11 +191,11 @@ def unpack(raw: bytes | memoryview, size: int, bits: int) -> np.ndarray:
         return (planes << np.arange(bits, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
     per = g * bits // 8
     groups = -(-size // g)
-    buf = np.zeros((groups, 8), np.uint8)
-    src = np.zeros(groups * per, np.uint8)
+    # each group's `per` bytes read as one little-endian uint64 through a strided view (8-byte
+    # reads at a stride of `per`), over a copy padded so the last read stays inside the buffer
+    src = np.zeros(groups * per + 8, np.uint8)
     src[:want] = np.frombuffer(raw, np.uint8)
-    buf[:, :per] = src.reshape(groups, per)
-    acc = buf.view("<u8").reshape(-1)
+    acc = np.ndarray((groups,), "<u8", src, 0, (per,))
     mask = np.uint64((1 << bits) - 1)
     out = np.empty((groups, g), np.uint32)
     for i in range(g):

@@ -72,11 +72,12 @@ class ServerRound:
         self.result: Optional[np.ndarray] = None
 
     # -- helpers --------------------------------------------------------------------------------
-    def _open(self, stage: str, device_id: str, body: Any) -> Optional[dict]:
-        """None when `body` is new for this device and stage; the first answer when it repeats."""
+    def _open(self, stage: str, device_id: str, body_digest: str) -> Optional[dict]:
+        """None when the body of digest `body_digest` is new for this device and stage; the first
+        answer when it repeats."""
         seen = self._digests.get((stage, device_id))
         if seen is not None:
-            if seen == digest(body):
+            if seen == body_digest:
                 return {"accepted": True, "repeat": True}
             raise Refusal("duplicate", f"device already sent a different {stage} message this round")
         if self.stage != stage:
@@ -96,8 +97,9 @@ class ServerRound:
         self.masked_sum = np.zeros(0, np.uint32)
 
     # -- stage 0: advertise -------------------------------------------------------------------
-    def advertise(self, device_id: str, body: Any) -> dict:
-        repeat = self._open("advertise", device_id, body)
+    def advertise(self, device_id: str, body: Any, body_digest: str = "") -> dict:
+        body_digest = body_digest or digest(body)
+        repeat = self._open("advertise", device_id, body_digest)
         if repeat is not None:
             return repeat
         b = messages.fields(body, {"cipher_key", "mask_key", "signature", "certificate"}, "advertise")
@@ -116,7 +118,7 @@ class ServerRound:
         self.advertised[device_id] = {"cipher_key": b["cipher_key"], "mask_key": b["mask_key"],
                                       "signature": b["signature"], "certificate": b["certificate"],
                                       "identity_key": key, "mask_public": s_pk}
-        self._digests[("advertise", device_id)] = digest(body)
+        self._digests[("advertise", device_id)] = body_digest
         return {"accepted": True}
 
     def close_advertise(self) -> None:
@@ -146,8 +148,9 @@ class ServerRound:
         return {"index": i, "threshold": self.params.threshold, "neighbours": entries}
 
     # -- stage 1: share keys ------------------------------------------------------------------
-    def share(self, device_id: str, body: Any) -> dict:
-        repeat = self._open("share", device_id, body)
+    def share(self, device_id: str, body: Any, body_digest: str = "") -> dict:
+        body_digest = body_digest or digest(body)
+        repeat = self._open("share", device_id, body_digest)
         if repeat is not None:
             return repeat
         i = self._member(device_id, set(self.ids), "advertised keys")
@@ -158,7 +161,7 @@ class ServerRound:
         for j in got:
             self.mail.setdefault(j, {})[i] = b["shares"][str(j)]
         self.u2.add(i)
-        self._digests[("share", device_id)] = digest(body)
+        self._digests[("share", device_id)] = body_digest
         return {"accepted": True}
 
     def close_share(self) -> None:
@@ -176,8 +179,9 @@ class ServerRound:
         return {"shares": {str(j): mail[j] for j in sorted(mail) if j in self.u2}}
 
     # -- stage 2: masked input ----------------------------------------------------------------
-    def masked(self, device_id: str, payload: bytes | memoryview) -> dict:
-        repeat = self._open("masked", device_id, payload)
+    def masked(self, device_id: str, payload: bytes | memoryview, body_digest: str = "") -> dict:
+        body_digest = body_digest or digest(payload)
+        repeat = self._open("masked", device_id, body_digest)
         if repeat is not None:
             return repeat
         i = self._member(device_id, self.u2, "shared keys")
@@ -185,9 +189,9 @@ class ServerRound:
             y = ring.unpack(payload, self.size, self.bits)
         except ValueError as e:
             raise Refusal("bad_payload", str(e)) from None
-        self.masked_sum = ring.add_mod(self.masked_sum, y, self.bits)
+        ring.add_into(self.masked_sum, y, self.bits)
         self.u3.add(i)
-        self._digests[("masked", device_id)] = digest(payload)
+        self._digests[("masked", device_id)] = body_digest
         return {"accepted": True}
 
     def close_masked(self) -> None:
@@ -206,8 +210,9 @@ class ServerRound:
                 "dropped": [j for j in near if j not in self.u3]}
 
     # -- stage 3: unmask ----------------------------------------------------------------------
-    def unmask(self, device_id: str, body: Any) -> dict:
-        repeat = self._open("unmask", device_id, body)
+    def unmask(self, device_id: str, body: Any, body_digest: str = "") -> dict:
+        body_digest = body_digest or digest(body)
+        repeat = self._open("unmask", device_id, body_digest)
         if repeat is not None:
             return repeat
         i = self._member(device_id, self.u3, "uploaded masked vectors")
@@ -219,7 +224,7 @@ class ServerRound:
         if set(seeds) != alive or set(keys) != dropped:
             raise Refusal("bad_secagg", "unmask must answer exactly the survivors and dropped neighbours it was given")
         self.unmasks[i] = (seeds, keys)
-        self._digests[("unmask", device_id)] = digest(body)
+        self._digests[("unmask", device_id)] = body_digest
         return {"accepted": True}
 
     def close_unmask(self) -> None:
@@ -228,7 +233,8 @@ class ServerRound:
             return
         assert self.params is not None
         t = self.params.threshold
-        total = self.masked_sum
+        total = self.masked_sum.copy()
+        scratch = np.empty_like(total)  # one keystream buffer for every mask removed
         for v in sorted(self.u3):
             shares = [shamir.Share(r, int.from_bytes(self.unmasks[r][0][v], "big"))
                       for r in self.nbrs[v] if r in self.unmasks and v in self.unmasks[r][0]]
@@ -236,7 +242,7 @@ class ServerRound:
                 return self.abandon(f"device {v}'s self mask: {len(shares)} of its neighbours answered the "
                                     f"unmasking stage, fewer than the threshold {t}")
             seed = shamir.combine(shares, t)
-            total = ring.sub_mod(total, crypto.expand(seed, self.size, self.bits), self.bits)
+            crypto.apply_mask(total, seed, self.bits, -1, scratch)
         for v in sorted(self.u2 - self.u3):
             shares = [shamir.Share(r, int.from_bytes(self.unmasks[r][1][v], "big"))
                       for r in self.nbrs[v] if r in self.unmasks and v in self.unmasks[r][1]]
@@ -255,8 +261,7 @@ class ServerRound:
                     continue
                 pair = crypto.agree(secret, self.advertised[self.ids[u]]["mask_public"], self.session,
                                     client_mod.PAIR_MASK, u, v)
-                mask = crypto.expand(pair, self.size, self.bits)
-                total = ring.sub_mod(total, mask, self.bits) if u < v else ring.add_mod(total, mask, self.bits)
+                crypto.apply_mask(total, pair, self.bits, -1 if u < v else 1, scratch)
         self.result = total
         self.stage = "done"
         self.note = f"summed {len(self.u3)} masked vectors ({len(self.u2) - len(self.u3)} dropped after sharing)"

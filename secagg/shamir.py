@@ -13,6 +13,7 @@ Coefficients come from `secrets` (the operating system's generator): a share is 
 
 from __future__ import annotations
 
+import functools
 import secrets as _secrets
 from dataclasses import dataclass
 
@@ -79,17 +80,42 @@ def combine(shares: list[Share], threshold: int) -> bytes:
     use = shares[:threshold]
     xs = [s.x for s in use]
     _check_points(xs)
-    secret = 0
-    for i, si in enumerate(use):
-        num, den = 1, 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                num = num * xj % PRIME
-                den = den * (xj - si.x) % PRIME
-        secret = (secret + si.y * num * pow(den, -1, PRIME)) % PRIME
+    secret = sum(s.y * c for s, c in zip(use, lagrange_at_zero(tuple(xs)))) % PRIME
     if secret >= 2 ** (8 * SECRET_BYTES):
         raise ShamirError("the shares do not come from one 32-byte secret")
     return secret.to_bytes(SECRET_BYTES, "big")
+
+
+@functools.lru_cache(maxsize=4096)
+def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """The Lagrange coefficients l_i = prod_{j != i} x_j / (x_j - x_i) mod p that give a
+    polynomial's value at 0 from its values at `xs` (distinct, checked by the caller).
+
+    The server recovers many secrets from the same share holders (every survivor's neighbours on
+    the complete graph), so the coefficients are cached per point set. The numerators and
+    denominators are products of small integers, computed exactly and reduced once; the
+    denominators are inverted together with one modular inversion (Montgomery's trick).
+    """
+    top = 1
+    for x in xs:
+        top *= x
+    dens = []
+    for i, xi in enumerate(xs):
+        d = xi  # l_i = (prod_j x_j) / x_i / prod_{j != i} (x_j - x_i)
+        for j, xj in enumerate(xs):
+            if j != i:
+                d *= xj - xi
+        dens.append(d % PRIME)
+    prefix = [1]
+    for d in dens:
+        prefix.append(prefix[-1] * d % PRIME)
+    inv = pow(prefix[-1], -1, PRIME)
+    out = [0] * len(xs)
+    for i in range(len(xs) - 1, -1, -1):
+        out[i] = inv * prefix[i] % PRIME  # 1 / dens[i]
+        inv = inv * dens[i] % PRIME
+    top %= PRIME
+    return tuple(top * c % PRIME for c in out)
 
 
 def _check_points(xs: list[int]) -> None:

@@ -170,7 +170,8 @@ def secagg_post(round_number: int, stage: str):
     c = collector()
     now = time.time()
     answer = _secure().post(device, _number(round_number, "round"), c.tick(now), kind, body, now)
-    c.tick()  # the round's last unmask message may have finished the sum: publish before answering
+    if answer.get("stage") in ("done", "abandoned"):
+        c.tick()  # this message finished the sum (or ended the round): publish before answering
     return jsonify(answer), 202
 
 

@@ -28,10 +28,11 @@ without a new message (an idle timeout: a large cohort that keeps answering is n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -86,6 +87,10 @@ class SecureRounds:
         os.makedirs(self.dir, exist_ok=True)
         store.conn().executescript(SCHEMA)  # outside any transaction; IF NOT EXISTS makes it idempotent
         self._cache: dict[int, tuple[ServerRound, int]] = {}
+        self._rows: dict[int, Any] = {}  # a round's row: its fixed fields never change once written
+        self._active: dict[int, float] = {}  # stage_active_at last seen (it only grows: a lower bound)
+        self._inserted: Optional[int] = None  # a round row this worker inserted, not known committed
+        self._wrote = False  # the open write transaction changed the log or the round's row
 
     # -- the quantizer all devices of a round share ------------------------------------------
     def max_weight(self) -> float:
@@ -98,13 +103,34 @@ class SecureRounds:
 
     # -- state: the log replayed ------------------------------------------------------------
     def _row(self, number: int) -> Optional[Any]:
-        return self.store.conn().execute("SELECT * FROM secagg_rounds WHERE round = ?", (number,)).fetchone()
+        """The round's row, for its fixed fields (session, graph seed, sizes); read once."""
+        row = self._rows.get(number)
+        if row is None:
+            row = self.store.conn().execute("SELECT * FROM secagg_rounds WHERE round = ?", (number,)).fetchone()
+            if row is not None and number != self._inserted:
+                self._rows = {number: row}  # one round at a time
+        return row
+
+    def _active_at(self, number: int) -> float:
+        """When the open stage opened or last accepted a message (read from the database: another
+        worker may have moved it)."""
+        row = self.store.conn().execute("SELECT stage_active_at FROM secagg_rounds WHERE round = ?",
+                                        (number,)).fetchone()
+        self._active[number] = float(row[0])
+        return self._active[number]
+
+    def _touch(self, c: Any, number: int, now: float) -> None:
+        c.execute("UPDATE secagg_rounds SET stage_active_at = ? WHERE round = ?", (now, number))
+        self._active[number] = now
+        self._wrote = True
 
     def _ensure(self, c: Any, rnd: Round, now: float) -> Any:
         row = self._row(rnd.round)
         if row is None:
             c.execute("INSERT INTO secagg_rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
                       (rnd.round, secrets.token_bytes(16), secrets.randbits(62), rnd.slots, rnd.noise_std, now, now))
+            self._inserted = rnd.round  # not cached until its transaction commits (_write)
+            self._wrote = True
             row = self._row(rnd.round)
         return row
 
@@ -137,9 +163,9 @@ class SecureRounds:
                 self._write_sum(r["round"], sr)
         elif kind == "masked":
             with open(r["path"], "rb") as f:
-                sr.masked(r["device_id"], f.read())
+                sr.masked(r["device_id"], f.read(), r["digest"])
         else:
-            getattr(sr, kind)(r["device_id"], json.loads(r["body"]))
+            getattr(sr, kind)(r["device_id"], json.loads(r["body"]), r["digest"])
 
     def _write_sum(self, number: int, sr: ServerRound) -> None:
         path = self.sum_path(number)
@@ -150,19 +176,35 @@ class SecureRounds:
     def sum_path(self, number: int) -> str:
         return os.path.join(self.dir, f"r{number}.sum")
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Any]:
+        """The store's write transaction; when it rolls back, what this worker holds in memory
+        from it (the replayed round, the stage time, a row it inserted) is dropped with it."""
+        self._wrote = False
+        try:
+            with self.store.write() as c:
+                yield c
+        except BaseException:
+            if self._wrote:  # a refusal that wrote nothing (a device asking too early) keeps them
+                self._cache.clear()
+                self._active.clear()
+                self._rows.clear()
+            raise
+        self._inserted = None
+
     def _log(self, c: Any, number: int, kind: str, device_id: Optional[str], body: Optional[str] = None,
              path: Optional[str] = None, digest: Optional[str] = None) -> None:
         c.execute("INSERT INTO secagg_log (round, kind, device_id, body, path, digest) VALUES (?, ?, ?, ?, ?, ?)",
                   (number, kind, device_id, body, path, digest))
+        self._wrote = True
         sr, _ = self._cache[number]
         self._cache[number] = (sr, int(c.execute("SELECT last_insert_rowid()").fetchone()[0]))
 
     # -- stages closing -------------------------------------------------------------------------
     def _advance(self, c: Any, rnd: Round, sr: ServerRound, now: float) -> None:
         """Close stages that have all their answers, or whose timeout passed."""
-        row = self._row(rnd.round)
+        opened = self._active_at(rnd.round)
         while sr.stage in ("advertise", "share", "masked", "unmask"):
-            opened = float(row["stage_active_at"])
             if sr.stage == "advertise":
                 ready = len(sr.advertised) >= rnd.slots or (len(sr.advertised) >= rnd.goal_count
                                                              and len(sr.advertised) >= rnd.selected)
@@ -178,16 +220,18 @@ class SecureRounds:
             except BaseException:
                 self._cache.pop(rnd.round, None)
                 raise
-            c.execute("UPDATE secagg_rounds SET stage_active_at = ? WHERE round = ?", (now, rnd.round))
-            row = self._row(rnd.round)
+            self._touch(c, rnd.round, now)
+            opened = now
 
     def advance(self, rnd: Round, now: float) -> None:
         """Close the open round's stage if its timeout passed (called on every request, so a stage
         that waits on devices that dropped closes without a message from them)."""
-        row = self._row(rnd.round)
-        if row is None or now < float(row["stage_active_at"]) + self.cfg.stage_timeout_s:
+        seen = self._active.get(rnd.round)
+        if seen is not None and now < seen + self.cfg.stage_timeout_s:
+            return  # the stored time is at least the one seen: no timeout yet
+        if self._row(rnd.round) is None or now < self._active_at(rnd.round) + self.cfg.stage_timeout_s:
             return
-        with self.store.write() as c:
+        with self._write() as c:
             if self._row(rnd.round) is not None:
                 self._advance(c, rnd, self._state(rnd.round), now)
 
@@ -241,7 +285,7 @@ class SecureRounds:
         return rnd, sr
 
     def info(self, device_id: str, number: int, rnd: Optional[Round], now: float) -> dict:
-        with self.store.write() as c:
+        with self._write() as c:
             rnd, sr = self._open_round(c, device_id, number, rnd, now)
             row = self._row(number)
         q = self.rule(int(row["max_devices"]), float(row["noise_std"])).quantizer
@@ -262,7 +306,7 @@ class SecureRounds:
                                              f"{want} bytes, got {len(body)}")
             path = os.path.join(self.dir, f"r{number}-{secrets.token_hex(8)}.masked")
         digest = server_digest(body)
-        with self.store.write() as c:
+        with self._write() as c:
             if rnd is None or rnd.round != number:
                 seen = c.execute("SELECT 1 FROM secagg_log WHERE round = ? AND kind = ? AND device_id = ? AND "
                                  "digest = ?", (number, kind, device_id, digest)).fetchone()
@@ -270,7 +314,7 @@ class SecureRounds:
                     return {"accepted": True, "stage": "finished"}
             rnd, sr = self._open_round(c, device_id, number, rnd, now)
             try:
-                answer = getattr(sr, kind)(device_id, body)
+                answer = getattr(sr, kind)(device_id, body, digest)
             except Refusal:
                 raise
             except BaseException:
@@ -282,7 +326,7 @@ class SecureRounds:
                         files.atomic_write(path, [body], self.fsync)
                     self._log(c, number, kind, device_id,
                               None if path else json.dumps(body, sort_keys=True, separators=(",", ":")), path, digest)
-                    c.execute("UPDATE secagg_rounds SET stage_active_at = ? WHERE round = ?", (now, number))
+                    self._touch(c, number, now)
                 except BaseException:
                     self._cache.pop(number, None)
                     files.remove_quietly(path)
@@ -293,11 +337,12 @@ class SecureRounds:
         return dict(answer, stage=sr.stage)
 
     def get(self, device_id: str, number: int, rnd: Optional[Round], what: str, now: float) -> dict:
-        with self.store.write() as c:
+        with self._write() as c:
             rnd, sr = self._open_round(c, device_id, number, rnd, now)
             try:
-                return getattr(sr, what)(device_id)
+                answer = getattr(sr, what)(device_id)
             except Refusal as e:
                 if e.code == "secagg_wait":
                     raise Refusal("secagg_wait", e.detail, retry_after=1) from None
                 raise
+        return answer

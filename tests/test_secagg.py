@@ -77,6 +77,15 @@ def test_shamir_hand_computed_polynomial():
     assert int.from_bytes(shamir.combine(shares, 3), "big") == 5
 
 
+def test_lagrange_coefficients_hand_computed():
+    # points 1, 2, 3: l_1 = 2*3 / ((2-1)(3-1)) = 3, l_2 = 1*3 / ((1-2)(3-2)) = -3, l_3 = 1*2 / ((1-3)(2-3)) = 1
+    assert shamir.lagrange_at_zero((1, 2, 3)) == (3, shamir.PRIME - 3, 1)
+    # the same secret through two point sets sharing the cache
+    secret = os.urandom(32)
+    shares = shamir.split(secret, [2, 5, 9, 11], 3)
+    assert shamir.combine(shares[1:], 3) == secret == shamir.combine(shares[:3], 3)
+
+
 def test_shamir_rejects_bad_input():
     with pytest.raises(shamir.ShamirError):
         shamir.split(b"short", [1, 2], 2)
@@ -146,6 +155,32 @@ def test_expand_is_deterministic_and_bounded():
     a, b = crypto.expand(seed, 1000, 20), crypto.expand(seed, 1000, 20)
     assert np.array_equal(a, b) and a.max() < 2**20 and a.max() > 2**19
     assert not np.array_equal(a, crypto.expand(b"\x01" + bytes(31), 1000, 20))
+
+
+@pytest.mark.parametrize("bits", [7, 20, 32])
+def test_apply_mask_in_place_equals_adding_the_expanded_mask(bits):
+    seed = bytes(range(32))
+    values = np.random.default_rng(0).integers(0, 2**bits, 1001, dtype=np.uint64).astype(np.uint32)
+    mask = crypto.expand(seed, 1001, bits)
+    plus, minus, scratch = values.copy(), values.copy(), np.empty_like(values)
+    crypto.apply_mask(plus, seed, bits, 1, scratch)
+    crypto.apply_mask(minus, seed, bits, -1)
+    assert np.array_equal(plus, ring.add_mod(values, mask, bits))
+    assert np.array_equal(minus, ring.sub_mod(values, mask, bits))
+    total = values.copy()
+    ring.add_into(total, mask, bits)
+    assert np.array_equal(total, plus)
+    with pytest.raises(ValueError):
+        crypto.apply_mask(values.astype(np.int64), seed, bits, 1)
+
+
+def test_graph_tails_in_one_pass_equal_the_direct_bounds():
+    for k, dropout in ((4, 0.1), (10, 0.0), (28, 0.1), (41, 0.3)):
+        correct, secure = graph._tails(k, dropout, 0.05)
+        for t in range(k // 2 + 1, k + 1):
+            c_bits, s_bits = graph.bits(k, t, dropout, 0.05)
+            assert correct[t] == pytest.approx(c_bits, rel=1e-9) or correct[t] == c_bits
+            assert secure[t] == pytest.approx(s_bits, rel=1e-9)
 
 
 # -- whole rounds -------------------------------------------------------------------------------

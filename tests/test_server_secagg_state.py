@@ -1,0 +1,62 @@
+"""What a collector worker keeps in memory of a secure round follows its database: a write
+transaction that rolls back takes with it the round row it inserted, the stage it closed and the
+stage time it moved; a refusal that wrote nothing keeps the replayed round (no replay from disk for
+a device that asked too early)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from fedcore.messages import Refusal
+from server.app import create_app
+from server.testing import config_dict, make_bundle
+
+
+@pytest.fixture()
+def secure(tmp_path):
+    bundle = os.path.join(tmp_path, "bundle")
+    make_bundle(bundle)
+    cfg = config_dict(bundle, os.path.join(tmp_path, "state"), {"goal_count": 3, "over_selection": 1.0},
+                      {"mode": "none", "clip_norm": 1.0}, None, {"aggregator": "uniform_mean"})
+    cfg["secagg"] = {"enabled": True, "bits": 20, "dropout": 0.1, "stage_timeout_s": 60.0}
+    collector = create_app(test_config=cfg, workers=1).extensions["fedkeys"]["collector"]
+    rnd = collector.store.open_round()
+    assert rnd is not None
+    return collector.secure, rnd
+
+
+def test_a_rolled_back_insert_is_not_remembered(secure):
+    sec, rnd = secure
+    with pytest.raises(Refusal):
+        with sec._write() as c:
+            sec._ensure(c, rnd, time.time())
+            raise Refusal("bad_secagg", "refused after the round row was inserted")
+    assert sec._row(rnd.round) is None  # not a cached row the database never committed
+
+
+def test_a_rolled_back_stage_close_is_replayed_away_and_a_clean_refusal_keeps_the_cache(secure):
+    sec, rnd = secure
+    now = time.time()
+    with sec._write() as c:
+        sec._ensure(c, rnd, now)
+        sec._state(rnd.round)
+    assert sec._row(rnd.round) is not None and rnd.round in sec._cache
+    with pytest.raises(Refusal):
+        with sec._write():
+            sec._state(rnd.round)
+            raise Refusal("secagg_wait", "nothing written")
+    assert rnd.round in sec._cache  # kept: no replay for a device polling early
+    with pytest.raises(Refusal):
+        with sec._write() as c:
+            sr = sec._state(rnd.round)
+            sec._log(c, rnd.round, "close", None)
+            sec._touch(c, rnd.round, now + 1000.0)
+            sr.close_stage()  # no device advertised: the round would be abandoned
+            assert sr.stage == "abandoned"
+            raise Refusal("bad_secagg", "refused after closing the stage")
+    assert sec._cache == {} and sec._active == {}
+    assert sec._state(rnd.round).stage == "advertise"  # the close rolled back with its transaction
+    assert sec._active_at(rnd.round) == pytest.approx(now)
