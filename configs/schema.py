@@ -190,6 +190,21 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """Malicious clients in the TFF simulation (federated/attackers.py): a share of the training
+    users train on poisoned data. The update-level attacks (scaling, sign flip, noise: a device
+    sending something other than what it trained) run on the phones' path (device_sim/attacker.py,
+    benchmarks/poisoning.py). Off by default."""
+
+    kind: str = "none"  # none | data_poison (every label moved to another word) | backdoor (trigger -> target planted)
+    share: float = 0.0  # share of the training users who attack (at least one when > 0)
+    trigger: str = "can you pick up"  # backdoor: the trigger context (words of the vocabulary)
+    target: str = "homework"  # backdoor: the word the attackers want suggested after the trigger
+    poison_fraction: float = 0.5  # backdoor: share of an attacker's examples with the trigger planted
+    seed: int = 0  # who attacks, and which examples are planted
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run used, written as config.json beside its results."""
 
@@ -204,3 +219,4 @@ class RunConfig:
     devices: DeviceConfig = field(default_factory=DeviceConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)

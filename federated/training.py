@@ -30,6 +30,7 @@ from data.tfdata import client_dataset
 from fedcore.algorithm import build as server_algorithm
 from federated import checkpoint
 from federated.algorithms import build_process
+from federated.attackers import PoisonedData, backdoor_success, poisoned
 from federated.privacy import check_dp
 from federated.runtime import install_cleanup
 from federated.sampling import epoch_clients, sample_clients, select_clients
@@ -160,6 +161,7 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
     os.makedirs(out_dir, exist_ok=True)
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     users = sorted(data.users("train"))
+    data = poisoned(cfg.attack, data)  # the attackers' examples, when attack.share > 0
     plan = check_dp(cfg.privacy, t, len(users))
     vocab_size = int(data.tokenizer.vocab_size)
     if resume and os.path.exists(os.path.join(out_dir, "config.json")):
@@ -279,6 +281,9 @@ def run_federated(cfg: RunConfig, data: FederatedDataLike, out_dir: str, progres
         "resumed_from": start_round if resume else None,
         "init_from": os.path.abspath(init_from) if init_from else None,
     }
+    if isinstance(data, PoisonedData):
+        summary["attack"] = {"kind": cfg.attack.kind, "attackers": len(data.attackers), "share": cfg.attack.share,
+                             "backdoor_success": backdoor_success(eval_model, weights, data, seq_len)}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
         f.write("\n")

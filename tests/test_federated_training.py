@@ -128,6 +128,24 @@ def test_client_grad_clip_clips_every_client_step_as_the_reference(tmp_path, dat
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(want, unclipped)) > 1e-3
 
 
+def test_attackers_train_on_their_poisoned_examples_in_tff(tmp_path, data):
+    """attack.share of the users train on `Attack.poison_data`'s examples: the TFF run equals the
+    Keras reference run on the poisoned data, and differs from the clean one."""
+    from configs.schema import AttackConfig
+    from federated.attackers import poisoned
+    from federated.training import run_federated
+
+    cfg = dataclasses.replace(_cfg(rounds=2), attack=AttackConfig(kind="data_poison", share=0.5, seed=1))
+    summary = run_federated(cfg, data, str(tmp_path), progress=False)
+    _, got = load_weights(str(tmp_path / "weights.npz"))
+    want = _keras_reference(cfg, poisoned(cfg.attack, data), _sgd(1.0))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    clean = _keras_reference(_cfg(rounds=2), data, _sgd(1.0))
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(want, clean)) > 1e-3  # an attacker was sampled
+    assert summary["attack"] == {"kind": "data_poison", "attackers": 3, "share": 0.5, "backdoor_success": None}
+
+
 def test_client_grad_clip_refuses_client_momentum():
     from federated.algorithms import client_optimizer
 
