@@ -71,7 +71,8 @@ class LocalPostgres:
         return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
 
     def start(self, timeout_s: float = 60.0) -> "LocalPostgres":
-        self.root = tempfile.mkdtemp(prefix="fedkeys-pg-")
+        # under another user, in /tmp: $TMPDIR may sit in a home the server's user cannot enter
+        self.root = tempfile.mkdtemp(prefix="fedkeys-pg-", dir=None if self.user is None else "/tmp")
         if self.user is not None:
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
         data = os.path.join(self.root, "data")
