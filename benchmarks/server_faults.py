@@ -193,7 +193,8 @@ class Fuzzer:
         return self.up(self.rng.choice(self.sel), b"FKU1" + b"\0" * (self.max_body + self.rng.randrange(1, 5000))), {413}
 
     def f_bad_token(self):
-        token = self.rng.choice([None, "forged", "x" * 600, self.sel[0][:-1] + "A"])
+        last = "A" if self.sel[0][-1] != "A" else "B"  # a changed last character (an unchanged one is the real token)
+        token = self.rng.choice([None, "forged", "x" * 600, self.sel[0][:-1] + last])
         headers = {"Authorization": self.rng.choice(["Basic abc", "Bearer", "bearer " + self.sel[0]])} if token is None else {}
         return self.up(token, self.body(), headers=headers), {401}
 
@@ -321,7 +322,7 @@ def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int, server
             if i == len(bodies) - 1:
                 closing.set()
             r = s.post(f"{urls[i % hosts]}/v1/rounds/0/updates", data=body, headers=auth(clean[i]), timeout=60)
-            assert r.status_code == 202, r.text
+            assert r.status_code == 202, (f"clean upload {i}: {r.text}", unexpected[:5])
             answers.append(r.json()["round_complete"])
             if n_fuzz:
                 with gen_lock:
