@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import os
+import sqlite3
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Protocol, Sequence

@@ -28,7 +28,7 @@ import contextlib
 import os
 import re
 import threading
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence
 
 import psycopg
 
@@ -109,7 +109,7 @@ class PgConnection:
     """One psycopg connection with sqlite3's calling convention: `?` placeholders, `execute`
     and `executemany` on the connection."""
 
-    _sql: dict[str, str] = {}  # `?` statement -> `%s` statement (a few dozen distinct ones)
+    _sql: ClassVar[dict[str, str]] = {}  # `?` statement -> `%s` statement (a few dozen distinct ones)
 
     def __init__(self, raw: psycopg.Connection) -> None:
         self.raw = raw
