@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.install-stamp
 OUT    ?= runs/demo
 
-.PHONY: install chromium demo test test-fast test-slow bench clean
+.PHONY: install chromium postgres demo test test-fast test-slow bench clean
 
 install: $(STAMP)
 
@@ -31,7 +31,16 @@ chromium:
 	  || echo "could not install chromium: tests/test_dashboard_browser.py will skip"; \
 	  else echo "chromium missing and not root: tests/test_dashboard_browser.py will skip"; fi; }
 
-test: install chromium
+# The PostgreSQL store's tests (tests/test_server_store.py and the collector tests run on both
+# stores) start a throwaway server from Debian's postgresql package: install it when missing (as
+# root; otherwise those tests skip and say why).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { if [ "$$(id -u)" = 0 ]; then \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; } \
+	  || echo "could not install postgresql: the PostgreSQL store tests will skip"; \
+	  else echo "postgresql missing and not root: the PostgreSQL store tests will skip"; fi; }
+
+test: install chromium postgres
 	$(PY) -m pytest -q tests
 
 test-fast: install

@@ -14,6 +14,11 @@
 
     .venv/bin/python benchmarks/server_faults.py [--fuzz 10000] [--kills 20] [--workers 2] [--threads 4] [--seed 0]
 
+`run_round` and `crash_round` also run several collector hosts over one PostgreSQL database and
+one state directory (`hosts`, `database`; benchmarks/_scale_collectors.py): requests then
+alternate between the hosts (a device whose host is down goes to another), and only the first
+host is killed.
+
 `--threads 1` runs single-threaded workers (server/worker.py, what server_ingest.py measures).
 
 Prints figures and ends with one JSON line.
@@ -27,7 +32,6 @@ import json
 import os
 import random
 import shutil
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -44,6 +48,7 @@ sys.path.insert(0, ROOT)
 
 from fedmath import encodings, wire  # noqa: E402
 from fedmath.aggregate import RunningSum, apply_delta  # noqa: E402
+from server.storage import open_store  # noqa: E402
 from server.testing import (  # noqa: E402
     ServerProcess,
     config_dict,
@@ -62,7 +67,7 @@ def auth(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-def make_cfg(root: str, goal: int, max_body: int, checkpoint_every: int) -> dict:
+def make_cfg(root: str, goal: int, max_body: int, checkpoint_every: int, database: str = "") -> dict:
     bundle = os.path.join(root, "bundle")
     make_bundle(bundle, SHAPES, seed=1)
     return config_dict(bundle, os.path.join(root, "state"),
@@ -71,7 +76,22 @@ def make_cfg(root: str, goal: int, max_body: int, checkpoint_every: int) -> dict
                        train={"max_examples_per_client": 64},
                        collector={"rate_limit_per_s": 1e6, "rate_limit_burst": 10**6, "register_rate_per_s": 1e6,
                                   "register_burst": 10**6, "report_deadline_s": 3600, "checkpoint_every": checkpoint_every,
-                                  "population": 1000})
+                                  "population": 1000, "database": database})
+
+
+def start_hosts(root: str, cfg: dict, hosts: int, workers: int, threads: int) -> list[ServerProcess]:
+    """`hosts` collectors on one config (one state directory, one database), each in its own folder."""
+    return [ServerProcess(root if hosts == 1 else os.path.join(root, f"host{h}"), cfg, workers=workers,
+                          threads=threads).start() for h in range(hosts)]
+
+
+def recorded_updates(cfg: dict, sql: str) -> list:
+    """Rows of a query on the collector's store (SQLite in the state directory, or PostgreSQL)."""
+    store = open_store(cfg["collector"]["database"], cfg["state_dir"], fsync=False)
+    try:
+        return [tuple(r) for r in store.conn().execute(sql).fetchall()]
+    finally:
+        store.close()
 
 
 def clean_updates(goal: int, seed: int) -> list[tuple[list[np.ndarray], int, str]]:
@@ -173,7 +193,8 @@ class Fuzzer:
         return self.up(self.rng.choice(self.sel), b"FKU1" + b"\0" * (self.max_body + self.rng.randrange(1, 5000))), {413}
 
     def f_bad_token(self):
-        token = self.rng.choice([None, "forged", "x" * 600, self.sel[0][:-1] + "A"])
+        last = "A" if self.sel[0][-1] != "A" else "B"  # a changed last character (an unchanged one is the real token)
+        token = self.rng.choice([None, "forged", "x" * 600, self.sel[0][:-1] + last])
         headers = {"Authorization": self.rng.choice(["Basic abc", "Bearer", "bearer " + self.sel[0]])} if token is None else {}
         return self.up(token, self.body(), headers=headers), {401}
 
@@ -249,10 +270,12 @@ def send(session: requests.Session, base: str, req) -> tuple[int, dict]:
     return r.status_code, body
 
 
-def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int, server_threads: int) -> dict:
+def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int, server_threads: int, hosts: int = 1,
+              database: str = "") -> dict:
     max_body = 4 * DIM + 4096
-    cfg = make_cfg(root, goal, max_body, checkpoint_every=8)
-    srv = ServerProcess(root, cfg, workers=workers, threads=server_threads).start()
+    cfg = make_cfg(root, goal, max_body, checkpoint_every=8, database=database)
+    srvs = start_hosts(root, cfg, hosts, workers, server_threads)
+    srv, urls = srvs[0], [h.url for h in srvs]
     try:
         s = requests.Session()
         reg = lambda d: s.post(srv.url + "/v1/devices", json={"device_id": d}, timeout=30).json()["token"]  # noqa: E731
@@ -260,8 +283,8 @@ def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int, server
         slots = int(np.ceil(goal * 1.5 - 1e-9))
         sel_att = [reg(f"attacker-sel-{i}") for i in range(slots - goal)]
         idle_att = [reg(f"attacker-idle-{i}") for i in range(4)]
-        for t in clean + sel_att:
-            assert s.post(srv.url + "/v1/checkin", json=ELIGIBLE, headers=auth(t), timeout=30).status_code == 200
+        for k, t in enumerate(clean + sel_att):
+            assert s.post(urls[k % hosts] + "/v1/checkin", json=ELIGIBLE, headers=auth(t), timeout=30).status_code == 200
         ups = clean_updates(goal, seed)
         bodies = [upload_body(0, 0, u, n, uid) for u, n, uid in ups]
         statuses: Counter = Counter()
@@ -275,12 +298,12 @@ def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int, server
             per_clean = n_fuzz // goal
             gen_lock = threading.Lock()
 
-            def hostile(count):
+            def hostile(count, base):
                 sess = requests.Session()
                 for _ in range(count):
                     with gen_lock:
                         req, ok = fuzzer.next()
-                    code, body = send(sess, srv.url, req)
+                    code, body = send(sess, base, req)
                     with lock:
                         statuses[code] += 1
                         sent[0] += 1
@@ -289,7 +312,8 @@ def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int, server
                             unexpected.append(f"{req[0]} {req[1]} -> {code} {body}")
             threads = 4
             pool = ThreadPoolExecutor(threads)
-            futures = [pool.submit(hostile, n_fuzz // threads + (1 if t < n_fuzz % threads else 0)) for t in range(threads)]
+            futures = [pool.submit(hostile, n_fuzz // threads + (1 if t < n_fuzz % threads else 0), urls[t % hosts])
+                       for t in range(threads)]
         answers = []
         for i, body in enumerate(bodies):
             if n_fuzz:  # pace the clean uploads so the hostile traffic surrounds every one of them
@@ -297,14 +321,14 @@ def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int, server
                     time.sleep(0.005)
             if i == len(bodies) - 1:
                 closing.set()
-            r = s.post(f"{srv.url}/v1/rounds/0/updates", data=body, headers=auth(clean[i]), timeout=60)
-            assert r.status_code == 202, r.text
+            r = s.post(f"{urls[i % hosts]}/v1/rounds/0/updates", data=body, headers=auth(clean[i]), timeout=60)
+            assert r.status_code == 202, (f"clean upload {i}: {r.text}", unexpected[:5])
             answers.append(r.json()["round_complete"])
             if n_fuzz:
                 with gen_lock:
                     fuzzer.accepted.append(i)
             # an exact retry of an accepted upload: the same answer, counted once
-            r2 = s.post(f"{srv.url}/v1/rounds/0/updates", data=body, headers=auth(clean[i]), timeout=60)
+            r2 = s.post(f"{urls[(i + 1) % hosts]}/v1/rounds/0/updates", data=body, headers=auth(clean[i]), timeout=60)
             assert r2.status_code == 202 and r2.json() == r.json()
         if n_fuzz:
             for f in futures:
@@ -312,21 +336,24 @@ def run_round(root: str, goal: int, n_fuzz: int, workers: int, seed: int, server
             pool.shutdown()
         dt = time.perf_counter() - t0
         assert answers[-1] and not any(answers[:-1])
-        status = s.get(srv.url + "/v1/status", timeout=30).json()
+        status = s.get(urls[-1] + "/v1/status", timeout=30).json()
         model = model_bytes(srv.url, clean[0], 1)
         metrics = s.get(srv.url + "/metrics", timeout=30).text
         return {"sha256": hashlib.sha256(model).hexdigest(), "statuses": dict(statuses), "unexpected": unexpected,
                 "fuzz_requests": sent[0], "seconds": dt, "reports": status["rounds_closed"], "metrics_ok":
                 "fedkeys_updates_rejected_total" in metrics}
     finally:
-        srv.stop()
+        for h in srvs:
+            h.stop()
 
 
 # -- (b) crash -----------------------------------------------------------------------------------
 
-def crash_round(root: str, goal: int, kills: int, workers: int, seed: int, server_threads: int) -> dict:
-    cfg = make_cfg(root, goal, 4 * DIM + 4096, checkpoint_every=4)
-    srv = ServerProcess(root, cfg, workers=workers, threads=server_threads).start()
+def crash_round(root: str, goal: int, kills: int, workers: int, seed: int, server_threads: int, hosts: int = 1,
+                database: str = "") -> dict:
+    cfg = make_cfg(root, goal, 4 * DIM + 4096, checkpoint_every=4, database=database)
+    srvs = start_hosts(root, cfg, hosts, workers, server_threads)
+    srv, urls = srvs[0], [h.url for h in srvs]  # srv: the host that is killed
     url = srv.url
     ups = clean_updates(goal, seed + 1)
     progress = [0]  # upload attempts sent
@@ -336,8 +363,9 @@ def crash_round(root: str, goal: int, kills: int, workers: int, seed: int, serve
 
     def call(sess, method, path, **kw):
         while True:
+            sess.turn = getattr(sess, "turn", -1) + 1  # each request to the next host
             try:
-                r = sess.request(method, url + path, timeout=30, **kw)
+                r = sess.request(method, urls[sess.turn % hosts] + path, timeout=30, **kw)
             except requests.RequestException:
                 retries["connection"] += 1
                 time.sleep(0.05)
@@ -384,8 +412,7 @@ def crash_round(root: str, goal: int, kills: int, workers: int, seed: int, serve
             while progress[0] < target and time.time() < t_wait:
                 time.sleep(0.002)
             time.sleep(rng.uniform(0, 0.05))
-            reports = sqlite3.connect(os.path.join(cfg["state_dir"], "fedkeys.sqlite3")).execute(
-                "SELECT COUNT(*) FROM updates WHERE round = 0").fetchone()[0]
+            reports = recorded_updates(cfg, "SELECT COUNT(*) FROM updates WHERE round = 0")[0][0]
             srv.kill()
             kill_log.append({"kill": k + 1, "upload_attempts": progress[0], "recorded_before_kill": reports})
             srv.start()
@@ -399,9 +426,10 @@ def crash_round(root: str, goal: int, kills: int, workers: int, seed: int, serve
         w0 = encodings.decode_float32(model_bytes(url, token, 0), SH)
         w1 = model_bytes(url, token, 1)
     finally:
-        srv.stop()
-    db = sqlite3.connect(os.path.join(cfg["state_dir"], "fedkeys.sqlite3"))
-    rows = db.execute("SELECT device_id, upload_id, num_examples, weight FROM updates WHERE round = 0 ORDER BY seq").fetchall()
+        for h in srvs:
+            h.stop()
+    rows = recorded_updates(cfg, "SELECT device_id, upload_id, num_examples, weight FROM updates WHERE round = 0"
+                                 " ORDER BY seq")
     by_uid = {uid: (u, n) for u, n, uid in ups}
     rs = RunningSum([np.zeros(s, np.float64) for s in SH])
     for _, uid, n, weight in rows:  # recompute in the recorded order, as the server sums
@@ -409,7 +437,8 @@ def crash_round(root: str, goal: int, kills: int, workers: int, seed: int, serve
     expected = apply_delta(w0, rs.mean(), 1.0)
     exact = encodings.encode_float32(expected) == w1
     devices = [r[0] for r in rows]
-    return {"kills": len(kill_log), "kills_during_round": sum(k["recorded_before_kill"] < goal for k in kill_log),
+    acked_lost = sum(o["status"] == 202 and f"dev-{o['device']}" not in set(devices) for o in outcomes)
+    return {"acked_lost": acked_lost, "hosts": hosts, "kills": len(kill_log), "kills_during_round": sum(k["recorded_before_kill"] < goal for k in kill_log),
             "seconds": dt, "recorded": len(rows), "unique_devices": len(set(devices)),
             "goal": goal, "accepted_answers": sum(o["status"] == 202 for o in outcomes),
             "round_closed": status["rounds_closed"] == 1 and status["model"]["version"] == 1,
@@ -442,6 +471,7 @@ def main() -> None:
         print(f"    published model bit-identical to the clean round's: {same} ({fuzzed['sha256'][:16]})")
         crash = crash_round(os.path.join(base, "crash"), args.crash_goal, args.kills, args.workers, args.seed, args.threads)
         ok_crash = (crash["recorded"] == crash["goal"] == crash["unique_devices"] and crash["round_closed"]
+                    and crash["acked_lost"] == 0
                     and crash["model_exact"] and crash["accepted_answers"] == crash["goal"])
         print(f"(b) crash: {crash['kills']} SIGKILLs ({crash['kills_during_round']} before the round had all its "
               f"reports) of master and workers during a {crash['goal']}-report round "
@@ -456,6 +486,7 @@ def main() -> None:
     summary = {"benchmark": "server_faults", "ok": ok, "fuzz_requests": fuzzed["fuzz_requests"], "fuzz_5xx": n5xx,
                "fuzz_unexpected": len(fuzzed["unexpected"]), "fuzz_statuses": fuzzed["statuses"],
                "model_bit_identical": same, "kills": crash["kills"], "kills_during_round": crash["kills_during_round"], "crash_recorded": crash["recorded"],
+               "crash_acked_lost": crash["acked_lost"],
                "crash_goal": crash["goal"], "crash_unique_devices": crash["unique_devices"],
                "crash_model_exact": crash["model_exact"], "crash_round_closed": crash["round_closed"],
                "workers": args.workers, "threads": args.threads, "cpus": os.cpu_count()}

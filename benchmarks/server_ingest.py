@@ -107,7 +107,7 @@ def header_bytes(round_number: int, num_examples: int, upload_id: str) -> bytes:
     return wire.pack(h, b"")
 
 
-def make_config(root: str, size: str, n: int, durability: str, workers: int, threads: int) -> dict:
+def make_config(root: str, size: str, n: int, durability: str, workers: int, threads: int, database: str = "") -> dict:
     bundle = os.path.join(root, "bundle")
     if not os.path.exists(bundle):
         make_bundle(bundle, MODEL_SHAPES[size])
@@ -116,7 +116,8 @@ def make_config(root: str, size: str, n: int, durability: str, workers: int, thr
                        privacy={"mode": "device", "clip_norm": 1.0, "noise_multiplier": 0.0},
                        train={"max_examples_per_client": 256},
                        collector={"durability": durability, "rate_limit_per_s": 1e6, "rate_limit_burst": 10**6,
-                                  "register_rate_per_s": 1e6, "register_burst": 10**6, "report_deadline_s": 3600})
+                                  "register_rate_per_s": 1e6, "register_burst": 10**6, "report_deadline_s": 3600,
+                                  "database": database})
 
 
 def bench_inprocess(root: str, size: str, n: int, durability: str, payload: bytes) -> dict:
@@ -180,9 +181,18 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 
 
 def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, workers: int, threads: int,
-               clients: int, send: str = "raw", worker_class: str | None = None) -> dict:
-    cfg = make_config(root, size, n, durability, workers, threads)
-    proc, url = start_server(root, cfg, workers, threads, worker_class)
+               clients: int, send: str = "raw", worker_class: str | None = None, hosts: int = 1, database: str = "",
+               database_pid: int | None = None) -> dict:
+    """One round of `n` uploads. `hosts` collectors (each `workers` x `threads`) over one state
+    directory and, with several, one PostgreSQL `database` (`database_pid`: its server process,
+    whose CPU then counts as the server's); client thread k uploads to host k mod `hosts`."""
+    cfg = make_config(root, size, n, durability, workers, threads, database)
+    roots = [root] if hosts == 1 else [os.path.join(root, f"host{h}") for h in range(hosts)]
+    for r in roots:
+        os.makedirs(r, exist_ok=True)
+    started = [start_server(r, cfg, workers, threads, worker_class) for r in roots]
+    proc, url = started[0]
+    ports = [int(u.rsplit(":", 1)[1]) for _, u in started]
     try:
         s = requests.Session()
         tokens = []
@@ -230,10 +240,18 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
                 opened.append(fobj)
             return fobj
 
+        def host_port() -> int:
+            """This client thread's host: threads are spread over the hosts in turn."""
+            if not hasattr(local, "port"):
+                with lock:
+                    local.port = ports[len(opened) % len(ports)]
+                    opened.append(None)
+            return local.port
+
         def raw_upload(i: int) -> tuple[int, bytes]:
             sock = getattr(local, "sock", None)
             if sock is None:
-                sock = local.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+                sock = local.sock = socket.create_connection(("127.0.0.1", host_port()), timeout=120)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
                 local.reader = sock.makefile("rb")
                 opened.append(local.reader)
@@ -245,7 +263,7 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
         def http_client_upload(i: int) -> tuple[int, bytes]:
             conn = getattr(local, "conn", None)
             if conn is None:
-                conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                conn = local.conn = http.client.HTTPConnection("127.0.0.1", host_port(), timeout=120)
             conn.putrequest("POST", "/v1/rounds/0/updates", skip_accept_encoding=True)
             conn.putheader("Authorization", auth[i])
             conn.putheader("Content-Type", "application/octet-stream")
@@ -258,7 +276,10 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
             resp = conn.getresponse()
             return resp.status, resp.read()
 
-        server_procs = psutil.Process(proc.pid).children()
+        server_procs = [k for p, _ in started for k in psutil.Process(p.pid).children()]
+        if database_pid is not None:  # the database server and its backends do part of the server's work
+            db = psutil.Process(database_pid)
+            server_procs += [db] + db.children()
         me = psutil.Process()
         m0 = psutil.cpu_times()
         t0, s0, c0 = time.perf_counter(), cpu_seconds(server_procs), cpu_seconds([me])
@@ -267,7 +288,8 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
                 list(pool.map(upload, range(n)))
         finally:
             for f in opened:
-                f.close()
+                if f is not None:
+                    f.close()
         dt = time.perf_counter() - t0
         server_cpu, client_cpu = cpu_seconds(server_procs) - s0, cpu_seconds([me]) - c0
         m1 = psutil.cpu_times()
@@ -282,13 +304,15 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
                 "cores_busy": (os.cpu_count() or 1) * (1 - idle / total) if total > 0 else float("nan"),
                 "memory_mb": rss, "workers": workers, "threads": threads,
                 "worker_class": worker_class or worker_class_for(threads),
-                "clients": clients, "client_send": send}
+                "clients": clients, "client_send": send, "hosts": hosts}
     finally:
-        proc.send_signal(2)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for p, _ in started:
+            p.send_signal(2)
+        for p, _ in started:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def read_response(reader) -> tuple[int, bytes]:

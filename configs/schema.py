@@ -114,6 +114,10 @@ class CollectorConfig:
     population: int = 0  # N for q = goal_count / N and the default delta 1/N^1.1 (0 = registered devices)
     checkpoint_every: int = 32  # write the running sum to disk every this many accepted updates
     durability: str = "process"  # "process": survives kill -9 (page cache); "power": also fsync every write
+    # where the collector's records live: "" = SQLite in state_dir (the processes of one host);
+    # "postgresql://USER@HOST:PORT/DB" = a PostgreSQL database that several collector hosts share
+    # (server/storage_pg.py; they must also share state_dir, which holds the spool and the models)
+    database: str = ""
     rate_limit_per_s: float = 5.0  # per-device token bucket refill rate (requests per second)
     rate_limit_burst: int = 30  # per-device token bucket size
     register_rate_per_s: float = 50.0  # registrations per second per client address

@@ -28,7 +28,7 @@ from server.dashboard import dashboard
 from server.errors import http_status
 from server.keyboard import keyboard
 from server.metrics import Metrics
-from server.pace import RateLimiter
+from server.pace import RateLimiter, SharedRateLimiter
 from server.buffered import BufferedCollector
 from server.edge import EdgeCollector
 from server.rounds import Collector
@@ -52,6 +52,14 @@ def create_app(config_path: Optional[str] = None, test_config: Optional[dict[str
     return build_app(settings, workers)
 
 
+def limiter(store: Any, scope: str, rate_per_s: float, burst: int) -> RateLimiter | SharedRateLimiter:
+    """Request limits in the store when it has them (PostgreSQL: shared by every worker and
+    host), else in this worker's memory (SQLite: per worker, so W workers allow W times the rate)."""
+    if hasattr(store, "take_token"):
+        return SharedRateLimiter(store, scope, rate_per_s, burst)
+    return RateLimiter(rate_per_s, burst)
+
+
 def build_app(settings: Settings, workers: Optional[int] = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
@@ -66,8 +74,8 @@ def build_app(settings: Settings, workers: Optional[int] = None) -> Flask:
         "settings": settings,
         "collector": collector,
         "metrics": metrics,
-        "device_limiter": RateLimiter(cv.rate_limit_per_s, cv.rate_limit_burst),
-        "register_limiter": RateLimiter(cv.register_rate_per_s, cv.register_burst),
+        "device_limiter": limiter(collector.store, "device", cv.rate_limit_per_s, cv.rate_limit_burst),
+        "register_limiter": limiter(collector.store, "register", cv.register_rate_per_s, cv.register_burst),
         # a thread keeps a body buffer as large as a float32 upload of this model (and its header)
         "bodies": BodyBuffers(keep_bytes=8 + wire.MAX_HEADER_BYTES + 4 * collector.dim),
     }

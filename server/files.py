@@ -9,12 +9,14 @@ power cut needs and a process crash does not (the page cache outlives the proces
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import math
 import mmap
 import os
+import socket
 import threading
 import uuid
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -138,8 +140,19 @@ def tensor_views(flat: np.ndarray, shapes: Shapes) -> list[np.ndarray]:
     return out
 
 
+# Spool slot names carry their host, so that collector hosts sharing one spool directory judge
+# only their own slots by pid (a pid on another host says nothing about a process here).
+HOST_TAG = "h" + hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def slot_host(name: str) -> Optional[str]:
+    """The host tag of a slot name `w<pid>-<host>-...`, None for a name without one."""
+    parts = name.split("-")
+    return parts[1] if len(parts) > 2 and len(parts[1]) == len(HOST_TAG) and parts[1][0] == "h" else None
+
+
 class SpoolSlots:
-    """Reusable spool files owned by one process: `w<pid>-<instance>-<i>.bin`.
+    """Reusable spool files owned by one process: `w<pid>-<host>-<instance>-<i>.bin`.
 
     Writing a fresh 5 MB file costs about ten times as much as overwriting one whose pages are
     already cached, so accepted payloads go into a small pool of slot files that are reused once
@@ -153,7 +166,7 @@ class SpoolSlots:
     def __init__(self, directory: str, fsync: bool) -> None:
         self.directory = directory
         self.fsync = fsync
-        self.prefix = f"w{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+        self.prefix = f"w{os.getpid()}-{HOST_TAG}-{uuid.uuid4().hex[:8]}-"
         self._lock = threading.Lock()
         self._count = 0
         self._free: list[str] = []

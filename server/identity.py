@@ -29,7 +29,7 @@ from fedcore.messages import Refusal
 from fedmath import attestation
 from server import validation
 from server.settings import Settings
-from server.storage import SqliteStore
+from server.storage import StoreQueries
 
 NONCE_TTL_S = 120.0
 NONCE_SKEW_S = 5.0  # a nonce issued by a worker whose clock runs slightly ahead is still fine
@@ -40,7 +40,7 @@ def token_hash(token: str) -> str:
 
 
 class DeviceRegistry:
-    def __init__(self, settings: Settings, store: SqliteStore) -> None:
+    def __init__(self, settings: Settings, store: StoreQueries) -> None:
         cv = settings.collector
         self.store = store
         self.required = cv.attestation == "required"

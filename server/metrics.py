@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Optional
 
-from server.storage import SqliteStore
+from server.storage import StoreQueries
 
 HELP = {
     "fedkeys_http_requests_total": ("counter", "HTTP requests by endpoint and status code."),
@@ -30,7 +30,7 @@ def _labels(labels: dict) -> str:
 
 
 class Metrics:
-    def __init__(self, store: SqliteStore, flush_s: float = 1.0) -> None:
+    def __init__(self, store: StoreQueries, flush_s: float = 1.0) -> None:
         self.store = store
         self.flush_s = flush_s
         self.instance = secrets.randbits(62)

@@ -59,3 +59,27 @@ class RateLimiter:
         if allowed:
             return None
         return max(1, math.ceil((1.0 - tokens) / self.rate))
+
+
+class SharedRateLimiter:
+    """`RateLimiter`'s buckets in the store (server/storage_pg.py `take_token`), so that every
+    worker of every collector host spends from one bucket per key: a device gets the configured
+    rate however many processes serve it. The buckets run on the database's clock."""
+
+    def __init__(self, store, scope: str, rate_per_s: float, burst: int) -> None:
+        self.store = store
+        self.scope = scope
+        self.rate = float(rate_per_s)
+        self.burst = float(burst)
+        self._takes = 0
+
+    def take(self, key: str, now: float) -> Optional[int]:
+        """Spend one token; None when allowed, else the seconds until a token is back. `now`
+        (this host's monotonic clock) is not used: hosts' clocks differ, the database's is one."""
+        allowed, tokens = self.store.take_token(self.scope, key, self.rate, self.burst)
+        self._takes += 1
+        if self._takes % 4096 == 0:  # a bucket refilled to the brim is the same as no row: keep the table small
+            self.store.forget_full_buckets(self.scope, self.burst / self.rate)
+        if allowed:
+            return None
+        return max(1, math.ceil((1.0 - tokens) / self.rate))

@@ -28,7 +28,7 @@ from fedcore.messages import Aggregate
 from fedmath.aggregate import RunningSum
 from fedmath.types import Shapes, Weights
 from server import files, reputation, validation
-from server.storage import Round, SqliteStore, UpdateRecord
+from server.storage import Round, StoreQueries, UpdateRecord
 
 log = logging.getLogger("fedkeys.server")
 
@@ -56,7 +56,7 @@ class RoundSum:
         fsync: fsync every write (durability "power").
     """
 
-    def __init__(self, store: SqliteStore, slots: files.SpoolSlots, aggregator: Aggregator, shapes: Shapes,
+    def __init__(self, store: StoreQueries, slots: files.SpoolSlots, aggregator: Aggregator, shapes: Shapes,
                  sums_dir: str, checkpoint_every: int, shared: bool, fsync: bool) -> None:
         self.store, self.slots, self.aggregator = store, slots, aggregator
         self.shapes = [tuple(s) for s in shapes]

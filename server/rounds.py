@@ -53,7 +53,7 @@ from server.privacy import ServerPrivacy
 from server.round_sum import RoundSum
 from server.secure_rounds import SecureRounds
 from server.settings import Settings
-from server.storage import Round, SqliteStore
+from server.storage import Round, StoreQueries, open_store
 
 if TYPE_CHECKING:
     from server.body import BodyStream
@@ -75,12 +75,14 @@ def weights_sha256(weights: Weights) -> str:
 class Collector:
     """Owns one state directory; safe to use from many threads and many processes at once."""
 
-    def __init__(self, settings: Settings, bundle: Bundle, store: Optional[SqliteStore] = None,
+    def __init__(self, settings: Settings, bundle: Bundle, store: Optional[StoreQueries] = None,
                  shared: bool = False) -> None:
         """`shared`: other processes (gunicorn workers) accept updates into the same state
         directory, so checkpoints are built from the spool outside the write lock
-        (`RoundSum.build_checkpoint`) rather than kept current in this process's memory."""
+        (`RoundSum.build_checkpoint`) rather than kept current in this process's memory. A
+        collector on PostgreSQL (`collector.database`) is always shared: other hosts may be."""
         self.settings = settings
+        shared = shared or bool(settings.collector.database)
         self.shared = shared
         self.bundle = bundle
         self.shapes = list(bundle.shapes)
@@ -97,7 +99,7 @@ class Collector:
         self.sums_dir = os.path.join(root, "sums")
         for d in (root, self.models_dir, self.spool_dir, self.sums_dir):
             os.makedirs(d, exist_ok=True)
-        self.store = store or SqliteStore(os.path.join(root, "fedkeys.sqlite3"), fsync=self.fsync)
+        self.store = store or open_store(settings.collector.database, root, self.fsync)
         self.identity = DeviceRegistry(settings, self.store)
         self.slots = files.SpoolSlots(self.spool_dir, self.fsync)
         self.sums = RoundSum(self.store, self.slots, self.aggregator, self.shapes, self.sums_dir,
@@ -176,6 +178,8 @@ class Collector:
                     continue
                 if d != self.spool_dir or not name.startswith("w"):
                     continue
+                if files.slot_host(name) not in (None, files.HOST_TAG):
+                    continue  # another host's slot: that host cleans it
                 try:
                     pid = int(name[1:].split("-", 1)[0])
                 except ValueError:

@@ -196,6 +196,13 @@ def check(s: Settings) -> None:
              "collector.upstream must be an http(s) URL of the root collector, or empty", cv.upstream)
     _require(not (cv.upstream and cv.policy != "sync"), "an edge (collector.upstream) runs policy 'sync'", cv.policy)
     _require(cv.upstream_timeout_s > 0, "collector.upstream_timeout_s must be > 0", cv.upstream_timeout_s)
+    _require(not cv.database or cv.database.startswith(("postgresql://", "postgres://")),
+             "collector.database must be empty (SQLite in state_dir) or a postgresql:// URL", cv.database[:80])
+    # these keep their own tables with SQLite-only statements (server/buffered.py, secure_rounds.py, reputation.py)
+    _require(not cv.database or (cv.policy == "sync" and not s.secagg.enabled
+                                 and not s.train.aggregator.startswith("screened")),
+             "collector.database (PostgreSQL) runs sync rounds without secagg or a screened rule; got policy, "
+             "secagg.enabled, train.aggregator", (cv.policy, s.secagg.enabled, s.train.aggregator))
     rule = build_algorithm(s.train, dp_noise=s.dp_noise).aggregator  # the algorithm, rule and optimizer settings
     # The accountant treats a round as a Gaussian mechanism on the sum of clipped updates; a
     # non-linear rule (a median of noised updates, each carrying 1/sqrt(n) of the noise) is not

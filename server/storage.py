@@ -7,18 +7,22 @@ therefore changes rounds one at a time and always sees the others' committed cha
 reads (WAL) never block. The collector keeps nothing authoritative in memory: a worker's cached
 running sum is checked against the `updates` table inside the write lock before it is used.
 
-The rest of the server calls only the methods of `SqliteStore`, so another store (PostgreSQL
-with `SELECT ... FOR UPDATE` as the lock) can replace it behind the same methods.
+The rest of the server calls only the methods of `StoreQueries` plus `conn()`, `write()` and
+`exclusive()`. `StoreQueries` holds every statement, in SQL both SQLite and PostgreSQL run (`?`
+placeholders, `ON CONFLICT`, `RETURNING`); `SqliteStore` here and `PostgresStore`
+(server/storage_pg.py, a database shared by several collector hosts) differ only in how they
+connect and lock. `open_store` picks one from `collector.database`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 from server.files import ProcessLock
 
@@ -165,7 +169,216 @@ class ModelRecord:
     meta: dict
 
 
-class SqliteStore:
+class Connection(Protocol):
+    """What the queries need of a connection: sqlite3's, or storage_pg's wrapper of psycopg's."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+
+    def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> Any: ...
+
+
+class StoreQueries:
+    """Every statement of the collector's store, over `conn()` (the calling thread's connection)
+    or the connection of an open `write()` transaction. Rows are read by column name."""
+
+    path: str  # where the data lives, for messages (a file, or the database URL without password)
+
+    def conn(self) -> Connection:
+        raise NotImplementedError
+
+    def write(self) -> contextlib.AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- devices -------------------------------------------------------------------------------
+    def add_device(self, c: Connection, device_id: str, token_sha256: str, now: float, *,
+                   public_key: Optional[str] = None, attestation_id: Optional[str] = None, attested: bool = False,
+                   token_expires: Optional[float] = None) -> bool:
+        """Register a device, or give a registered one a new token (revoking the old) and the
+        key and attestation given. True if new."""
+        known = c.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone() is not None
+        c.execute("INSERT INTO devices (device_id, token_sha256, registered_at, public_key, attestation_id, attested,"
+                  " token_expires) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+                  " token_sha256 = excluded.token_sha256, public_key = excluded.public_key,"
+                  " attestation_id = excluded.attestation_id, attested = excluded.attested,"
+                  " token_expires = excluded.token_expires",
+                  (device_id, token_sha256, now, public_key, attestation_id, int(attested), token_expires))
+        return not known
+
+    def get_device(self, device_id: str, c: Optional[Connection] = None) -> Optional[Device]:
+        row = (c or self.conn()).execute(
+            "SELECT device_id, registered_at, public_key, attestation_id, attested FROM devices WHERE device_id = ?",
+            (device_id,)).fetchone()
+        return Device(row[0], float(row[1]), row[2], row[3], bool(row[4])) if row else None
+
+    def device_for_token(self, token_sha256: str, now: Optional[float] = None) -> Optional[str]:
+        """The device holding this token, None when unknown, revoked or (at `now`) expired."""
+        row = self.conn().execute("SELECT device_id, token_expires FROM devices WHERE token_sha256 = ?",
+                                  (token_sha256,)).fetchone()
+        if row is None or (now is not None and row[1] is not None and now >= row[1]):
+            return None
+        return row[0]
+
+    def count_devices(self, c: Optional[Connection] = None, attested_only: bool = False) -> int:
+        sql = "SELECT COUNT(*) FROM devices" + (" WHERE attested = 1" if attested_only else "")
+        return int((c or self.conn()).execute(sql).fetchone()[0])
+
+    def devices_with_attestation(self, c: Connection, attestation_id: str, other_than: str) -> int:
+        """Device ids other than `other_than` registered with certificates for this physical device."""
+        return int(c.execute("SELECT COUNT(*) FROM devices WHERE attestation_id = ? AND device_id != ?",
+                             (attestation_id, other_than)).fetchone()[0])
+
+    def spend_nonce(self, c: Connection, nonce: str, expires_at: float, now: float) -> bool:
+        """Record a registration nonce as used; False if it was used already (a replay)."""
+        c.execute("DELETE FROM used_nonces WHERE expires_at < ?", (now,))
+        cur = c.execute("INSERT INTO used_nonces VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING", (nonce, expires_at))
+        return cur.rowcount == 1
+
+    def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """A server secret shared by every worker over this database, made once by `make`."""
+        with self.write() as c:
+            row = c.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            value = make()
+            c.execute("INSERT INTO server_secrets VALUES (?, ?)", (name, value))
+            return value
+
+    # -- rounds --------------------------------------------------------------------------------
+    def open_round(self, c: Optional[Connection] = None) -> Optional[Round]:
+        row = (c or self.conn()).execute("SELECT * FROM rounds WHERE state = 'open' ORDER BY round DESC LIMIT 1").fetchone()
+        return Round(**dict(row)) if row else None
+
+    def get_round(self, number: int, c: Optional[Connection] = None) -> Optional[Round]:
+        row = (c or self.conn()).execute("SELECT * FROM rounds WHERE round = ?", (number,)).fetchone()
+        return Round(**dict(row)) if row else None
+
+    def last_round(self, c: Optional[Connection] = None) -> Optional[Round]:
+        row = (c or self.conn()).execute("SELECT * FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
+        return Round(**dict(row)) if row else None
+
+    def insert_round(self, c: Connection, number: int, model_version: int, goal: int, slots: int,
+                     min_reports: int, noise_std: float, now: float) -> None:
+        c.execute(
+            "INSERT INTO rounds (round, model_version, state, goal_count, slots, min_reports, noise_std, opened_at)"
+            " VALUES (?, ?, 'open', ?, ?, ?, ?, ?)",
+            (number, model_version, goal, slots, min_reports, noise_std, now),
+        )
+
+    def finish_round(self, c: Connection, number: int, state: str, now: float,
+                     published_version: Optional[int], note: str) -> None:
+        c.execute("UPDATE rounds SET state = ?, closed_at = ?, published_version = ?, note = ? WHERE round = ?",
+                  (state, now, published_version, note, number))
+
+    def round_counts(self) -> dict[str, int]:
+        rows = self.conn().execute("SELECT state, COUNT(*) FROM rounds GROUP BY state").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- selection -----------------------------------------------------------------------------
+    def is_selected(self, number: int, device_id: str, c: Optional[Connection] = None) -> bool:
+        row = (c or self.conn()).execute("SELECT 1 FROM selections WHERE round = ? AND device_id = ?",
+                                         (number, device_id)).fetchone()
+        return row is not None
+
+    def select_device(self, c: Connection, number: int, device_id: str, now: float,
+                      deadline_if_first: float) -> None:
+        c.execute("INSERT INTO selections VALUES (?, ?, ?)", (number, device_id, now))
+        c.execute("UPDATE rounds SET selected = selected + 1, deadline = COALESCE(deadline, ?) WHERE round = ?",
+                  (deadline_if_first, number))
+
+    # -- updates -------------------------------------------------------------------------------
+    def get_update(self, number: int, device_id: str, c: Optional[Connection] = None) -> Optional[UpdateRecord]:
+        row = (c or self.conn()).execute("SELECT * FROM updates WHERE round = ? AND device_id = ?",
+                                         (number, device_id)).fetchone()
+        return UpdateRecord(**dict(row)) if row else None
+
+    def insert_update(self, c: Connection, number: int, device_id: str, upload_id: str, num_examples: int,
+                      weight: float, clip_to: Optional[float], norm: float, spool: Optional[str], now: float,
+                      round_complete: bool) -> int:
+        cur = c.execute(
+            "INSERT INTO updates (round, device_id, upload_id, num_examples, weight, clip_to, norm, spool,"
+            " received_at, round_complete) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            (number, device_id, upload_id, num_examples, weight, clip_to, norm, spool, now, int(round_complete)),
+        )
+        seq = int(cur.fetchone()[0])
+        c.execute("UPDATE rounds SET reports = reports + 1 WHERE round = ?", (number,))
+        return seq
+
+    def updates_between(self, c: Connection, number: int, after_seq: int,
+                        upto_seq: Optional[int] = None) -> list[UpdateRecord]:
+        """Accepted updates of a round with after_seq < seq <= upto_seq, in acceptance order."""
+        hi = upto_seq if upto_seq is not None else 2**62
+        rows = c.execute("SELECT * FROM updates WHERE round = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                         (number, after_seq, hi)).fetchall()
+        return [UpdateRecord(**dict(r)) for r in rows]
+
+    def last_seq(self, c: Connection, number: int) -> int:
+        row = c.execute("SELECT MAX(seq) FROM updates WHERE round = ?", (number,)).fetchone()
+        return int(row[0] or 0)
+
+    def round_weights(self, c: Connection, number: int) -> list[float]:
+        return [float(r[0]) for r in c.execute("SELECT weight FROM updates WHERE round = ? ORDER BY seq", (number,))]
+
+    def set_checkpoint(self, c: Connection, number: int, seq: int, path: str, total_weight: float,
+                       count: int) -> None:
+        c.execute("UPDATE rounds SET ckpt_seq = ?, ckpt_path = ?, ckpt_weight = ?, ckpt_count = ? WHERE round = ?",
+                  (seq, path, total_weight, count, number))
+
+    def clear_spools(self, c: Connection, number: int, after_seq: int, upto_seq: Optional[int] = None) -> None:
+        """Drop the spool references of a round's updates with after_seq < seq <= upto_seq (the
+        ones a new checkpoint covers: those up to the previous checkpoint have none left). A
+        range of the primary key, not the whole round: per checkpoint the work is the updates
+        it adds, not all the round's so far."""
+        hi = upto_seq if upto_seq is not None else 2**62
+        c.execute("UPDATE updates SET spool = NULL WHERE seq > ? AND seq <= ? AND round = ?", (after_seq, hi, number))
+
+    def spool_owner(self, spool: str) -> Optional[tuple[int, int]]:
+        row = self.conn().execute("SELECT round, seq FROM updates WHERE spool = ?", (spool,)).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    # -- models --------------------------------------------------------------------------------
+    def insert_model(self, c: Connection, version: int, number: Optional[int], path: str, sha256: str,
+                     num_params: int, now: float, q: float, z: float, meta: dict) -> None:
+        c.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  (version, number, path, sha256, num_params, now, q, z, json.dumps(meta, sort_keys=True)))
+
+    def _model(self, row: Any) -> Optional[ModelRecord]:
+        if row is None:
+            return None
+        d = dict(row)
+        d["meta"] = json.loads(d["meta"])
+        return ModelRecord(**d)
+
+    def get_model(self, version: int, c: Optional[Connection] = None) -> Optional[ModelRecord]:
+        return self._model((c or self.conn()).execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone())
+
+    def latest_model(self, c: Optional[Connection] = None) -> Optional[ModelRecord]:
+        return self._model((c or self.conn()).execute("SELECT * FROM models ORDER BY version DESC LIMIT 1").fetchone())
+
+    def privacy_events(self, c: Connection) -> list[tuple[float, float]]:
+        """(q, z) of every published round, in order."""
+        rows = c.execute("SELECT q, z FROM models WHERE round IS NOT NULL ORDER BY version").fetchall()
+        return [(float(r[0]), float(r[1])) for r in rows]
+
+    # -- counters ------------------------------------------------------------------------------
+    def save_counters(self, c: Connection, pid: int, items: dict[tuple[str, str], float]) -> None:
+        c.executemany("INSERT INTO counters VALUES (?, ?, ?, ?)"
+                      " ON CONFLICT (pid, name, labels) DO UPDATE SET value = excluded.value",
+                      [(pid, name, labels, value) for (name, labels), value in items.items()])
+
+    def all_counters(self) -> dict[tuple[str, str], float]:
+        out: dict[tuple[str, str], float] = {}
+        for name, labels, value in self.conn().execute("SELECT name, labels, SUM(value) FROM counters GROUP BY name, labels"):
+            out[(name, labels)] = float(value)
+        return out
+
+
+class SqliteStore(StoreQueries):
     """One SQLite database; a connection per thread; `write()` serializes all changes."""
 
     def __init__(self, path: str, fsync: bool = False) -> None:
@@ -241,188 +454,18 @@ class SqliteStore:
                 if outer:
                     self._flock.release()
 
-    # -- devices -------------------------------------------------------------------------------
-    def add_device(self, c: sqlite3.Connection, device_id: str, token_sha256: str, now: float, *,
-                   public_key: Optional[str] = None, attestation_id: Optional[str] = None, attested: bool = False,
-                   token_expires: Optional[float] = None) -> bool:
-        """Register a device, or give a registered one a new token (revoking the old) and the
-        key and attestation given. True if new."""
-        known = c.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone() is not None
-        c.execute("INSERT INTO devices (device_id, token_sha256, registered_at, public_key, attestation_id, attested,"
-                  " token_expires) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
-                  " token_sha256 = excluded.token_sha256, public_key = excluded.public_key,"
-                  " attestation_id = excluded.attestation_id, attested = excluded.attested,"
-                  " token_expires = excluded.token_expires",
-                  (device_id, token_sha256, now, public_key, attestation_id, int(attested), token_expires))
-        return not known
-
-    def get_device(self, device_id: str, c: Optional[sqlite3.Connection] = None) -> Optional[Device]:
-        row = (c or self.conn()).execute(
-            "SELECT device_id, registered_at, public_key, attestation_id, attested FROM devices WHERE device_id = ?",
-            (device_id,)).fetchone()
-        return Device(row[0], float(row[1]), row[2], row[3], bool(row[4])) if row else None
-
-    def device_for_token(self, token_sha256: str, now: Optional[float] = None) -> Optional[str]:
-        """The device holding this token, None when unknown, revoked or (at `now`) expired."""
-        row = self.conn().execute("SELECT device_id, token_expires FROM devices WHERE token_sha256 = ?",
-                                  (token_sha256,)).fetchone()
-        if row is None or (now is not None and row[1] is not None and now >= row[1]):
-            return None
-        return row[0]
-
-    def count_devices(self, c: Optional[sqlite3.Connection] = None, attested_only: bool = False) -> int:
-        sql = "SELECT COUNT(*) FROM devices" + (" WHERE attested = 1" if attested_only else "")
-        return int((c or self.conn()).execute(sql).fetchone()[0])
-
-    def devices_with_attestation(self, c: sqlite3.Connection, attestation_id: str, other_than: str) -> int:
-        """Device ids other than `other_than` registered with certificates for this physical device."""
-        return int(c.execute("SELECT COUNT(*) FROM devices WHERE attestation_id = ? AND device_id != ?",
-                             (attestation_id, other_than)).fetchone()[0])
-
-    def spend_nonce(self, c: sqlite3.Connection, nonce: str, expires_at: float, now: float) -> bool:
-        """Record a registration nonce as used; False if it was used already (a replay)."""
-        c.execute("DELETE FROM used_nonces WHERE expires_at < ?", (now,))
-        cur = c.execute("INSERT OR IGNORE INTO used_nonces VALUES (?, ?)", (nonce, expires_at))
-        return cur.rowcount == 1
-
-    def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
-        """A server secret shared by every worker over this database, made once by `make`."""
-        with self.write() as c:
-            row = c.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)).fetchone()
-            if row is not None:
-                return bytes(row[0])
-            value = make()
-            c.execute("INSERT INTO server_secrets VALUES (?, ?)", (name, value))
-            return value
-
-    # -- rounds --------------------------------------------------------------------------------
-    def open_round(self, c: Optional[sqlite3.Connection] = None) -> Optional[Round]:
-        row = (c or self.conn()).execute("SELECT * FROM rounds WHERE state = 'open' ORDER BY round DESC LIMIT 1").fetchone()
-        return Round(**dict(row)) if row else None
-
-    def get_round(self, number: int, c: Optional[sqlite3.Connection] = None) -> Optional[Round]:
-        row = (c or self.conn()).execute("SELECT * FROM rounds WHERE round = ?", (number,)).fetchone()
-        return Round(**dict(row)) if row else None
-
-    def last_round(self, c: Optional[sqlite3.Connection] = None) -> Optional[Round]:
-        row = (c or self.conn()).execute("SELECT * FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
-        return Round(**dict(row)) if row else None
-
-    def insert_round(self, c: sqlite3.Connection, number: int, model_version: int, goal: int, slots: int,
-                     min_reports: int, noise_std: float, now: float) -> None:
-        c.execute(
-            "INSERT INTO rounds (round, model_version, state, goal_count, slots, min_reports, noise_std, opened_at)"
-            " VALUES (?, ?, 'open', ?, ?, ?, ?, ?)",
-            (number, model_version, goal, slots, min_reports, noise_std, now),
-        )
-
-    def finish_round(self, c: sqlite3.Connection, number: int, state: str, now: float,
-                     published_version: Optional[int], note: str) -> None:
-        c.execute("UPDATE rounds SET state = ?, closed_at = ?, published_version = ?, note = ? WHERE round = ?",
-                  (state, now, published_version, note, number))
-
-    def round_counts(self) -> dict[str, int]:
-        rows = self.conn().execute("SELECT state, COUNT(*) FROM rounds GROUP BY state").fetchall()
-        return {r[0]: int(r[1]) for r in rows}
-
-    # -- selection -----------------------------------------------------------------------------
-    def is_selected(self, number: int, device_id: str, c: Optional[sqlite3.Connection] = None) -> bool:
-        row = (c or self.conn()).execute("SELECT 1 FROM selections WHERE round = ? AND device_id = ?",
-                                         (number, device_id)).fetchone()
-        return row is not None
-
-    def select_device(self, c: sqlite3.Connection, number: int, device_id: str, now: float,
-                      deadline_if_first: float) -> None:
-        c.execute("INSERT INTO selections VALUES (?, ?, ?)", (number, device_id, now))
-        c.execute("UPDATE rounds SET selected = selected + 1, deadline = COALESCE(deadline, ?) WHERE round = ?",
-                  (deadline_if_first, number))
-
-    # -- updates -------------------------------------------------------------------------------
-    def get_update(self, number: int, device_id: str, c: Optional[sqlite3.Connection] = None) -> Optional[UpdateRecord]:
-        row = (c or self.conn()).execute("SELECT * FROM updates WHERE round = ? AND device_id = ?",
-                                         (number, device_id)).fetchone()
-        return UpdateRecord(**dict(row)) if row else None
-
-    def insert_update(self, c: sqlite3.Connection, number: int, device_id: str, upload_id: str, num_examples: int,
-                      weight: float, clip_to: Optional[float], norm: float, spool: Optional[str], now: float,
-                      round_complete: bool) -> int:
-        cur = c.execute(
-            "INSERT INTO updates (round, device_id, upload_id, num_examples, weight, clip_to, norm, spool,"
-            " received_at, round_complete) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (number, device_id, upload_id, num_examples, weight, clip_to, norm, spool, now, int(round_complete)),
-        )
-        c.execute("UPDATE rounds SET reports = reports + 1 WHERE round = ?", (number,))
-        return int(cur.lastrowid)
-
-    def updates_between(self, c: sqlite3.Connection, number: int, after_seq: int,
-                        upto_seq: Optional[int] = None) -> list[UpdateRecord]:
-        """Accepted updates of a round with after_seq < seq <= upto_seq, in acceptance order."""
-        hi = upto_seq if upto_seq is not None else 2**62
-        rows = c.execute("SELECT * FROM updates WHERE round = ? AND seq > ? AND seq <= ? ORDER BY seq",
-                         (number, after_seq, hi)).fetchall()
-        return [UpdateRecord(**dict(r)) for r in rows]
-
-    def last_seq(self, c: sqlite3.Connection, number: int) -> int:
-        row = c.execute("SELECT MAX(seq) FROM updates WHERE round = ?", (number,)).fetchone()
-        return int(row[0] or 0)
-
-    def round_weights(self, c: sqlite3.Connection, number: int) -> list[float]:
-        return [float(r[0]) for r in c.execute("SELECT weight FROM updates WHERE round = ? ORDER BY seq", (number,))]
-
-    def set_checkpoint(self, c: sqlite3.Connection, number: int, seq: int, path: str, total_weight: float,
-                       count: int) -> None:
-        c.execute("UPDATE rounds SET ckpt_seq = ?, ckpt_path = ?, ckpt_weight = ?, ckpt_count = ? WHERE round = ?",
-                  (seq, path, total_weight, count, number))
-
-    def clear_spools(self, c: sqlite3.Connection, number: int, after_seq: int, upto_seq: Optional[int] = None) -> None:
-        """Drop the spool references of a round's updates with after_seq < seq <= upto_seq (the
-        ones a new checkpoint covers: those up to the previous checkpoint have none left). A
-        range of the primary key, not the whole round: per checkpoint the work is the updates
-        it adds, not all the round's so far."""
-        hi = upto_seq if upto_seq is not None else 2**62
-        c.execute("UPDATE updates SET spool = NULL WHERE seq > ? AND seq <= ? AND round = ?", (after_seq, hi, number))
-
-    def spool_owner(self, spool: str) -> Optional[tuple[int, int]]:
-        row = self.conn().execute("SELECT round, seq FROM updates WHERE spool = ?", (spool,)).fetchone()
-        return (int(row[0]), int(row[1])) if row else None
-
-    # -- models --------------------------------------------------------------------------------
-    def insert_model(self, c: sqlite3.Connection, version: int, number: Optional[int], path: str, sha256: str,
-                     num_params: int, now: float, q: float, z: float, meta: dict) -> None:
-        c.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                  (version, number, path, sha256, num_params, now, q, z, json.dumps(meta, sort_keys=True)))
-
-    def _model(self, row: Any) -> Optional[ModelRecord]:
-        if row is None:
-            return None
-        d = dict(row)
-        d["meta"] = json.loads(d["meta"])
-        return ModelRecord(**d)
-
-    def get_model(self, version: int, c: Optional[sqlite3.Connection] = None) -> Optional[ModelRecord]:
-        return self._model((c or self.conn()).execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone())
-
-    def latest_model(self, c: Optional[sqlite3.Connection] = None) -> Optional[ModelRecord]:
-        return self._model((c or self.conn()).execute("SELECT * FROM models ORDER BY version DESC LIMIT 1").fetchone())
-
-    def privacy_events(self, c: sqlite3.Connection) -> list[tuple[float, float]]:
-        """(q, z) of every published round, in order."""
-        rows = c.execute("SELECT q, z FROM models WHERE round IS NOT NULL ORDER BY version").fetchall()
-        return [(float(r[0]), float(r[1])) for r in rows]
-
-    # -- counters ------------------------------------------------------------------------------
-    def save_counters(self, c: sqlite3.Connection, pid: int, items: dict[tuple[str, str], float]) -> None:
-        c.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?, ?, ?)",
-                      [(pid, name, labels, value) for (name, labels), value in items.items()])
-
-    def all_counters(self) -> dict[tuple[str, str], float]:
-        out: dict[tuple[str, str], float] = {}
-        for name, labels, value in self.conn().execute("SELECT name, labels, SUM(value) FROM counters GROUP BY name, labels"):
-            out[(name, labels)] = float(value)
-        return out
-
     def close(self) -> None:
         c = getattr(self._local, "conn", None)
         if c is not None:
             c.close()
             self._local.conn = None
+
+
+def open_store(database: str, state_dir: str, fsync: bool) -> StoreQueries:
+    """The collector's store (`collector.database`): "" is SQLite in the state directory, only
+    for the processes of one host; a postgresql:// URL is a database several hosts share."""
+    if not database:
+        return SqliteStore(os.path.join(state_dir, "fedkeys.sqlite3"), fsync=fsync)
+    from server.storage_pg import PostgresStore  # psycopg is imported only by collectors that use it
+
+    return PostgresStore(database)

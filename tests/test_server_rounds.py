@@ -29,13 +29,14 @@ DIM = sum(int(np.prod(s)) for s in SHAPES)
 ELIGIBLE = {"idle": True, "charging": True, "unmetered": True, "num_examples": 10}
 
 
-def settings(tmp_path, server=None, privacy=None, collector=None, train=None):
+def settings(tmp_path, server=None, privacy=None, collector=None, train=None, database=""):
     bundle = str(tmp_path / "bundle")
     if not os.path.exists(bundle):
         make_bundle(bundle)
     server = {"goal_count": 3, "over_selection": 1.3, **(server or {})}
     privacy = {"mode": "device", "clip_norm": 1.0, "noise_multiplier": 0.0, "delta": 1e-6, **(privacy or {})}
     train = {"max_examples_per_client": 100, **(train or {})}
+    collector = {**(collector or {}), **({"database": database} if database else {})}
     return config_dict(bundle, str(tmp_path / "state"), server, privacy, collector, train)
 
 
@@ -62,8 +63,9 @@ def weights(col, version):
     return encodings.decode_float32(col.weights_payload(version)[0], SHAPES)
 
 
-def test_deadline_with_min_reports_publishes_what_arrived(tmp_path):
-    app = create_app(test_config=settings(tmp_path, collector={"report_deadline_s": 10, "min_reports": 2}))
+def test_deadline_with_min_reports_publishes_what_arrived(tmp_path, database):
+    app = create_app(test_config=settings(tmp_path, collector={"report_deadline_s": 10, "min_reports": 2},
+                                          database=database))
     col = collector_of(app)
     ids = enroll(col, 3)
     t0 = time.time()
@@ -86,7 +88,8 @@ def test_deadline_with_min_reports_publishes_what_arrived(tmp_path):
 
 
 def test_deadline_with_too_few_reports_abandons_and_keeps_model(tmp_path):
-    app = create_app(test_config=settings(tmp_path, collector={"report_deadline_s": 10, "min_reports": 2}))
+    app = create_app(test_config=settings(tmp_path, collector={"report_deadline_s": 10, "min_reports": 2},
+                                          database=database))
     col = collector_of(app)
     ids = enroll(col, 3)
     t0 = time.time()
@@ -204,8 +207,9 @@ def test_server_momentum(tmp_path, algorithm, steps):
     assert meta["name"] == ("momentum" if algorithm == "fedavg" else "nesterov") and meta["momentum"] == 0.9
 
 
-def test_restart_replays_spool_and_checkpoint_exactly_once(tmp_path):
-    cfg = settings(tmp_path, server={"goal_count": 7, "over_selection": 1.0}, collector={"checkpoint_every": 3})
+def test_restart_replays_spool_and_checkpoint_exactly_once(tmp_path, database):
+    cfg = settings(tmp_path, server={"goal_count": 7, "over_selection": 1.0}, collector={"checkpoint_every": 3},
+                   database=database)
     col = collector_of(create_app(test_config=cfg))
     ids = enroll(col, 7)
     select_all(col, ids)
@@ -232,8 +236,8 @@ def test_restart_replays_spool_and_checkpoint_exactly_once(tmp_path):
         np.testing.assert_allclose(w1[t], (w0[t] + mean).astype(np.float32), rtol=1e-6, atol=1e-7)
 
 
-def test_crash_while_publishing_is_finished_on_restart(tmp_path, monkeypatch):
-    cfg = settings(tmp_path, server={"goal_count": 2})
+def test_crash_while_publishing_is_finished_on_restart(tmp_path, monkeypatch, database):
+    cfg = settings(tmp_path, server={"goal_count": 2}, database=database)
     app = create_app(test_config=cfg)
     col = collector_of(app)
     ids = enroll(col, 2)
@@ -259,9 +263,10 @@ def test_crash_while_publishing_is_finished_on_restart(tmp_path, monkeypatch):
         np.testing.assert_allclose(w1[t], (w0[t] + mean).astype(np.float32), rtol=1e-6, atol=1e-7)
 
 
-def test_two_apps_on_one_state_dir_agree(tmp_path):
+def test_two_apps_on_one_state_dir_agree(tmp_path, database):
     """Two workers (apps) over one state directory: selection slots and the sum are shared."""
-    cfg = settings(tmp_path, server={"goal_count": 4, "over_selection": 1.0}, collector={"checkpoint_every": 2})
+    cfg = settings(tmp_path, server={"goal_count": 4, "over_selection": 1.0}, collector={"checkpoint_every": 2},
+                   database=database)
     a, b = collector_of(create_app(test_config=cfg)), collector_of(create_app(test_config=cfg))
     ids = enroll(a, 5)
     for i, d in enumerate(ids[:4]):
