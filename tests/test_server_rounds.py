@@ -87,7 +87,7 @@ def test_deadline_with_min_reports_publishes_what_arrived(tmp_path, database):
         np.testing.assert_allclose(w1[t], (w0[t] + mean).astype(np.float32), rtol=1e-6, atol=1e-7)
 
 
-def test_deadline_with_too_few_reports_abandons_and_keeps_model(tmp_path):
+def test_deadline_with_too_few_reports_abandons_and_keeps_model(tmp_path, database):
     app = create_app(test_config=settings(tmp_path, collector={"report_deadline_s": 10, "min_reports": 2},
                                           database=database))
     col = collector_of(app)
