@@ -37,26 +37,14 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks._procs import tree_cpu_s  # noqa: E402
+
 NIGHT_S = 2 * 3600.0  # 02:00 UTC: about half the phones are idle on the charger (fedmath/availability.py)
 POPULATION = 1_000_000
 MESSAGES_PER_PHONE = 30
 EXAMPLES_PER_PHONE = 16
 COLLECTOR_KEYS = ("postgres_two_hosts_updates_per_s", "sqlite_one_host_updates_per_s", "fuzz_5xx", "kill_lost",
                   "kill_double_counted")
-
-
-def _cpu_s(proc) -> float:
-    """CPU seconds of `proc` and all its descendants (the worker_binary children included)."""
-    import psutil
-
-    total = 0.0
-    for p in [proc] + proc.children(recursive=True):
-        try:
-            c = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += c.user + c.system
-    return total
 
 
 def _tokenizer(root: str):
@@ -109,9 +97,9 @@ def big_round(clients: int, root: str) -> dict:
 
     def timed_round(label: str) -> tuple[dict, list]:
         process.next(state0, datasets(xy[:4]))  # warm-up: tracing and this context's compilation
-        c, w = _cpu_s(me), time.perf_counter()
+        c, w = tree_cpu_s(me), time.perf_counter()
         out = process.next(state0, datasets(xy))
-        wall, cpu = time.perf_counter() - w, _cpu_s(me) - c
+        wall, cpu = time.perf_counter() - w, tree_cpu_s(me) - c
         n = int(out.metrics["client_work"]["train"]["num_examples"])
         print(f"    {label}: {wall:.2f} s wall, {cpu:.2f} CPU s, {len(xy) / wall:.1f} clients/s "
               f"({n} examples trained, load {os.getloadavg()[0]:.1f})", flush=True)

@@ -49,6 +49,7 @@ def measure(preset_name: str, root: str, repeats: int, client_loop: str = "itera
     import psutil
     import tensorflow as tf
 
+    from benchmarks._procs import tree_cpu_s
     from configs.presets import preset
     from configs.schema import RuntimeConfig
     from federated.algorithms import build_process
@@ -116,15 +117,7 @@ def measure(preset_name: str, root: str, repeats: int, client_loop: str = "itera
     me = psutil.Process()
 
     def cpu_s() -> float:
-        procs = [me] + me.children(recursive=True)
-        total = 0.0
-        for p in procs:
-            try:
-                c = p.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += c.user + c.system
-        return total
+        return tree_cpu_s(me)
 
     def timed(fn, *a):
         c, tic = cpu_s(), time.perf_counter()

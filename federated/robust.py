@@ -25,6 +25,7 @@ import tensorflow_federated as tff
 
 from fedcore import aggregator as aggregators
 from fedcore.robust import Krum, Median, TrimmedMean
+from federated.flat import unflatten
 
 RULES = (Median.name, TrimmedMean.name, Krum.name, "multi_krum")
 
@@ -111,13 +112,7 @@ class RowRuleFactory(tff.aggregators.UnweightedAggregationFactory):
 
         @tff.tensorflow.computation(acc_type)
         def report(acc):
-            flat = combine(rule, _field(acc, "rows"), _field(acc, "n"))
-            parts, at = [], 0
-            for shape, dtype in zip(shapes, dtypes):
-                size = int(np.prod(shape))
-                parts.append(tf.cast(tf.reshape(flat[at:at + size], shape), dtype))
-                at += size
-            return tff.types.type_to_py_container(tff.structure.pack_sequence_as(value_type, parts), value_type)
+            return unflatten(combine(rule, _field(acc, "rows"), _field(acc, "n")), shapes, dtypes, value_type)
 
         @tff.federated_computation()
         def init_fn():

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from federated.flat import unflatten
 from secagg import ring
 
 
@@ -56,13 +57,7 @@ class SecureSumFactory(tff.aggregators.UnweightedAggregationFactory):
             signed = tf.where(ring_sum >= half, ring_sum - modulus, ring_sum)
             weight = tf.cast(signed[-1], tf.float64)
             mean = tf.cast(signed[:-1], tf.float64) / q.scale / weight
-            parts, at = [], 0
-            for shape, dtype in zip(shapes, dtypes):
-                n = int(np.prod(shape))
-                parts.append(tf.cast(tf.reshape(mean[at:at + n], shape), dtype))
-                at += n
-            # the value's own containers (a list of weights): TFF checks the result type against them
-            return tff.types.type_to_py_container(tff.structure.pack_sequence_as(value_type, parts), value_type)
+            return unflatten(mean, shapes, dtypes, value_type)
 
         @tff.federated_computation()
         def init_fn():
