@@ -75,13 +75,20 @@ def write_arrays(path: str, arrays: dict[str, np.ndarray], fsync: bool) -> None:
     atomic_write_with(path, lambda f: np.savez(f, **arrays), fsync)
 
 
+# numpy parses each .npy header with ast.literal_eval, and CPython 3.11's AST constructor keeps
+# its recursion depth in state the threads share: two threads of a worker reading weights at once
+# can fail with "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905, seen
+# here on 3.11.7 as a 500 on GET /v1/model/N/weights). The reads are serialized; the bytes are small.
+_NPZ_READ = threading.Lock()
+
+
 def read_arrays(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
+    with _NPZ_READ, np.load(path) as z:
         return {k: z[k] for k in z.files}
 
 
 def read_npz(path: str, names: Sequence[str]) -> Weights:
-    with np.load(path) as npz:
+    with _NPZ_READ, np.load(path) as npz:
         return [np.asarray(npz[n], np.float32) for n in names]
 
 
