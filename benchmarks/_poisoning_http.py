@@ -21,12 +21,11 @@ def http_row(env: dict, attack_kind: str, defense: str, share: float, clean_top1
     from device_sim.attacker import AttackingPhone
     from device_sim.attestation import issuer_for_run, transports
     from device_sim.fleet import ModelPool, fetch_published_weights, make_phones, run_devices, tflite_factory
-    from device_sim.simulation import backdoor_success
     from federated.sampling import sample_clients
     from fedmath.attacks import choose_attackers
-    from model.evaluate import evaluate
-    from model.weights_io import save_weights
+    from model.evaluate import backdoor_success, evaluate
     from model.nwp import weight_names
+    from model.weights_io import save_weights
     from server.process import ServerProcess, write_server_config
     from tflite_export.bundle import export_bundle
 

@@ -12,9 +12,10 @@ half to score); strategies (`model/personalize.py`): `none` (the global model), 
 the output bias alone), `all` (every weight, the phones' SGD step), `cache` (the user's own word
 cache mixed into the global model, `keyboard/cache.py`: no training; its three numbers are chosen
 on the proxy users, split in time the same way, never on the held-out users scored here).
-Users with fewer than `--min-words` in-vocabulary words on either side are not scored (a user
-with three later words can only tie or flip, so "share improved" would count noise); the table
-also prints every user's figures (`--min-words 0`) for the best strategy. The global model is the
+Every user with a message on each side is scored once; the table counts users with at least
+`--min-words` in-vocabulary words on either side (a user with three later words can only tie or
+flip, so "share improved" would count noise), and a line per strategy gives the same figures over
+every user (each row's `all_users`). The global model is the
 federated model of a `benchmarks/fl_vs_central.py` output folder (`--from DIR`: DIR/<data
 set>/data and DIR/<data set>/fl/weights.npz), or trained here with `run_federated` when there is
 none. Goal (issue 21): on both data sets, the best strategy raises mean per-user top-1 by at
@@ -98,23 +99,18 @@ def main(argv=None) -> int:
     for name in args.datasets.split(","):
         cfg, data, weights, source = global_model(name, args)
         started = time.time()
-        cache = tune_cache(cfg, data, weights, args) if "cache" in strategies else None
+        cache = tune(cfg, data, weights, args) if "cache" in strategies else CacheParams()
         for s in strategies:
             lr = (args.all_lr if args.all_lr is not None else args.lr / 16) if s == "all" else args.lr
             r = evaluate_personalization(cfg, data, weights, [s], epochs=args.epochs, learning_rate=lr,
                                          train_fraction=args.train_fraction, max_users=args.max_users,
                                          max_examples=args.max_examples, keystroke_rows=args.keystroke_rows,
-                                         min_words=args.min_words, cache=cache or CacheParams(),
+                                         min_words=args.min_words, cache=cache,
                                          progress=None if args.quiet else print)[s]
-            per_user = r.pop("per_user")
-            if args.min_words and s != "none":
-                everyone = evaluate_personalization(cfg, data, weights, [s], epochs=args.epochs, learning_rate=lr,
-                                                    train_fraction=args.train_fraction, max_users=args.max_users,
-                                                    max_examples=args.max_examples, keystroke_rows=0,
-                                                    cache=cache or CacheParams())[s]
-                r["all_users"] = {k: everyone[k] for k in ("users", "global_top1", "personalized_top1",
-                                                           "relative_gain", "share_improved", "share_worse")}
-            del per_user
+            r.pop("per_user")
+            if "all_users" in r:
+                r["all_users"] = {k: r["all_users"][k] for k in ("users", "global_top1", "personalized_top1",
+                                                                 "relative_gain", "share_improved", "share_worse")}
             rows.append({"dataset": name, **r, "model": source, "cell": cfg.model.cell,
                          "vocab_size": int(data.tokenizer.vocab_size), "seconds": round(time.time() - started, 1)})
             started = time.time()
@@ -142,27 +138,19 @@ def main(argv=None) -> int:
     return 0
 
 
-def tune_cache(cfg, data, weights, args):
+def tune(cfg, data, weights, args):
     """The cache's (lam, kappa, n0) with the best mean per-user top-1 on `args.tune_split` users."""
     import itertools
 
     from keyboard.cache import CacheParams
-    from model.personalize import evaluate_personalization
+    from model.personalize import tune_cache
 
     lams, kappas, n0s = ([float(v) for v in part.split(",")] for part in args.cache_grid.split(":"))
-    best = None
-    for lam, kappa, n0 in itertools.product(lams, kappas, n0s):
-        params = CacheParams(lam, kappa, n0)
-        r = evaluate_personalization(cfg, data, weights, ["cache"], train_fraction=args.train_fraction,
-                                     max_examples=args.max_examples, keystroke_rows=0, split=args.tune_split,
-                                     min_words=args.min_words, cache=params)["cache"]
-        if not args.quiet:
-            print(f"cache on {args.tune_split} users: lam {lam} kappa {kappa} n0 {n0}: top-1 "
-                  f"{r['global_top1']:.4f} -> {r['personalized_top1']:.4f} ({r['users']} users)")
-        if best is None or r["personalized_top1"] > best[0]:
-            best = (r["personalized_top1"], params)
-    print(f"cache chosen on {args.tune_split} users: {best[1]}")
-    return best[1]
+    best, _ = tune_cache(cfg, data, weights, [CacheParams(*p) for p in itertools.product(lams, kappas, n0s)],
+                         split=args.tune_split, train_fraction=args.train_fraction, max_examples=args.max_examples,
+                         min_words=args.min_words, progress=None if args.quiet else print)
+    print(f"cache chosen on {args.tune_split} users: {best}")
+    return best
 
 
 if __name__ == "__main__":

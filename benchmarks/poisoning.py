@@ -91,9 +91,9 @@ def algorithm_for(cfg, rule: str):
 
 
 def run_sim(env: dict, defense: str, attack_kind: str, share: float, cache=None) -> dict:
-    from device_sim.simulation import backdoor_success, simulate
+    from device_sim.simulation import simulate
     from fedmath.attacks import choose_attackers
-    from model.evaluate import evaluate
+    from model.evaluate import backdoor_success, evaluate
 
     cfg, a = env["cfg"], env["args"]
     attackers = choose_attackers(list(env["clients"]), share if attack_kind != "none" else 0.0, seed=cfg.train.seed)
@@ -181,7 +181,6 @@ def warm_start(cfg, args, clients, client, init):
 
     from device_sim.simulation import simulate
     from fedmath.attacks import Attack
-    from model.evaluate import evaluate
 
     if args.warmup_rounds == 0:
         return init
@@ -203,8 +202,8 @@ def warm_start(cfg, args, clients, client, init):
 
 def setup(args) -> dict:
     from benchmarks._datasets import prepared, run_config
-    from model.nwp import build_model
     from device_sim.simulation import KerasClient
+    from model.nwp import build_model
 
     overrides = list(RECIPE) + list(args.set)
     cfg = run_config(args.preset, overrides)

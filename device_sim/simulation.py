@@ -25,10 +25,10 @@ import numpy as np
 
 from data.sequences import batches
 from data.special_ids import PAD_ID
-from fedcore.algorithm import ServerAlgorithm
 from device_sim.run_cache import RunCache, weights_digest
+from fedcore.algorithm import ServerAlgorithm
 from fedcore.messages import ClientUpdate
-from fedmath.attacks import Attack, Backdoor
+from fedmath.attacks import Attack
 from fedmath.privacy import max_plausible_norm
 from fedmath.types import Weights
 
@@ -97,21 +97,6 @@ class SimulationResult:
     rounds: list[dict] = field(default_factory=list)  # per round: attackers in the cohort, flagged, seconds
     weights: Optional[Weights] = None
     algorithm: Optional[ServerAlgorithm] = None  # the one that ran (a cache may resume a copy)
-
-
-def backdoor_success(model, weights: Weights, backdoor: Backdoor, x: np.ndarray, batch_size: int = 256) -> float:
-    """Share of the held-out rows `x`, each with the trigger planted, whose top-1 is the target."""
-    import tensorflow as tf
-
-    for v, w in zip(model.trainable_weights, weights):
-        v.assign(w)
-    px, pos = backdoor.contexts(x)
-    hits = []
-    for a in range(0, len(px), batch_size):
-        logits = model(tf.constant(px[a:a + batch_size]), training=False).numpy()
-        rows = np.arange(len(logits))
-        hits.append(logits[rows, pos[a:a + batch_size]])
-    return backdoor.success(np.concatenate(hits))
 
 
 def simulate(algorithm: ServerAlgorithm, client: KerasClient, init: Weights, clients: Mapping[str, Examples],

@@ -76,7 +76,7 @@ def backdoor_success(model: Any, weights: list, data: Any, seq_len: int, max_exa
     """Share of held-out windows, trigger planted, whose top-1 is the target (None: no backdoor)."""
     if not isinstance(data, PoisonedData) or data.attack.backdoor is None:
         return None
-    from device_sim.simulation import backdoor_success as success
+    from model.evaluate import backdoor_success as success
 
     x, _ = data.pooled_examples("heldout", seq_len, max_examples)
     return success(model, weights, data.attack.backdoor, x)

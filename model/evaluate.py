@@ -99,3 +99,19 @@ def most_frequent_word_baseline(train_y: np.ndarray, x: np.ndarray, y: np.ndarra
         logits = np.broadcast_to(logp, yb.shape + (vocab_size,))
         acc.update_logits(logits, yb)
     return _result(acc, y)
+
+
+def backdoor_success(model, weights: Sequence[np.ndarray], backdoor, x: np.ndarray, batch_size: int = 256) -> float:
+    """Share of the held-out rows `x`, each with the trigger planted (`fedmath.attacks.Backdoor`), whose
+    top-1 is the backdoor's target, for `model` (`model.nwp.build_model`) carrying `weights`."""
+    import tensorflow as tf
+
+    for v, w in zip(model.trainable_weights, weights):
+        v.assign(w)
+    px, pos = backdoor.contexts(x)
+    hits = []
+    for a in range(0, len(px), batch_size):
+        logits = model(tf.constant(px[a:a + batch_size]), training=False).numpy()
+        rows = np.arange(len(logits))
+        hits.append(logits[rows, pos[a:a + batch_size]])
+    return backdoor.success(np.concatenate(hits))

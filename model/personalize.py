@@ -18,7 +18,7 @@ Both fine-tunes take `epochs` passes over in-order batches of `batch_size` windo
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -60,6 +60,10 @@ def evaluate_personalization(cfg, data, weights: Sequence[np.ndarray], strategie
                              progress=None) -> dict[str, dict]:
     """Per strategy, the summary of global against personalized over the split's users.
 
+    Every user with a message on each side of the split is scored once; the summary counts those
+    with at least `min_words` words on each side, and with `min_words` > 0 an `all_users` summary
+    over everyone comes beside it from the same scores.
+
     Args:
         cfg: the run's config (model sizes, seq_len, batch size and client learning rate).
         data: `data.dataset.FederatedData`.
@@ -72,13 +76,14 @@ def evaluate_personalization(cfg, data, weights: Sequence[np.ndarray], strategie
         max_examples: cap on each side's windows per user (0 = all).
         keystroke_rows: windows per user scored for keystroke savings (0 = skip).
         split: the users' split.
-        min_words: score only users with at least this many in-vocabulary word targets on each side of the
-            split (0 = every user with a message on each side).
+        min_words: summarise only users with at least this many in-vocabulary word targets on each side
+            of the split (0 = every user with a message on each side).
         cache: the `cache` strategy's parameters.
         progress: a callable taking a line of text, or None.
 
     Returns:
-        {strategy: summary (keyboard.personalize.summarise) plus "per_user" [...]}.
+        {strategy: summary (keyboard.personalize.summarise) plus "per_user" [...] (the summarised
+        users) and, with `min_words`, "all_users" (the summary over every scored user)}.
     """
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown or not strategies:
@@ -86,45 +91,91 @@ def evaluate_personalization(cfg, data, weights: Sequence[np.ndarray], strategie
     lr = cfg.train.client_learning_rate if learning_rate is None else float(learning_rate)
     w = NWPWeights.from_list(cfg.model.cell, weights)
     vocab = data.tokenizer.words
-    users = sorted(data.users(split))
-    if max_users:
-        users = users[:max_users]
     tune_all = _AllWeights(cfg, data.tokenizer.vocab_size, cfg.data.seq_len) if "all" in strategies else None
-    results: dict[str, list[UserResult]] = {s: [] for s in strategies}
-    for n, user in enumerate(users):
-        halves = split_in_time(data.tokens(user), cfg.data.seq_len, train_fraction, max_examples)
-        if halves is None:
-            continue
-        (ex, ey), (lx, ly) = halves
-        if min_words and min(_words(ey), _words(ly)) < min_words:
-            continue
+    results: dict[str, list[tuple[int, UserResult]]] = {s: [] for s in strategies}
+    for user, (ex, ey), (lx, ly), words in _users(cfg, data, split, max_users, train_fraction, max_examples, progress):
         z = logits(w, lx)
         base = score_logits(z, ly, vocab, keystroke_rows)
         for s in strategies:
             if s == "none":
                 scores = base
             elif s == "cache":
-                user_cache = WordCache(w.vocab_size, cache)
-                user_cache.add_windows(ex, ey)
-                scores = score_logits(cached_log_probs(softmax(z), lx, ly, user_cache), ly, vocab, keystroke_rows)
+                scores = score_logits(_cached(softmax(z), ex, ey, lx, ly, w.vocab_size, cache), ly, vocab,
+                                      keystroke_rows)
             elif s == "bias":
                 scores = score_user(fine_tune_bias(w, ex, ey, lr, epochs, cfg.train.batch_size), lx, ly, vocab,
                                     keystroke_rows)
             else:
                 tuned = NWPWeights.from_list(cfg.model.cell, tune_all(weights, ex, ey, lr, epochs, cfg.train.batch_size))
                 scores = score_user(tuned, lx, ly, vocab, keystroke_rows)
-            results[s].append(UserResult(user, base, scores))
-        if progress is not None and (n + 1) % 10 == 0:
-            progress(f"personalization: {n + 1}/{len(users)} users")
+            results[s].append((words, UserResult(user, base, scores)))
     out = {}
-    for s, rs in results.items():
+    for s, scored in results.items():
+        rs = [r for words, r in scored if words >= min_words]
         out[s] = {**summarise(rs), "strategy": s, "epochs": epochs, "learning_rate": lr,
                   "train_fraction": train_fraction, "min_words": min_words,
                   **({"cache": {"lam": cache.lam, "kappa": cache.kappa, "n0": cache.n0}} if s == "cache" else {}),
+                  **({"all_users": summarise([r for _, r in scored])} if min_words else {}),
                   "per_user": [{"user": r.user, "global_top1": r.global_scores["top1"],
                                 "personalized_top1": r.personalized["top1"], "words": r.global_scores["words"]}
                                for r in rs]}
     return out
+
+
+def tune_cache(cfg, data, weights: Sequence[np.ndarray], grid: Iterable[CacheParams], split: str = "proxy",
+               train_fraction: float = 0.5, max_examples: int = 64, min_words: int = 0,
+               progress=None) -> tuple[CacheParams, list[dict]]:
+    """The `cache` strategy's parameters with the best mean per-user top-1 on `split`'s users.
+
+    The global model's distribution of each user's later windows does not depend on the cache,
+    so it is computed once per user and reused at every grid point.
+
+    Returns:
+        (the best CacheParams, one {"params", "global_top1", "personalized_top1", "users"} per point).
+    """
+    w = NWPWeights.from_list(cfg.model.cell, weights)
+    users, base = [], []
+    for _, early, (lx, ly), words in _users(cfg, data, split, 0, train_fraction, max_examples, None):
+        if words >= min_words:
+            z = logits(w, lx)
+            users.append((early, (lx, ly), softmax(z)))
+            base.append(score_logits(z, ly)["top1"])
+    if not users:
+        raise ValueError(f"no {split} user has {min_words} words on each side of the split")
+    g = float(np.mean(base))
+    table = []
+    for params in grid:
+        top1 = [score_logits(_cached(p, ex, ey, lx, ly, w.vocab_size, params), ly)["top1"]
+                for ((ex, ey), (lx, ly), p) in users]
+        table.append({"params": params, "global_top1": g, "personalized_top1": float(np.mean(top1)),
+                      "users": len(users)})
+        if progress is not None:
+            progress(f"cache on {split} users: {params}: top-1 {g:.4f} -> {table[-1]['personalized_top1']:.4f} "
+                     f"({len(users)} users)")
+    if not table:
+        raise ValueError("the cache's search grid is empty")
+    return max(table, key=lambda r: r["personalized_top1"])["params"], table
+
+
+def _users(cfg, data, split: str, max_users: int, train_fraction: float, max_examples: int, progress):
+    """(user, earlier (x, y), later (x, y), fewer side's word count) for each user with a message each side."""
+    users = sorted(data.users(split))
+    if max_users:
+        users = users[:max_users]
+    for n, user in enumerate(users):
+        halves = split_in_time(data.tokens(user), cfg.data.seq_len, train_fraction, max_examples)
+        if halves is not None:
+            (ex, ey), (lx, ly) = halves
+            yield user, (ex, ey), (lx, ly), min(_words(ey), _words(ly))
+        if progress is not None and (n + 1) % 10 == 0:
+            progress(f"personalization: {n + 1}/{len(users)} users")
+
+
+def _cached(probs: np.ndarray, ex, ey, lx, ly, vocab_size: int, params: CacheParams) -> np.ndarray:
+    """Log-probabilities of the later windows with the user's cache (counted from the earlier ones) mixed in."""
+    user_cache = WordCache(vocab_size, params)
+    user_cache.add_windows(ex, ey)
+    return cached_log_probs(probs, lx, ly, user_cache)
 
 
 def _words(y: np.ndarray) -> int:

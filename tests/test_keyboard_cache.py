@@ -104,3 +104,19 @@ def test_cache_strategy_in_the_personalization_evaluation():
     # "brief" has 1 word on each side: excluded at min_words=3, "fan" (9 words a side) kept
     kept = evaluate_personalization(cfg, data, arrays, ["cache"], keystroke_rows=0, min_words=3)
     assert [r["user"] for r in kept["cache"]["per_user"]] == ["fan"] and kept["cache"]["min_words"] == 3
+    # the same scores, summarised over everyone beside the filtered summary
+    assert kept["cache"]["all_users"]["users"] == 2
+    assert kept["cache"]["all_users"]["personalized_top1"] == pytest.approx(
+        evaluate_personalization(cfg, data, arrays, ["cache"], keystroke_rows=0)["cache"]["personalized_top1"])
+    # tuning reuses each user's global distribution across the grid and finds what the evaluation finds
+    from model.personalize import tune_cache
+
+    grid = [CacheParams(lam=0.0), CacheParams(lam=0.6, kappa=1.0, n0=0.0)]
+    best, table = tune_cache(cfg, data, arrays, grid, split="proxy")
+    assert best == grid[1] and [r["users"] for r in table] == [2, 2]
+    for params, row in zip(grid, table):
+        ref = evaluate_personalization(cfg, data, arrays, ["cache"], keystroke_rows=0, cache=params)["cache"]
+        assert row["personalized_top1"] == pytest.approx(ref["personalized_top1"])
+        assert row["global_top1"] == pytest.approx(ref["global_top1"])
+    with pytest.raises(ValueError, match="no proxy user has 100 words"):
+        tune_cache(cfg, data, arrays, grid, min_words=100)

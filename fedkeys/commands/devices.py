@@ -102,12 +102,12 @@ def run(args: argparse.Namespace) -> int:
 
     scores: dict[int, dict[str, float]] = {}
     published: dict[int, dict[str, Any]] = {}
-    latest: dict[int, Any] = {}
+    latest: tuple[int, Any] | None = None  # the last evaluated (version, weights), for personalization
 
     def evaluate_version(version: int, sim_hour: float | None = None) -> dict[str, float]:
+        nonlocal latest
         weights = fetch_published_weights(url, version, shapes, transport_factory=phone_transport)
-        latest.clear()
-        latest[version] = weights
+        latest = (version, weights)
         scores[version] = {**evaluate_weights(cfg, data, weights, xy), **keystroke_savings(cfg, data, weights, xy)}
         published[version] = fetch_published_meta(url, version, transport_factory=phone_transport)
         return scores[version]
@@ -144,10 +144,10 @@ def run(args: argparse.Namespace) -> int:
                              seed=cfg.devices.seed, encoding=args.encoding, on_round=score,
                              transport_factory=phone_transport, phones=phones)
     summary = {**base, **result.summary()}
-    if phones is not None and latest:
+    if phones is not None and latest is not None:
         from device_sim.personal import personalization_report
 
-        version, weights = next(iter(latest.items()))
+        version, weights = latest
         pers = personalization_report(phones, weights, holdout, cfg.model.cell, data.tokenizer.words)
         summary["personalization"] = {**pers, "global_version": version, "holdout_share": args.personalize}
         print(f"devices: personalization on {pers['users']} phones ({pers['users_personalized']} with their own "
