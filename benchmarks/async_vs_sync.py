@@ -36,6 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+PAD_LAST = False
+
+
 def _trainer(cfg, vocab_size: int, clients, noise_std: float, seed: int):
     """device, start weights, ticket -> clipped, noised ClientUpdate (the phone's work)."""
     import numpy as np
@@ -45,27 +48,29 @@ def _trainer(cfg, vocab_size: int, clients, noise_std: float, seed: int):
     from fedcore.messages import ClientUpdate
     from fedmath import availability as av
     from fedmath.privacy import add_gaussian_noise, clip_by_global_norm
-    from model.nwp import build_model, masked_loss
+    from model.nwp import build_model
+    from tflite_export.trainable import sgd_step
 
-    # the unrolled graph is the phones' own (model.nwp.UnrolledRNN): same function, updates
-    # within 1e-7 of Keras' RNN loop, about 10% less CPU per update here (docs/decisions.md)
+    # the phones' own step: the unrolled graph (model.nwp.UnrolledRNN), the loss through the
+    # written-out output-layer gradient (masked_step_loss) and each step's gradient clipped at
+    # train.client_grad_clip, as the plan's `train` signature runs it
     model = build_model(cfg.model, vocab_size, cfg.data.seq_len, unroll=True)
     lr = tf.constant(cfg.train.client_learning_rate, tf.float32)
+    clip = tf.constant(cfg.train.client_grad_clip, tf.float32)
+    spec = tf.TensorSpec([None, cfg.data.seq_len], tf.int32)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[spec, spec])
     def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = masked_loss(yb, model(xb, training=True))
-        for v, g in zip(model.trainable_weights, tape.gradient(loss, model.trainable_weights)):
-            v.assign_sub(lr * tf.convert_to_tensor(g))
-        return loss
+        return sgd_step(model, xb, yb, lr, clip)
 
     def train(device: str, weights, ticket) -> ClientUpdate:
         x, y = clients[device]
         for v, w in zip(model.trainable_weights, weights):
             v.assign(w)
         for _ in range(cfg.train.local_epochs):
-            for xb, yb in batches(x, y, cfg.train.batch_size, pad_last=True):
+            # the short last batch as it is: all-PAD rows add nothing to the loss (masked_loss), so
+            # the phone's padded step is the same step, and skipping them saves 18% of the rows
+            for xb, yb in batches(x, y, cfg.train.batch_size, pad_last=PAD_LAST):
                 step(xb, yb)
         delta = [v.numpy() - w for v, w in zip(model.trainable_weights, weights)]
         delta, _ = clip_by_global_norm(delta, cfg.privacy.clip_norm)
@@ -124,18 +129,24 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
                        seq_len=cfg.data.seq_len, download_bytes=4 * n_params, upload_bytes=4 * n_params)
     day = DayConfig(sim_hours=args.sim_hours, start_hour=args.start_hour, tick_s=60 * args.tick_min,
                     cooldown_s=60 * args.cooldown_min, tokens_per_s=args.tokens_per_s, seed=args.seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def progress(entry: dict) -> None:  # one line per evaluation: a long run's log
+        print(f"  {name} {entry} wall {time.perf_counter() - t0:.0f} s cpu {time.process_time() - c0:.0f} s",
+              flush=True)
+
     trainer = (_stub_trainer([w.shape for w in initial], examples) if args.stub_training
                else _trainer(cfg, vocab_size, clients, noise_std, args.seed))
     rep = simulate(server, examples, trainer, cost, day, retry_s=args.retry_s, eval_every_s=60 * args.eval_min,
-                   on_eval=None if args.stub_training else evaluate_fn)
+                   on_eval=None if args.stub_training else evaluate_fn, on_progress=progress)
     s = rep.summary()
     s.update(policy=server.policy.describe() if name == "fedbuff" else dataclasses.asdict(server.policy),
              server_learning_rate=algorithm.learning_rate, versions=server.version, evals=rep.evals,
              final_top1=rep.evals[-1].get("top1"), final_val_top1=rep.evals[-1].get("val_top1"),
              round_times=server.round_time_summary() if name == "sync" else None,
              epsilon=server.published[-1].epsilon if server.published else None,
-             rounds_abandoned=getattr(server, "abandoned", 0), wall_s=round(time.perf_counter() - t0, 1))
+             rounds_abandoned=getattr(server, "abandoned", 0), wall_s=round(time.perf_counter() - t0, 1),
+             cpu_s=round(time.process_time() - c0, 1))
     top1 = "-" if s["final_top1"] is None else f"{s['final_top1']:.4f}"
     print(f"async_vs_sync: {name}: {server.version} versions, {s['admitted']} admitted, {s['not_admitted']} "
           f"turned away, {s['updates_trained']} trained, {s['updates_accepted']} accepted, {s['updates_wasted']} "
@@ -143,6 +154,43 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
     if s["round_times"]:
         print(f"  sync round times (simulated s): {s['round_times']}", flush=True)
     return s
+
+
+def cost_probe(args, cfg, users, initial, clients, vocab: int, evaluate_fn) -> dict:
+    """CPU seconds of one trained update and one evaluation, measured, times the counts of the
+    `--stub-training` runs of the same day (the simulation trains exactly the updates that
+    count, so a stub run's counts are the trained run's): the trained run's cost, estimated."""
+    train = _trainer(cfg, vocab, clients, 0.0, args.seed)
+    ticket = type("Ticket", (), {"version": 0, "issued_at": 0.0})
+    train(users[0], initial, ticket)  # traces the step
+    evaluate_fn(initial)
+    probe = users[1: args.cost_probe + 1]
+    c0 = time.process_time()
+    for u in probe:
+        train(u, initial, ticket)
+    per_update = (time.process_time() - c0) / len(probe)
+    c0 = time.process_time()
+    evaluate_fn(initial)
+    per_eval = time.process_time() - c0
+    evals = math.floor(60 * args.sim_hours / args.eval_min + 1e-9) + 1
+    out = {"benchmark": "async_vs_sync", "cost_probe": len(probe), "cpu_s_per_update": round(per_update, 3),
+           "cpu_s_per_eval": round(per_eval, 2), "devices": len(users), "sim_hours": args.sim_hours}
+    for name in ("sync", "fedbuff"):
+        path = os.path.join(args.workdir, f"run_{name}_stub.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            stub = json.load(f)
+        a = stub["args"]
+        if (a["devices"], a["sim_hours"]) != (args.devices, args.sim_hours):
+            print(f"async_vs_sync: {path} is another day ({a['devices']} phones, {a['sim_hours']} h): not used")
+            continue
+        trained = stub["updates_accepted"] + stub["discarded_with_abandoned_rounds"]  # what the run trains
+        out[name] = {"updates_to_train": trained, "cpu_s": round(trained * per_update + evals * per_eval)}
+    print(f"async_vs_sync: cost probe: {per_update:.3f} CPU s per update ({len(probe)} phones), "
+          f"{per_eval:.2f} CPU s per evaluation; estimates {out}", flush=True)
+    print(json.dumps(out))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -181,6 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--policies", default="sync,fedbuff",
                    help="runs to simulate now; the other is read from WORKDIR/run_<name>.json of an earlier call")
     p.add_argument("--small", action="store_true", help="200 phones, 3 simulated hours (a quick check)")
+    p.add_argument("--cost-probe", type=int, default=0, metavar="N",
+                   help="time N phones' updates and one evaluation, then estimate the trained run's CPU "
+                        "from the --stub-training counts of the same day in WORKDIR; no simulation")
     args = p.parse_args(argv)
     grid = [float(x) for x in args.server_lr_grid.split(",") if x] if args.server_lr_grid else []
     if grid and args.stub_training:
@@ -225,6 +276,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"async_vs_sync: {len(users)} phones, {args.sim_hours:g} simulated hours, {cfg.preset} model "
           f"from initial weights ({sum(w.size for w in initial):,} params), concurrency {args.concurrency}",
           flush=True)
+    if args.cost_probe:
+        return cost_probe(args, cfg, users, initial, clients, vocab, evaluate_fn)
     wanted = [x for x in args.policies.split(",") if x]
     if not set(wanted) <= {"sync", "fedbuff"}:
         raise SystemExit(f"async_vs_sync: --policies takes sync and/or fedbuff, got {args.policies!r}")

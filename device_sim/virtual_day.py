@@ -74,7 +74,8 @@ class VirtualReport:
 
 def simulate(server: Server, examples: Mapping[str, int], train: TrainFn, cost: SessionCost,
              day: DayConfig = DayConfig(), *, retry_s: float = 60.0, eval_every_s: float = 1800.0,
-             on_eval: Optional[Callable[[Weights], dict]] = None) -> VirtualReport:
+             on_eval: Optional[Callable[[Weights], dict]] = None,
+             on_progress: Optional[Callable[[dict], None]] = None) -> VirtualReport:
     """Run `day.sim_hours` of simulated time of the phones in `examples` (device -> examples).
 
     Args:
@@ -87,6 +88,7 @@ def simulate(server: Server, examples: Mapping[str, int], train: TrainFn, cost: 
         retry_s: simulated seconds a phone the server turned away waits.
         eval_every_s: simulated seconds between calls of `on_eval` (and one at the end).
         on_eval: current weights -> metrics stored with the hour and version.
+        on_progress: called with each evaluation's entry and the counts so far (a long run's log).
     """
     rng = np.random.default_rng([day.seed, 19])
     ids = sorted(examples)
@@ -110,6 +112,9 @@ def simulate(server: Server, examples: Mapping[str, int], train: TrainFn, cost: 
         if on_eval is not None:
             entry.update(on_eval(server.weights))
         rep.evals.append(entry)
+        if on_progress is not None:
+            on_progress(dict(entry, trained=rep.counts["accepted"] + rep.counts["wasted"],
+                             accepted=rep.counts["accepted"]))
 
     t = start
     while t < end:
