@@ -37,6 +37,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 PAD_LAST = False
+GOAL_SPEEDUP = 2.5  # the issue's goal: FedBuff reaches the target in at most sync's hours / 2.5
+
+
+def goal_missed_at(hour: float, reached: bool, sync_hours: float) -> bool:
+    """Whether FedBuff, not at the target by this evaluation, can no longer meet the goal: its
+    hours_to_target (the first evaluation at the target) would be at least this hour, so
+    sync_hours / hours_to_target < GOAL_SPEEDUP whatever the rest of the day does."""
+    return not reached and hour > sync_hours / GOAL_SPEEDUP - 1e-9
+
+
 
 
 def _trainer(cfg, vocab_size: int, clients, noise_std: float, seed: int):
@@ -59,7 +69,8 @@ def _trainer(cfg, vocab_size: int, clients, noise_std: float, seed: int):
     clip = tf.constant(cfg.train.client_grad_clip, tf.float32)
     spec = tf.TensorSpec([None, cfg.data.seq_len], tf.int32)
 
-    @tf.function(input_signature=[spec, spec])
+    # no data-dependent control flow to convert (AutoGraph only warns on this closure)
+    @tf.function(input_signature=[spec, spec], autograph=False)
     def step(xb, yb):
         return sgd_step(model, xb, yb, lr, clip)
 
@@ -99,7 +110,8 @@ def choose_by_validation(val_top1: dict[float, float]) -> float:
     return max(val_top1, key=lambda lr: val_top1[lr])
 
 
-def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int) -> dict:
+def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int,
+               stop=None) -> dict:
     from device_sim.day import DayConfig
     from device_sim.virtual_day import SessionCost, simulate
     from fedcore.algorithm import build
@@ -131,9 +143,10 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
                     cooldown_s=60 * args.cooldown_min, tokens_per_s=args.tokens_per_s, seed=args.seed)
     t0, c0 = time.perf_counter(), time.process_time()
 
-    def progress(entry: dict) -> None:  # one line per evaluation: a long run's log
+    def progress(entry: dict) -> bool:  # one line per evaluation: a long run's log
         print(f"  {name} {entry} wall {time.perf_counter() - t0:.0f} s cpu {time.process_time() - c0:.0f} s",
               flush=True)
+        return bool(stop and stop(entry))
 
     trainer = (_stub_trainer([w.shape for w in initial], examples) if args.stub_training
                else _trainer(cfg, vocab_size, clients, noise_std, args.seed))
@@ -147,6 +160,9 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
              epsilon=server.published[-1].epsilon if server.published else None,
              rounds_abandoned=getattr(server, "abandoned", 0), wall_s=round(time.perf_counter() - t0, 1),
              cpu_s=round(time.process_time() - c0, 1))
+    if s["stopped_at_hour"] is not None:  # ended early: no final top-1 of the day
+        s.update(final_top1=None, final_val_top1=None)
+        print(f"async_vs_sync: {name}: stopped at {s['stopped_at_hour']:g} h, the goal missed", flush=True)
     top1 = "-" if s["final_top1"] is None else f"{s['final_top1']:.4f}"
     print(f"async_vs_sync: {name}: {server.version} versions, {s['admitted']} admitted, {s['not_admitted']} "
           f"turned away, {s['updates_trained']} trained, {s['updates_accepted']} accepted, {s['updates_wasted']} "
@@ -164,16 +180,24 @@ def cost_probe(args, cfg, users, initial, clients, vocab: int, evaluate_fn) -> d
     ticket = type("Ticket", (), {"version": 0, "issued_at": 0.0})
     train(users[0], initial, ticket)  # traces the step
     evaluate_fn(initial)
-    probe = users[1: args.cost_probe + 1]
+    # phones spread over the fleet (sizes vary 1 to 256 examples): CPU per local step, times the
+    # fleet's mean steps per update
+    stride = max(1, (len(users) - 1) // args.cost_probe)
+    probe = users[1::stride][: args.cost_probe]
+    bs, epochs = cfg.train.batch_size, cfg.train.local_epochs
+    steps = {u: epochs * math.ceil(clients[u][0].shape[0] / bs) for u in users}
     c0 = time.process_time()
     for u in probe:
         train(u, initial, ticket)
-    per_update = (time.process_time() - c0) / len(probe)
+    per_step = (time.process_time() - c0) / sum(steps[u] for u in probe)
+    fleet_steps = sum(steps.values()) / len(steps)
+    per_update = per_step * fleet_steps
     c0 = time.process_time()
     evaluate_fn(initial)
     per_eval = time.process_time() - c0
     evals = math.floor(60 * args.sim_hours / args.eval_min + 1e-9) + 1
-    out = {"benchmark": "async_vs_sync", "cost_probe": len(probe), "cpu_s_per_update": round(per_update, 3),
+    out = {"benchmark": "async_vs_sync", "cost_probe": len(probe), "cpu_s_per_step": round(per_step, 4),
+           "mean_steps": round(fleet_steps, 2), "cpu_s_per_update": round(per_update, 3),
            "cpu_s_per_eval": round(per_eval, 2), "devices": len(users), "sim_hours": args.sim_hours}
     for name in ("sync", "fedbuff"):
         path = os.path.join(args.workdir, f"run_{name}_stub.json")
@@ -187,7 +211,8 @@ def cost_probe(args, cfg, users, initial, clients, vocab: int, evaluate_fn) -> d
             continue
         trained = stub["updates_accepted"] + stub["discarded_with_abandoned_rounds"]  # what the run trains
         out[name] = {"updates_to_train": trained, "cpu_s": round(trained * per_update + evals * per_eval)}
-    print(f"async_vs_sync: cost probe: {per_update:.3f} CPU s per update ({len(probe)} phones), "
+    print(f"async_vs_sync: cost probe: {per_step:.4f} CPU s per local step ({len(probe)} phones), "
+          f"{fleet_steps:.2f} steps per update in the fleet: {per_update:.3f} CPU s per update, "
           f"{per_eval:.2f} CPU s per evaluation; estimates {out}", flush=True)
     print(json.dumps(out))
     return out
@@ -229,6 +254,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--policies", default="sync,fedbuff",
                    help="runs to simulate now; the other is read from WORKDIR/run_<name>.json of an earlier call")
     p.add_argument("--small", action="store_true", help="200 phones, 3 simulated hours (a quick check)")
+    p.add_argument("--stop-when-decided", action="store_true",
+                   help="end FedBuff's day at the first evaluation from sync's hours_to_target / 2.5 on that "
+                        "has not reached the target (the goal is missed whatever follows); sync runs first, "
+                        "in this call or read from WORKDIR/run_sync.json")
     p.add_argument("--cost-probe", type=int, default=0, metavar="N",
                    help="time N phones' updates and one evaluation, then estimate the trained run's CPU "
                         "from the --stub-training counts of the same day in WORKDIR; no simulation")
@@ -297,10 +326,22 @@ def main(argv: list[str] | None = None) -> dict:
             with open(path, "w") as f:
                 json.dump(dict(runs[name], args=vars(args)), f, indent=2, default=float)
         elif name in wanted:
-            runs[name] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab)
+            stop = None
+            if name == "fedbuff" and args.stop_when_decided and not args.stub_training:
+                if "sync" not in runs:
+                    with open(os.path.join(args.workdir, "run_sync.json")) as f:
+                        runs["sync"] = json.load(f)
+                sync_target = runs["sync"]["final_top1"] - 0.01
+                sync_hours = hours_to_target(runs["sync"]["evals"], "top1", sync_target)
+                seen = {"reached": False}
+
+                def stop(entry: dict) -> bool:
+                    seen["reached"] = seen["reached"] or entry["top1"] >= sync_target
+                    return goal_missed_at(entry["hour"], seen["reached"], sync_hours)
+            runs[name] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab, stop)
             with open(path, "w") as f:
                 json.dump(dict(runs[name], args=vars(args)), f, indent=2, default=float)
-        else:
+        elif name not in runs:
             with open(path) as f:
                 runs[name] = json.load(f)
             print(f"async_vs_sync: {name} read from {path} (its arguments: {runs[name]['args']})")
@@ -328,7 +369,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  fedbuff staleness of accepted updates: {s['staleness']}")
     hs, hf = out["sync"]["hours_to_target"], out["fedbuff"]["hours_to_target"]
     out["speedup_to_target"] = round(hs / hf, 3) if hs and hf else None
-    out["top1_gap"] = round(out["fedbuff"]["final_top1"] - out["sync"]["final_top1"], 4)
+    ff = out["fedbuff"]["final_top1"]
+    out["top1_gap"] = None if ff is None else round(ff - out["sync"]["final_top1"], 4)
+    out["fedbuff"]["stopped_at_hour"] = runs["fedbuff"].get("stopped_at_hour")
+    out["goal_met"] = bool(out["speedup_to_target"] and out["speedup_to_target"] >= GOAL_SPEEDUP
+                           and out["top1_gap"] is not None and out["top1_gap"] >= -0.01)
     with open(os.path.join(args.workdir, "summary.json"), "w") as f:
         json.dump({"result": out, "runs": runs}, f, indent=2, default=float)
     print(json.dumps(out))

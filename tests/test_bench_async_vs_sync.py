@@ -79,3 +79,13 @@ def test_the_trainer_runs_the_phones_clipped_step_and_skips_pad_rows_exactly():
         np.testing.assert_allclose(b, c, atol=1e-6)
     # each step moved the weights by at most lr * clip: the clip is applied
     assert 0 < np.sqrt(sum(float(np.sum(d * d)) for d in want)) <= 2 * lr * 0.05 + 1e-6
+
+
+def test_the_goal_is_missed_once_fedbuff_is_not_at_the_target_by_sync_hours_over_2_5():
+    from async_vs_sync import goal_missed_at
+
+    # sync reached its target at 4.0 h: FedBuff must be there by 1.6 h
+    assert not goal_missed_at(1.5, False, 4.0)  # still time
+    assert goal_missed_at(1.6, False, 4.0)  # reaching it later gives at most 4.0 / 1.7 < 2.5
+    assert not goal_missed_at(1.6, True, 4.0) and not goal_missed_at(3.9, True, 4.0)
+    assert goal_missed_at(1.7, False, 4.0)

@@ -66,6 +66,16 @@ def test_fedbuff_wastes_nothing_within_its_staleness_and_weighs_stale_updates():
     assert all(srv.version >= v for _, v in trained)
 
 
+def test_a_progress_callback_returning_true_ends_the_day_at_that_evaluation():
+    srv = BufferedServer(_algorithm(), [np.zeros(2, np.float32)], population=300,
+                         policy=BufferedAsync(buffer_size=5, concurrency=14, max_staleness=50), expires_s=3600.0)
+    trained = []
+    rep = simulate(srv, PHONES, _train(trained), COST, DAY, eval_every_s=3600.0,
+                   on_progress=lambda e: e["hour"] >= 2)
+    assert rep.stopped_at_hour == 2 and [e["hour"] for e in rep.evals] == [0, 1, 2]
+    assert rep.summary()["stopped_at_hour"] == 2 and rep.summary()["updates_trained"] == len(trained) > 0
+
+
 def test_a_tiny_staleness_bound_turns_slow_reports_into_waste():
     srv = BufferedServer(_algorithm(), [np.zeros(2, np.float32)], population=300,
                          policy=BufferedAsync(buffer_size=2, concurrency=30, max_staleness=0), expires_s=3600.0)
