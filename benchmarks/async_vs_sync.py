@@ -4,7 +4,8 @@
 
 Both runs use the same phones (profiles, availability, dropouts: fedmath.availability), the
 same data, the same `default` model from its seeded initial weights, the same client training
-(Keras, the phones' plain SGD on `masked_loss`), the same clipping and device noise per
+(the phones' step, `tflite_export.trainable.sgd_step`: plain SGD on `masked_loss`, each step's
+gradient clipped at train.client_grad_clip), the same clipping and device noise per
 published sum (privacy.noise_multiplier, each device adding z*C/sqrt(reports per version)),
 the same server algorithm (train section: FedAvgM for `default`), and the same session-cost
 model (`device_sim.day.session_seconds`). Only the round policy differs:
@@ -19,7 +20,10 @@ the sync run's final held-out top-1 minus one point; hours_to_target is the firs
 (`--sync-server-lr`, `--fedbuff-server-lr`); the held-out top-1 only judges the goal.
 `--stub-training` replaces training with zero updates: the same fleet, admissions, waste,
 staleness and sync round times (waiting for slots to fill, then for the cohort's reports) in
-seconds of wall time, with no top-1. Ends with one JSON line.
+seconds of wall time, with no top-1. `--stop-when-decided` ends FedBuff's day once the goal
+(speedup_to_target >= 2.5) is out of reach; `--cost-probe N` estimates a trained run's CPU from
+N phones' updates and the stub counts. A line per evaluation logs a long run's progress. Ends
+with one JSON line.
 """
 
 from __future__ import annotations
