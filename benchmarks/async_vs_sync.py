@@ -4,7 +4,8 @@
 
 Both runs use the same phones (profiles, availability, dropouts: fedmath.availability), the
 same data, the same `default` model from its seeded initial weights, the same client training
-(Keras, the phones' plain SGD on `masked_loss`), the same clipping and device noise per
+(the phones' step, `tflite_export.trainable.sgd_step`: plain SGD on `masked_loss`, each step's
+gradient clipped at train.client_grad_clip), the same clipping and device noise per
 published sum (privacy.noise_multiplier, each device adding z*C/sqrt(reports per version)),
 the same server algorithm (train section: FedAvgM for `default`), and the same session-cost
 model (`device_sim.day.session_seconds`). Only the round policy differs:
@@ -19,7 +20,10 @@ the sync run's final held-out top-1 minus one point; hours_to_target is the firs
 (`--sync-server-lr`, `--fedbuff-server-lr`); the held-out top-1 only judges the goal.
 `--stub-training` replaces training with zero updates: the same fleet, admissions, waste,
 staleness and sync round times (waiting for slots to fill, then for the cohort's reports) in
-seconds of wall time, with no top-1. Ends with one JSON line.
+seconds of wall time, with no top-1. `--stop-when-decided` ends FedBuff's day once the goal
+(speedup_to_target >= 2.5) is out of reach; `--cost-probe N` estimates a trained run's CPU from
+N phones' updates and the stub counts. A line per evaluation logs a long run's progress. Ends
+with one JSON line.
 """
 
 from __future__ import annotations
@@ -36,6 +40,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+PAD_LAST = False
+GOAL_SPEEDUP = 2.5  # the issue's goal: FedBuff reaches the target in at most sync's hours / 2.5
+
+
+def goal_missed_at(hour: float, reached: bool, sync_hours: float) -> bool:
+    """Whether FedBuff, not at the target by this evaluation, can no longer meet the goal: its
+    hours_to_target (the first evaluation at the target) would be at least this hour, so
+    sync_hours / hours_to_target < GOAL_SPEEDUP whatever the rest of the day does."""
+    return not reached and hour > sync_hours / GOAL_SPEEDUP - 1e-9
+
+
+
+
 def _trainer(cfg, vocab_size: int, clients, noise_std: float, seed: int):
     """device, start weights, ticket -> clipped, noised ClientUpdate (the phone's work)."""
     import numpy as np
@@ -45,27 +62,30 @@ def _trainer(cfg, vocab_size: int, clients, noise_std: float, seed: int):
     from fedcore.messages import ClientUpdate
     from fedmath import availability as av
     from fedmath.privacy import add_gaussian_noise, clip_by_global_norm
-    from model.nwp import build_model, masked_loss
+    from model.nwp import build_model
+    from tflite_export.trainable import sgd_step
 
-    # the unrolled graph is the phones' own (model.nwp.UnrolledRNN): same function, updates
-    # within 1e-7 of Keras' RNN loop, about 10% less CPU per update here (docs/decisions.md)
+    # the phones' own step: the unrolled graph (model.nwp.UnrolledRNN), the loss through the
+    # written-out output-layer gradient (masked_step_loss) and each step's gradient clipped at
+    # train.client_grad_clip, as the plan's `train` signature runs it
     model = build_model(cfg.model, vocab_size, cfg.data.seq_len, unroll=True)
     lr = tf.constant(cfg.train.client_learning_rate, tf.float32)
+    clip = tf.constant(cfg.train.client_grad_clip, tf.float32)
+    spec = tf.TensorSpec([None, cfg.data.seq_len], tf.int32)
 
-    @tf.function(reduce_retracing=True)
+    # no data-dependent control flow to convert (AutoGraph only warns on this closure)
+    @tf.function(input_signature=[spec, spec], autograph=False)
     def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = masked_loss(yb, model(xb, training=True))
-        for v, g in zip(model.trainable_weights, tape.gradient(loss, model.trainable_weights)):
-            v.assign_sub(lr * tf.convert_to_tensor(g))
-        return loss
+        return sgd_step(model, xb, yb, lr, clip)
 
     def train(device: str, weights, ticket) -> ClientUpdate:
         x, y = clients[device]
         for v, w in zip(model.trainable_weights, weights):
             v.assign(w)
         for _ in range(cfg.train.local_epochs):
-            for xb, yb in batches(x, y, cfg.train.batch_size, pad_last=True):
+            # the short last batch as it is: all-PAD rows add nothing to the loss (masked_loss), so
+            # the phone's padded step is the same step, and skipping them saves 18% of the rows
+            for xb, yb in batches(x, y, cfg.train.batch_size, pad_last=PAD_LAST):
                 step(xb, yb)
         delta = [v.numpy() - w for v, w in zip(model.trainable_weights, weights)]
         delta, _ = clip_by_global_norm(delta, cfg.privacy.clip_norm)
@@ -94,7 +114,8 @@ def choose_by_validation(val_top1: dict[float, float]) -> float:
     return max(val_top1, key=lambda lr: val_top1[lr])
 
 
-def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int) -> dict:
+def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int,
+               stop=None) -> dict:
     from device_sim.day import DayConfig
     from device_sim.virtual_day import SessionCost, simulate
     from fedcore.algorithm import build
@@ -124,18 +145,28 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
                        seq_len=cfg.data.seq_len, download_bytes=4 * n_params, upload_bytes=4 * n_params)
     day = DayConfig(sim_hours=args.sim_hours, start_hour=args.start_hour, tick_s=60 * args.tick_min,
                     cooldown_s=60 * args.cooldown_min, tokens_per_s=args.tokens_per_s, seed=args.seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def progress(entry: dict) -> bool:  # one line per evaluation: a long run's log
+        print(f"  {name} {entry} wall {time.perf_counter() - t0:.0f} s cpu {time.process_time() - c0:.0f} s",
+              flush=True)
+        return bool(stop and stop(entry))
+
     trainer = (_stub_trainer([w.shape for w in initial], examples) if args.stub_training
                else _trainer(cfg, vocab_size, clients, noise_std, args.seed))
     rep = simulate(server, examples, trainer, cost, day, retry_s=args.retry_s, eval_every_s=60 * args.eval_min,
-                   on_eval=None if args.stub_training else evaluate_fn)
+                   on_eval=None if args.stub_training else evaluate_fn, on_progress=progress)
     s = rep.summary()
     s.update(policy=server.policy.describe() if name == "fedbuff" else dataclasses.asdict(server.policy),
              server_learning_rate=algorithm.learning_rate, versions=server.version, evals=rep.evals,
              final_top1=rep.evals[-1].get("top1"), final_val_top1=rep.evals[-1].get("val_top1"),
              round_times=server.round_time_summary() if name == "sync" else None,
              epsilon=server.published[-1].epsilon if server.published else None,
-             rounds_abandoned=getattr(server, "abandoned", 0), wall_s=round(time.perf_counter() - t0, 1))
+             rounds_abandoned=getattr(server, "abandoned", 0), wall_s=round(time.perf_counter() - t0, 1),
+             cpu_s=round(time.process_time() - c0, 1))
+    if s["stopped_at_hour"] is not None:  # ended early: no final top-1 of the day
+        s.update(final_top1=None, final_val_top1=None)
+        print(f"async_vs_sync: {name}: stopped at {s['stopped_at_hour']:g} h, the goal missed", flush=True)
     top1 = "-" if s["final_top1"] is None else f"{s['final_top1']:.4f}"
     print(f"async_vs_sync: {name}: {server.version} versions, {s['admitted']} admitted, {s['not_admitted']} "
           f"turned away, {s['updates_trained']} trained, {s['updates_accepted']} accepted, {s['updates_wasted']} "
@@ -143,6 +174,52 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
     if s["round_times"]:
         print(f"  sync round times (simulated s): {s['round_times']}", flush=True)
     return s
+
+
+def cost_probe(args, cfg, users, initial, clients, vocab: int, evaluate_fn) -> dict:
+    """CPU seconds of one trained update and one evaluation, measured, times the counts of the
+    `--stub-training` runs of the same day (the simulation trains exactly the updates that
+    count, so a stub run's counts are the trained run's): the trained run's cost, estimated."""
+    train = _trainer(cfg, vocab, clients, 0.0, args.seed)
+    ticket = type("Ticket", (), {"version": 0, "issued_at": 0.0})
+    train(users[0], initial, ticket)  # traces the step
+    evaluate_fn(initial)
+    # phones spread over the fleet (sizes vary 1 to 256 examples): CPU per local step, times the
+    # fleet's mean steps per update
+    stride = max(1, (len(users) - 1) // args.cost_probe)
+    probe = users[1::stride][: args.cost_probe]
+    bs, epochs = cfg.train.batch_size, cfg.train.local_epochs
+    steps = {u: epochs * math.ceil(clients[u][0].shape[0] / bs) for u in users}
+    c0 = time.process_time()
+    for u in probe:
+        train(u, initial, ticket)
+    per_step = (time.process_time() - c0) / sum(steps[u] for u in probe)
+    fleet_steps = sum(steps.values()) / len(steps)
+    per_update = per_step * fleet_steps
+    c0 = time.process_time()
+    evaluate_fn(initial)
+    per_eval = time.process_time() - c0
+    evals = math.floor(60 * args.sim_hours / args.eval_min + 1e-9) + 1
+    out = {"benchmark": "async_vs_sync", "cost_probe": len(probe), "cpu_s_per_step": round(per_step, 4),
+           "mean_steps": round(fleet_steps, 2), "cpu_s_per_update": round(per_update, 3),
+           "cpu_s_per_eval": round(per_eval, 2), "devices": len(users), "sim_hours": args.sim_hours}
+    for name in ("sync", "fedbuff"):
+        path = os.path.join(args.workdir, f"run_{name}_stub.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            stub = json.load(f)
+        a = stub["args"]
+        if (a["devices"], a["sim_hours"]) != (args.devices, args.sim_hours):
+            print(f"async_vs_sync: {path} is another day ({a['devices']} phones, {a['sim_hours']} h): not used")
+            continue
+        trained = stub["updates_accepted"] + stub["discarded_with_abandoned_rounds"]  # what the run trains
+        out[name] = {"updates_to_train": trained, "cpu_s": round(trained * per_update + evals * per_eval)}
+    print(f"async_vs_sync: cost probe: {per_step:.4f} CPU s per local step ({len(probe)} phones), "
+          f"{fleet_steps:.2f} steps per update in the fleet: {per_update:.3f} CPU s per update, "
+          f"{per_eval:.2f} CPU s per evaluation; estimates {out}", flush=True)
+    print(json.dumps(out))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -181,6 +258,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--policies", default="sync,fedbuff",
                    help="runs to simulate now; the other is read from WORKDIR/run_<name>.json of an earlier call")
     p.add_argument("--small", action="store_true", help="200 phones, 3 simulated hours (a quick check)")
+    p.add_argument("--stop-when-decided", action="store_true",
+                   help="end FedBuff's day at the first evaluation from sync's hours_to_target / 2.5 on that "
+                        "has not reached the target (the goal is missed whatever follows); sync runs first, "
+                        "in this call or read from WORKDIR/run_sync.json")
+    p.add_argument("--cost-probe", type=int, default=0, metavar="N",
+                   help="time N phones' updates and one evaluation, then estimate the trained run's CPU "
+                        "from the --stub-training counts of the same day in WORKDIR; no simulation")
     args = p.parse_args(argv)
     grid = [float(x) for x in args.server_lr_grid.split(",") if x] if args.server_lr_grid else []
     if grid and args.stub_training:
@@ -225,6 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"async_vs_sync: {len(users)} phones, {args.sim_hours:g} simulated hours, {cfg.preset} model "
           f"from initial weights ({sum(w.size for w in initial):,} params), concurrency {args.concurrency}",
           flush=True)
+    if args.cost_probe:
+        return cost_probe(args, cfg, users, initial, clients, vocab, evaluate_fn)
     wanted = [x for x in args.policies.split(",") if x]
     if not set(wanted) <= {"sync", "fedbuff"}:
         raise SystemExit(f"async_vs_sync: --policies takes sync and/or fedbuff, got {args.policies!r}")
@@ -244,10 +330,22 @@ def main(argv: list[str] | None = None) -> dict:
             with open(path, "w") as f:
                 json.dump(dict(runs[name], args=vars(args)), f, indent=2, default=float)
         elif name in wanted:
-            runs[name] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab)
+            stop = None
+            if name == "fedbuff" and args.stop_when_decided and not args.stub_training:
+                if "sync" not in runs:
+                    with open(os.path.join(args.workdir, "run_sync.json")) as f:
+                        runs["sync"] = json.load(f)
+                sync_target = runs["sync"]["final_top1"] - 0.01
+                sync_hours = hours_to_target(runs["sync"]["evals"], "top1", sync_target)
+                seen = {"reached": False}
+
+                def stop(entry: dict) -> bool:
+                    seen["reached"] = seen["reached"] or entry["top1"] >= sync_target
+                    return goal_missed_at(entry["hour"], seen["reached"], sync_hours)
+            runs[name] = run_policy(name, cfg, args, initial, clients, examples, evaluate_fn, vocab, stop)
             with open(path, "w") as f:
                 json.dump(dict(runs[name], args=vars(args)), f, indent=2, default=float)
-        else:
+        elif name not in runs:
             with open(path) as f:
                 runs[name] = json.load(f)
             print(f"async_vs_sync: {name} read from {path} (its arguments: {runs[name]['args']})")
@@ -275,7 +373,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  fedbuff staleness of accepted updates: {s['staleness']}")
     hs, hf = out["sync"]["hours_to_target"], out["fedbuff"]["hours_to_target"]
     out["speedup_to_target"] = round(hs / hf, 3) if hs and hf else None
-    out["top1_gap"] = round(out["fedbuff"]["final_top1"] - out["sync"]["final_top1"], 4)
+    ff = out["fedbuff"]["final_top1"]
+    out["top1_gap"] = None if ff is None else round(ff - out["sync"]["final_top1"], 4)
+    out["fedbuff"]["stopped_at_hour"] = runs["fedbuff"].get("stopped_at_hour")
+    out["goal_met"] = bool(out["speedup_to_target"] and out["speedup_to_target"] >= GOAL_SPEEDUP
+                           and out["top1_gap"] is not None and out["top1_gap"] >= -0.01)
     with open(os.path.join(args.workdir, "summary.json"), "w") as f:
         json.dump({"result": out, "runs": runs}, f, indent=2, default=float)
     print(json.dumps(out))

@@ -61,6 +61,7 @@ class VirtualReport:
     evals: list[dict[str, Any]] = field(default_factory=list)  # {"hour", "version", ...on_eval}
     bytes_up: int = 0
     bytes_down: int = 0
+    stopped_at_hour: Optional[float] = None  # on_progress ended the day early
 
     def summary(self) -> dict[str, Any]:
         c = self.counts
@@ -69,12 +70,14 @@ class VirtualReport:
                 "updates_accepted": c["accepted"] - c["discarded"], "updates_wasted": c["wasted"] + c["discarded"],
                 "discarded_with_abandoned_rounds": c["discarded"],
                 "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
-                "staleness": {str(k): v for k, v in sorted(self.staleness.items())}}
+                "staleness": {str(k): v for k, v in sorted(self.staleness.items())},
+                "stopped_at_hour": self.stopped_at_hour}
 
 
 def simulate(server: Server, examples: Mapping[str, int], train: TrainFn, cost: SessionCost,
              day: DayConfig = DayConfig(), *, retry_s: float = 60.0, eval_every_s: float = 1800.0,
-             on_eval: Optional[Callable[[Weights], dict]] = None) -> VirtualReport:
+             on_eval: Optional[Callable[[Weights], dict]] = None,
+             on_progress: Optional[Callable[[dict], Optional[bool]]] = None) -> VirtualReport:
     """Run `day.sim_hours` of simulated time of the phones in `examples` (device -> examples).
 
     Args:
@@ -87,6 +90,8 @@ def simulate(server: Server, examples: Mapping[str, int], train: TrainFn, cost: 
         retry_s: simulated seconds a phone the server turned away waits.
         eval_every_s: simulated seconds between calls of `on_eval` (and one at the end).
         on_eval: current weights -> metrics stored with the hour and version.
+        on_progress: called with each evaluation's entry and the counts so far (a long run's log);
+            when it returns True the day ends there (`VirtualReport.stopped_at_hour`).
     """
     rng = np.random.default_rng([day.seed, 19])
     ids = sorted(examples)
@@ -105,11 +110,16 @@ def simulate(server: Server, examples: Mapping[str, int], train: TrainFn, cost: 
         seq += 1
         heapq.heappush(heap, (t, seq, kind, payload))
 
-    def evaluate(t: float) -> None:
+    def evaluate(t: float) -> bool:
         entry: dict[str, Any] = {"hour": round((t - start) / av.SECONDS_PER_HOUR, 4), "version": server.version}
         if on_eval is not None:
             entry.update(on_eval(server.weights))
         rep.evals.append(entry)
+        if on_progress is not None and on_progress(dict(entry, trained=rep.counts["accepted"] + rep.counts["wasted"],
+                                                        accepted=rep.counts["accepted"])):
+            rep.stopped_at_hour = entry["hour"]
+            return True
+        return False
 
     t = start
     while t < end:
@@ -127,7 +137,8 @@ def simulate(server: Server, examples: Mapping[str, int], train: TrainFn, cost: 
         if due is not None and due < now:
             server.tick(due)  # a sync deadline between events closes the round at its time
         if kind == "eval":
-            evaluate(now)
+            if evaluate(now):
+                break
         elif kind == "tick":
             for d in ids:
                 if d not in busy and next_ok[d] <= now and av.is_eligible(
@@ -174,7 +185,7 @@ def simulate(server: Server, examples: Mapping[str, int], train: TrainFn, cost: 
                 rep.counts["wasted"] += 1
                 server.report(ticket, None, now)
             _rest(ticket.device_id, now, busy, next_ok, day)
-    if not rep.evals or rep.evals[-1]["hour"] < day.sim_hours:
+    if rep.stopped_at_hour is None and (not rep.evals or rep.evals[-1]["hour"] < day.sim_hours):
         evaluate(end)
     rep.counts["discarded"] = server.discarded
     return rep

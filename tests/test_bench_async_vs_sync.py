@@ -42,3 +42,50 @@ def test_a_grid_with_stub_training_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="needs trained runs"):
         async_vs_sync.main(["--small", "--stub-training", "--server-lr-grid", "0.5,1.0",
                             "--workdir", str(tmp_path / "w")])
+
+
+def test_the_trainer_runs_the_phones_clipped_step_and_skips_pad_rows_exactly():
+    import dataclasses
+
+    import numpy as np
+
+    import async_vs_sync
+    from configs import preset
+    from model.nwp import build_model
+    from tflite_export.trainable import sgd_step
+
+    cfg = preset("tiny")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, client_grad_clip=0.05, local_epochs=1))
+    rng = np.random.default_rng(3)
+    x = rng.integers(4, 40, size=(11, cfg.data.seq_len)).astype(np.int32)  # one full batch of 8, one of 3
+    y = np.roll(x, -1, axis=1)
+    model = build_model(cfg.model, 40, cfg.data.seq_len, unroll=True)
+    start = [w.numpy() for w in model.trainable_weights]
+    ticket = type("T", (), {"version": 0, "issued_at": 0})
+
+    deltas = {}
+    for pad in (True, False):
+        async_vs_sync.PAD_LAST = pad
+        train = async_vs_sync._trainer(cfg, 40, {"u": (x, y)}, 0.0, 0)
+        deltas[pad] = train("u", start, ticket).delta
+    async_vs_sync.PAD_LAST = False
+    # by hand: the phone's step, clipped at 0.05, on the two batches as they are
+    lr = np.float32(cfg.train.client_learning_rate)
+    for sl in (slice(0, 8), slice(8, 11)):
+        sgd_step(model, x[sl], y[sl], lr, 0.05)
+    want = [w.numpy() - s for w, s in zip(model.trainable_weights, start)]
+    for a, b, c in zip(deltas[True], deltas[False], want):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        np.testing.assert_allclose(b, c, atol=1e-6)
+    # each step moved the weights by at most lr * clip: the clip is applied
+    assert 0 < np.sqrt(sum(float(np.sum(d * d)) for d in want)) <= 2 * lr * 0.05 + 1e-6
+
+
+def test_the_goal_is_missed_once_fedbuff_is_not_at_the_target_by_sync_hours_over_2_5():
+    from async_vs_sync import goal_missed_at
+
+    # sync reached its target at 4.0 h: FedBuff must be there by 1.6 h
+    assert not goal_missed_at(1.5, False, 4.0)  # still time
+    assert goal_missed_at(1.6, False, 4.0)  # reaching it later gives at most 4.0 / 1.7 < 2.5
+    assert not goal_missed_at(1.6, True, 4.0) and not goal_missed_at(3.9, True, 4.0)
+    assert goal_missed_at(1.7, False, 4.0)
