@@ -14,7 +14,13 @@ Goals (issue 20): without DP, canaries repeated 25 times in one user reach an ex
 count above it is compared with the n * 0.05 expected, and the Bonferroni form asks every canary
 to lie within the p(100 - 5/n). Ends with one JSON line {"benchmark": "canary_exposure", "rows": [...]}.
 
-Usage: .venv/bin/python benchmarks/canary_exposure.py [--small] [dp_production.py's options]
+`--pretrained` starts both runs from dp_production.py's pretrained weights (the same proxy-user
+pretraining, cached under its `--out`, as is the population), which is the form of its DP-FTRL
+row that meets its goal. A finished audit with the same config is read back from disk, so
+mechanisms run in parallel processes (`--mechanisms none`, `--mechanisms dp_ftrl`) are joined by
+a last call naming them all.
+
+Usage: .venv/bin/python benchmarks/canary_exposure.py [--small] [--pretrained] [dp_production.py's options]
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.dp_production import arguments, noise_for_rho, population, run_config, small  # noqa: E402
+from benchmarks.dp_production import arguments, noise_for_rho, population, pretrain, run_config, small  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,29 +40,39 @@ def main(argv=None) -> int:
     arguments(ap)
     ap.add_argument("--per-config", type=int, default=3, help="canaries per (repetitions, users)")
     ap.add_argument("--mechanisms", default="none,dp_ftrl")
+    ap.add_argument("--pretrained", action="store_true", help="start from dp_production.py's pretrained weights")
     args = small(ap.parse_args(argv))
-    args.out = args.out.replace("dp_production", "canary_exposure")
+    audit_dir = args.out.replace("dp_production", "canary_exposure")
 
+    from configs.io import read_config, to_dict
     from federated.audit import run_audit
-    from fedmath.canary_stats import within_reference
     from federated.runtime import install_cleanup
+    from fedmath.canary_stats import within_reference
 
     install_cleanup()
-    data, n = population(args)
+    data, n = population(args)  # shared with dp_production.py (same --out): one population on disk
+    init_from = pretrain(args, data, n) if args.pretrained else None
     rows, tests = [], {}
     for mechanism in args.mechanisms.split(","):
         per_pass = n // args.cohort
         z = noise_for_rho(mechanism, args.rho, per_pass * args.passes, per_pass)
         cfg = run_config(args, n, mechanism, z)
-        result = run_audit(cfg, data, os.path.join(args.out, mechanism), per_config=args.per_config,
-                           progress=not args.quiet)
+        out = os.path.join(audit_dir, f"u{args.users}_c{args.cohort}_p{args.passes}_pc{args.per_config}_{mechanism}_"
+                                      f"{'pre' if init_from else 'scratch'}")
+        done = os.path.join(out, "audit.json")
+        if os.path.exists(done) and to_dict(read_config(out)) == to_dict(cfg):  # the same audit, finished
+            with open(done) as f:
+                result = json.load(f)
+        else:
+            result = run_audit(cfg, data, out, per_config=args.per_config, progress=not args.quiet,
+                               init_from=init_from)
         s = result["summary"]
         if mechanism != "none":  # the DP goal, literally and as a multiple-comparison test
             tests[mechanism] = within_reference([e for r in result["rows"] for e in r["exposures"]],
                                                 result["reference_exposures"])
         for r in result["rows"]:
-            row = {"mechanism": mechanism, **r, "population": n, "cohort": args.cohort, "rounds": cfg.train.rounds,
-                   "noise_multiplier": z, "rho": s["dp"]["rho"], "top1": s["final_eval"]["top1"]}
+            row = {"mechanism": mechanism, **r, "pretrained": bool(init_from), "population": n, "cohort": args.cohort,
+                   "rounds": cfg.train.rounds, "noise_multiplier": z, "rho": s["dp"]["rho"], "top1": s["final_eval"]["top1"]}
             rows.append(row)
             print(f"{mechanism:8s} {r['repetitions']:2d}x in {r['users']} user(s): exposure {r['exposure']:.2f} bits "
                   f"(max {r['exposure_max']:.2f}; extrapolated {r['exposure_extrapolated']:.2f}); references "

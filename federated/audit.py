@@ -21,8 +21,12 @@ PLAN: tuple[tuple[int, int], ...] = ((1, 1), (5, 1), (25, 1), (25, 5))  # (repet
 
 
 def run_audit(cfg: RunConfig, data: Any, out_dir: str, plan: Sequence[tuple[int, int]] = PLAN,
-              per_config: int = 3, references: int = 1000, seed: int = 20, progress: bool = True) -> dict:
+              per_config: int = 3, references: int = 1000, seed: int = 20, progress: bool = True,
+              init_from: str | None = None) -> dict:
     """Train `cfg` on `data` with canaries planted; write audit.json beside the run; return it.
+
+    `init_from` starts the federated run from pretrained weights (`run_federated`'s), so the audit
+    can measure the model a pretrained production run would ship.
 
     Returns:
         {"summary": the training summary, "rows": one per (repetitions, users) with
@@ -43,7 +47,7 @@ def run_audit(cfg: RunConfig, data: Any, out_dir: str, plan: Sequence[tuple[int,
     rng = np.random.default_rng(seed + 1)
     refs = [int(i) for i in rng.choice(fmt.size, size=references + len(planted), replace=False)
             if i not in planted][:references]
-    summary = run_federated(cfg, CanaryData(data, fmt, canaries), out_dir, progress=progress)
+    summary = run_federated(cfg, CanaryData(data, fmt, canaries), out_dir, progress=progress, init_from=init_from)
     _, weights = load_weights(os.path.join(out_dir, "weights.npz"))
     lp = log_perplexities(cfg.model, vocab, weights, fmt)
     ref_exp, _ = exposures(lp, refs)
