@@ -118,11 +118,12 @@ def secure_round(root: str, bundle: str, shapes, n: int, dropout: float, bits: i
         master = psutil.Process(srv.proc.pid)
         s0, c0 = cpu_of(master), time.process_time()
         ids = sorted(links)
-        rnd = {links[d].checkin(**ELIGIBLE).round for d in ids}.pop()
+        checks = {d: links[d].checkin(**ELIGIBLE) for d in ids}
+        rnd = {c.round for c in checks.values()}.pop()
         for t in links.values():
             t.stats = type(t.stats)()  # count the secure stages only
-        reports = {d: SecureReport(links[d], idents[d], rnd, issuer.public_hex, max_wait_s=10 * timeout + 60)
-                   for d in ids}
+        reports = {d: SecureReport(links[d], idents[d], rnd, issuer.public_hex, max_wait_s=10 * timeout + 60,
+                                   info=checks[d].secagg) for d in ids}
         stages = {}
         mark = [cpu_of(master)]
 

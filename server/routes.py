@@ -180,7 +180,8 @@ def secagg_get(round_number: int, what: str):
     device = _device()
     c = collector()
     now = time.time()
-    return jsonify(_secure().get(device, _number(round_number, "round"), c.tick(now), what, now))
+    answer = _secure().get(device, _number(round_number, "round"), c.tick(now), what, now)
+    return Response(answer, mimetype="application/json") if isinstance(answer, bytes) else jsonify(answer)
 
 
 @bp.get("/status")

@@ -52,11 +52,10 @@ def test_a_rolled_back_stage_close_is_replayed_away_and_a_clean_refusal_keeps_th
     with pytest.raises(Refusal):
         with sec._write() as c:
             sr = sec._state(rnd.round)
-            sec._log(c, rnd.round, "close", None)
-            sec._touch(c, rnd.round, now + 1000.0)
+            sec._log(c, rnd.round, "close", None, now + 1000.0)
             sr.close_stage()  # no device advertised: the round would be abandoned
             assert sr.stage == "abandoned"
             raise Refusal("bad_secagg", "refused after closing the stage")
     assert sec._cache == {} and sec._active == {}
     assert sec._state(rnd.round).stage == "advertise"  # the close rolled back with its transaction
-    assert sec._active_at(rnd.round) == pytest.approx(now)
+    assert sec._active[rnd.round] == pytest.approx(now)  # and the stage's idle clock with it
