@@ -229,6 +229,9 @@ class SecureRounds:
         seen = self._active.get(rnd.round)
         if seen is not None and now < seen + self.cfg.stage_timeout_s:
             return  # the log's last time is at least the one seen: no timeout yet
+        cached = self._cache.get(rnd.round)
+        if cached is not None and cached[0].stage == "advertise" and not cached[0].advertised:
+            return  # no idle clock before the first advertisement (`_advance`); `outcome` replays each request
         if self._row(rnd.round) is None:
             return
         with self._write() as c:  # the replay reads the stage's latest time; _advance closes only past it
