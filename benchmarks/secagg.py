@@ -197,7 +197,7 @@ def main(argv=None) -> dict:
     dropouts = [float(x) for x in args.dropouts.split(",")]
     sizes = args.sizes.split(",")
     bit_widths = [int(x) for x in args.bits.split(",")]
-    work = args.dir or tempfile.mkdtemp(prefix="fedkeys-secagg-")
+    work = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="fedkeys-secagg-")
     issuer = Issuer.generate()
     idents: dict = {}
     rng = np.random.default_rng(0)
