@@ -166,7 +166,8 @@ def secagg_post(round_number: int, stage: str):
         if length is not None and length > limit:
             raise Refusal("too_large", f"body of {length} bytes exceeds the {limit}-byte limit")
         # a known length: straight from the socket into the thread's buffer, as an upload (server/body.py)
-        body = _state("bodies").stream(request.environ, length).read_all() if length is not None else read_whole(request)
+        body = (_state("bodies").stream(request.environ, length).read_all() if length is not None
+                else read_whole(request))
     else:
         body = _json_body()
     c = collector()
