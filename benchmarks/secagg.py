@@ -23,7 +23,8 @@ Figures per row:
   server_cpu_s but in no stage; `close` runs from the last unmask message to the published
   model: the unmasking arithmetic, the publication, and the status polls of the idle wait);
 - bytes_up, bytes_down: mean bytes per surviving device on the /v1/secagg endpoints (bodies,
-  both ways, key and share traffic included; check-in and model download excluded);
+  both ways, key and share traffic included, and the secure-stage info the check-in answer
+  carries; the rest of the check-in and the model download excluded);
   bytes_ratio = (bytes_up + bytes_down) / the bytes of one float32 upload (wire header included);
 - exact: the collector's ring sum (`secagg/r<N>.sum`) equals the sum mod 2^b of the encodings the
   survivors uploaded, value for value.
@@ -118,11 +119,13 @@ def secure_round(root: str, bundle: str, shapes, n: int, dropout: float, bits: i
         master = psutil.Process(srv.proc.pid)
         s0, c0 = cpu_of(master), time.process_time()
         ids = sorted(links)
-        rnd = {links[d].checkin(**ELIGIBLE).round for d in ids}.pop()
-        for t in links.values():
-            t.stats = type(t.stats)()  # count the secure stages only
-        reports = {d: SecureReport(links[d], idents[d], rnd, issuer.public_hex, max_wait_s=10 * timeout + 60)
-                   for d in ids}
+        checks = {d: links[d].checkin(**ELIGIBLE) for d in ids}
+        rnd = {c.round for c in checks.values()}.pop()
+        for d, t in links.items():
+            t.stats = type(t.stats)()  # count the secure stages only, and the stage info the check-in carried
+            t.stats.bytes_down += len(json.dumps(checks[d].secagg, separators=(",", ":")))
+        reports = {d: SecureReport(links[d], idents[d], rnd, issuer.public_hex, max_wait_s=10 * timeout + 60,
+                                   info=checks[d].secagg) for d in ids}
         stages = {}
         mark = [cpu_of(master)]
 
@@ -194,7 +197,7 @@ def main(argv=None) -> dict:
     dropouts = [float(x) for x in args.dropouts.split(",")]
     sizes = args.sizes.split(",")
     bit_widths = [int(x) for x in args.bits.split(",")]
-    work = args.dir or tempfile.mkdtemp(prefix="fedkeys-secagg-")
+    work = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="fedkeys-secagg-")
     issuer = Issuer.generate()
     idents: dict = {}
     rng = np.random.default_rng(0)

@@ -337,7 +337,7 @@ class Phone:
             out.wall_s = time.perf_counter() - start
         return out
 
-    def _secure_report(self, plan: Plan, delta: Weights, n: int, out: Outcome) -> None:
+    def _secure_report(self, plan: Plan, delta: Weights, n: int, out: Outcome, secagg: dict | None = None) -> None:
         """The four secure stages instead of an upload (device_sim/secure.py); the ring carries the
         clip and the noise, so the plan's float noise is not added here."""
         from device_sim.secure import SecureReport  # the cryptography is loaded only by secure rounds
@@ -347,7 +347,7 @@ class Phone:
             out.status, out.error, out.detail = REJECTED, "no_identity", "secure rounds need a device key"
             return
         try:
-            SecureReport(self.transport, self.transport.identity, plan.round).run(delta, n)
+            SecureReport(self.transport, self.transport.identity, plan.round, info=secagg).run(delta, n)
         except (ProtocolAbort, TransportError) as e:
             out.status, out.error, out.detail = REJECTED, getattr(e, "error", "") or "secure_abort", str(e)
             return
@@ -401,7 +401,7 @@ class Phone:
             self.personal_version = plan.model_version
         delta = [(np.asarray(t, np.float32) - np.asarray(d, np.float32)) for t, d in zip(trained, downloaded)]
         if check.secure:
-            self._secure_report(plan, delta, n, out)
+            self._secure_report(plan, delta, n, out, check.secagg)
             return
         before = list(self.feedback.residual) if self.feedback is not None else None
         payload, out.update_norm = self.privatize_and_encode(delta, plan, encoding)

@@ -1,7 +1,7 @@
 """A phone's side of a secure round over HTTP: the four stages of secagg/client.py against the
 collector's /v1/secagg endpoints (docs/http_api.md, "Secure aggregation").
 
-    info = GET /v1/secagg/<r>              session, quantizer, sizes
+    info = the check-in's "secagg" (else GET /v1/secagg/<r>): session, quantizer, sizes
     POST keys     <- ClientRound.advertise()
     GET  roster   -> ClientRound.share_keys()      -> POST shares
     GET  inbox    -> ClientRound.masked_input(q)   -> POST masked (binary)
@@ -33,7 +33,7 @@ class SecureReport:
 
     def __init__(self, transport: Transport, identity: DeviceIdentity, round_number: int,
                  issuer_public: Optional[str] = None, max_wait_s: float = 600.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, info: Optional[dict] = None) -> None:
         self.t = transport
         self.identity = identity
         self.round = round_number
@@ -43,6 +43,7 @@ class SecureReport:
         self.client: Optional[ClientRound] = None
         self.quantizer: Optional[ring.Quantizer] = None
         self.max_weight = 1.0
+        self.info = info  # the check-in's secure-stage info; None: GET it
 
     # -- plumbing -----------------------------------------------------------------------------
     def _path(self, what: str = "") -> str:
@@ -74,7 +75,7 @@ class SecureReport:
 
     # -- stages -------------------------------------------------------------------------------
     def advertise(self) -> dict:
-        info = self.get()
+        info = self.info if self.info is not None and self.info.get("round") == self.round else self.get()
         q = info["quantizer"]
         self.quantizer = ring.Quantizer(bits=int(q["bits"]), clip_norm=float(q["clip_norm"]),
                                         coord_bound=float(q["coord_bound"]), max_devices=int(q["max_devices"]),

@@ -72,6 +72,7 @@ class CheckinResult:
     error: str = ""
     detail: str = ""
     secure: bool = False  # the round aggregates securely: report through device_sim/secure.py
+    secagg: dict | None = None  # then the round's secure-stage info (GET /v1/secagg/<r>), if sent
 
 
 @dataclass(frozen=True)
@@ -266,8 +267,9 @@ class Transport:
                 plan = Plan.from_json(body.get("plan") or {})
             except ValueError as e:
                 raise TransportError(f"check-in: {e}", 200) from None
+            info = body.get("secagg")
             return CheckinResult(200, True, int(body.get("round", plan.round)), plan,
-                                 secure=body.get("secure") is True)
+                                 secure=body.get("secure") is True, secagg=info if isinstance(info, dict) else None)
         if resp.status_code in PACING_STATUSES or resp.status_code in (403, 409):
             return CheckinResult(resp.status_code, False, retry_after=_retry_after(resp),
                                  error=str(body.get("error", "")), detail=str(body.get("detail", "")))

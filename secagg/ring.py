@@ -195,11 +195,13 @@ def unpack(raw: bytes | memoryview, size: int, bits: int) -> np.ndarray:
     # reads at a stride of `per`), over a copy padded so the last read stays inside the buffer
     src = np.zeros(groups * per + 8, np.uint8)
     src[:want] = np.frombuffer(raw, np.uint8)
-    acc = np.ndarray((groups,), "<u8", src, 0, (per,))
+    acc = np.ndarray((groups,), "<u8", src, 0, (per,)).copy()  # contiguous: shifted in place below
     mask = np.uint64((1 << bits) - 1)
     out = np.empty((groups, g), np.uint32)
     for i in range(g):
-        out[:, i] = (acc >> np.uint64(i * bits)) & mask
+        np.bitwise_and(acc, mask, out=out[:, i], casting="unsafe")
+        if i + 1 < g:
+            np.right_shift(acc, np.uint64(bits), out=acc)
     return out.reshape(-1)[:size]
 
 

@@ -37,8 +37,14 @@ from secagg import crypto, graph, messages, ring, shamir
 STAGES = ("advertise", "share", "masked", "unmask", "done", "abandoned")
 
 
+def canonical(body: Any) -> bytes:
+    """A JSON message's one byte form (sorted keys, no spaces): what is logged and digested."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
 def digest(body: Any) -> str:
-    raw = body if isinstance(body, (bytes, bytearray, memoryview)) else json.dumps(body, sort_keys=True).encode()
+    """sha256 of a binary message, or of a JSON message's canonical form."""
+    raw = body if isinstance(body, (bytes, bytearray, memoryview)) else canonical(body)
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -64,10 +70,11 @@ class ServerRound:
         self.index: dict[str, int] = {}
         self.ids: dict[int, str] = {}
         self.nbrs: dict[int, list[int]] = {}
+        self._entries: dict[int, bytes] = {}  # index -> its roster entry as JSON (roster_json)
         self.mail: dict[int, dict[int, str]] = {}  # receiver -> sender -> share message (base64)
         self.u2: set[int] = set()
         self.u3: set[int] = set()
-        self.masked_sum = np.zeros(size, np.uint32)
+        self.masked_sum = np.zeros(size, np.uint32)  # mod 2^32, read mod 2^b (2^b divides 2^32)
         self.unmasks: dict[int, tuple[dict[int, bytes], dict[int, bytes]]] = {}
         self.result: Optional[np.ndarray] = None
 
@@ -134,18 +141,36 @@ class ServerRound:
             self.nbrs[i] = [j + 1 for j in near]
         self.stage = "share"
 
-    def roster(self, device_id: str) -> dict:
+    def _roster_of(self, device_id: str) -> int:
         if self.stage in ("advertise",):
             raise Refusal("secagg_wait", "the key advertising stage is still open")
         i = self._member(device_id, set(self.ids), "advertised keys")
         assert self.params is not None
-        entries = []
+        return i
+
+    def _entry(self, j: int) -> dict:
+        a = self.advertised[self.ids[j]]
+        return {"index": j, "device_id": self.ids[j], "identity_key": a["identity_key"],
+                "cipher_key": a["cipher_key"], "mask_key": a["mask_key"], "signature": a["signature"],
+                "certificate": a["certificate"]}
+
+    def roster(self, device_id: str) -> dict:
+        i = self._roster_of(device_id)
+        assert self.params is not None
+        return {"index": i, "threshold": self.params.threshold, "neighbours": [self._entry(j) for j in self.nbrs[i]]}
+
+    def roster_json(self, device_id: str) -> bytes:
+        """`roster` as canonical JSON, each neighbour's entry serialized once for the round (a
+        device's entry goes into the rosters of all its k neighbours)."""
+        i = self._roster_of(device_id)
+        assert self.params is not None
+        parts = []
         for j in self.nbrs[i]:
-            a = self.advertised[self.ids[j]]
-            entries.append({"index": j, "device_id": self.ids[j], "identity_key": a["identity_key"],
-                            "cipher_key": a["cipher_key"], "mask_key": a["mask_key"], "signature": a["signature"],
-                            "certificate": a["certificate"]})
-        return {"index": i, "threshold": self.params.threshold, "neighbours": entries}
+            part = self._entries.get(j)
+            if part is None:
+                part = self._entries[j] = canonical(self._entry(j))
+            parts.append(part)
+        return b'{"index":%d,"neighbours":[%s],"threshold":%d}' % (i, b",".join(parts), self.params.threshold)
 
     # -- stage 1: share keys ------------------------------------------------------------------
     def share(self, device_id: str, body: Any, body_digest: str = "") -> dict:
@@ -189,7 +214,7 @@ class ServerRound:
             y = ring.unpack(payload, self.size, self.bits)
         except ValueError as e:
             raise Refusal("bad_payload", str(e)) from None
-        ring.add_into(self.masked_sum, y, self.bits)
+        np.add(self.masked_sum, y, out=self.masked_sum)  # wraps mod 2^32; reduced once, at the end
         self.u3.add(i)
         self._digests[("masked", device_id)] = body_digest
         return {"accepted": True}
@@ -242,7 +267,7 @@ class ServerRound:
                 return self.abandon(f"device {v}'s self mask: {len(shares)} of its neighbours answered the "
                                     f"unmasking stage, fewer than the threshold {t}")
             seed = shamir.combine(shares, t)
-            crypto.apply_mask(total, seed, self.bits, -1, scratch)
+            crypto.apply_mask(total, seed, 32, -1, scratch)  # the b-bit mask plus a multiple of 2^b
         for v in sorted(self.u2 - self.u3):
             shares = [shamir.Share(r, int.from_bytes(self.unmasks[r][1][v], "big"))
                       for r in self.nbrs[v] if r in self.unmasks and v in self.unmasks[r][1]]
@@ -261,7 +286,9 @@ class ServerRound:
                     continue
                 pair = crypto.agree(secret, self.advertised[self.ids[u]]["mask_public"], self.session,
                                     client_mod.PAIR_MASK, u, v)
-                crypto.apply_mask(total, pair, self.bits, -1 if u < v else 1, scratch)
+                crypto.apply_mask(total, pair, 32, -1 if u < v else 1, scratch)
+        if self.bits < 32:
+            np.bitwise_and(total, np.uint32((1 << self.bits) - 1), out=total)
         self.result = total
         self.stage = "done"
         self.note = f"summed {len(self.u3)} masked vectors ({len(self.u2) - len(self.u3)} dropped after sharing)"

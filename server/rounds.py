@@ -243,7 +243,7 @@ class Collector:
             raise self._turn_away(device_id, rnd, now, "already_reported",
                                   f"device already reported for round {rnd.round}; come back for the next one")
         if self.store.is_selected(rnd.round, device_id):
-            return {"round": rnd.round, "plan": self.plan(rnd), "secure": self.secure is not None}
+            return self._selected(device_id, rnd, now)
         if not ok:
             raise self._turn_away(device_id, rnd, now, "not_eligible",
                                   "a device takes part only when idle, charging, on an unmetered network, with data")
@@ -258,7 +258,15 @@ class Collector:
                                           f"round {rnd.round} has all its {rnd.slots} devices")
                 self.store.select_device(c, rnd.round, device_id, now, now + self.settings.collector.report_deadline_s)
                 rnd = self.store.get_round(rnd.round, c)
-        return {"round": rnd.round, "plan": self.plan(rnd), "secure": self.secure is not None}
+        return self._selected(device_id, rnd, now)
+
+    def _selected(self, device_id: str, rnd: Round, now: float) -> dict:
+        """A selected device's answer; in a secure round it carries the round's secure-stage info
+        (GET /v1/secagg/<r>), which saves the device that request."""
+        if self.secure is None:
+            return {"round": rnd.round, "plan": self.plan(rnd), "secure": False}
+        return {"round": rnd.round, "plan": self.plan(rnd), "secure": True,
+                "secagg": self.secure.info(device_id, rnd.round, rnd, now)}
 
     # -- models --------------------------------------------------------------------------------
     def model_info(self) -> dict:

@@ -162,9 +162,12 @@ def secagg_post(round_number: int, stage: str):
     kind = {"keys": "advertise", "shares": "share", "masked": "masked", "unmask": "unmask"}[stage]
     if kind == "masked":
         limit = current_app.config["MAX_CONTENT_LENGTH"]
-        if request.content_length is not None and request.content_length > limit:
-            raise Refusal("too_large", f"body of {request.content_length} bytes exceeds the {limit}-byte limit")
-        body = read_whole(request)
+        length = request.content_length
+        if length is not None and length > limit:
+            raise Refusal("too_large", f"body of {length} bytes exceeds the {limit}-byte limit")
+        # a known length: straight from the socket into the thread's buffer, as an upload (server/body.py)
+        body = (_state("bodies").stream(request.environ, length).read_all() if length is not None
+                else read_whole(request))
     else:
         body = _json_body()
     c = collector()
@@ -180,7 +183,8 @@ def secagg_get(round_number: int, what: str):
     device = _device()
     c = collector()
     now = time.time()
-    return jsonify(_secure().get(device, _number(round_number, "round"), c.tick(now), what, now))
+    answer = _secure().get(device, _number(round_number, "round"), c.tick(now), what, now)
+    return Response(answer, mimetype="application/json") if isinstance(answer, bytes) else jsonify(answer)
 
 
 @bp.get("/status")

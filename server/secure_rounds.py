@@ -41,7 +41,7 @@ from fedcore.secure import SecureSum, build as build_secure
 from fedcore.aggregator import Aggregator
 from secagg import messages, ring
 from secagg.server import ServerRound
-from secagg.server import digest as server_digest
+from secagg.server import canonical, digest as server_digest
 from server import files
 from server.settings import Settings
 from server.storage import Round, SqliteStore
@@ -53,8 +53,8 @@ CREATE TABLE IF NOT EXISTS secagg_rounds (
     graph_seed INTEGER NOT NULL,         -- orders the neighbour graph (secret until the roster)
     max_devices INTEGER NOT NULL,
     noise_std REAL NOT NULL,             -- the plan's per-device noise std (float units)
-    opened_at REAL NOT NULL,
-    stage_active_at REAL NOT NULL        -- when the open stage opened or last accepted a message
+    opened_at REAL NOT NULL,             -- the first stage's idle clock starts here
+    stage_active_at REAL NOT NULL        -- as opened_at (later stage times: the log rows' `at`)
 );
 CREATE TABLE IF NOT EXISTS secagg_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS secagg_log (
     device_id TEXT,
     body TEXT,                           -- the JSON message (masked: NULL, see path); NULL once the round ends
     path TEXT,                           -- masked: the file holding the packed masked vector
-    digest TEXT                          -- sha256 of the message: a retry after the round ended is recognised
+    digest TEXT,                         -- sha256 of the message: a retry after the round ended is recognised
+    at REAL NOT NULL DEFAULT 0           -- when it was accepted: the open stage idles from its last row
 );
 CREATE INDEX IF NOT EXISTS secagg_log_round ON secagg_log (round, seq);
 """
@@ -85,10 +86,15 @@ class SecureRounds:
         self.fsync = settings.collector.durability == "power"
         self.dir = os.path.join(settings.state_dir, "secagg")
         os.makedirs(self.dir, exist_ok=True)
-        store.conn().executescript(SCHEMA)  # outside any transaction; IF NOT EXISTS makes it idempotent
+        with store.exclusive():  # outside any transaction; IF NOT EXISTS makes it idempotent
+            conn = store.conn()
+            conn.executescript(SCHEMA)
+            if "at" not in {r[1] for r in conn.execute("PRAGMA table_info(secagg_log)")}:
+                conn.execute("ALTER TABLE secagg_log ADD COLUMN at REAL NOT NULL DEFAULT 0")
         self._cache: dict[int, tuple[ServerRound, int]] = {}
         self._rows: dict[int, Any] = {}  # a round's row: its fixed fields never change once written
-        self._active: dict[int, float] = {}  # stage_active_at last seen (it only grows: a lower bound)
+        self._active: dict[int, float] = {}  # when the open stage last moved, as far as the replay has read
+        self._selected: set[tuple[int, str]] = set()  # (round, device) selections seen (never withdrawn)
         self._inserted: Optional[int] = None  # a round row this worker inserted, not known committed
         self._wrote = False  # the open write transaction changed the log or the round's row
 
@@ -111,19 +117,6 @@ class SecureRounds:
                 self._rows = {number: row}  # one round at a time
         return row
 
-    def _active_at(self, number: int) -> float:
-        """When the open stage opened or last accepted a message (read from the database: another
-        worker may have moved it)."""
-        row = self.store.conn().execute("SELECT stage_active_at FROM secagg_rounds WHERE round = ?",
-                                        (number,)).fetchone()
-        self._active[number] = float(row[0])
-        return self._active[number]
-
-    def _touch(self, c: Any, number: int, now: float) -> None:
-        c.execute("UPDATE secagg_rounds SET stage_active_at = ? WHERE round = ?", (now, number))
-        self._active[number] = now
-        self._wrote = True
-
     def _ensure(self, c: Any, rnd: Round, now: float) -> Any:
         row = self._row(rnd.round)
         if row is None:
@@ -140,6 +133,7 @@ class SecureRounds:
         assert row is not None
         sr, applied = self._cache.get(number, (None, 0))
         if sr is None:
+            self._active[number] = float(row["stage_active_at"])
             sr = ServerRound(bytes(row["session"]), self.size, self.cfg.bits, int(row["graph_seed"]), self.cfg.dropout,
                              self.identity_key, self.cfg.corrupt, self.cfg.min_devices, self.cfg.security_bits,
                              self.cfg.correctness_bits)
@@ -149,6 +143,7 @@ class SecureRounds:
             for r in rows:
                 self._apply(sr, r)
                 applied = r["seq"]
+                self._active[number] = max(self._active[number], float(r["at"]))
         except BaseException:
             self._cache.pop(number, None)
             raise
@@ -192,18 +187,24 @@ class SecureRounds:
             raise
         self._inserted = None
 
-    def _log(self, c: Any, number: int, kind: str, device_id: Optional[str], body: Optional[str] = None,
+    def _log(self, c: Any, number: int, kind: str, device_id: Optional[str], now: float, body: Optional[str] = None,
              path: Optional[str] = None, digest: Optional[str] = None) -> None:
-        c.execute("INSERT INTO secagg_log (round, kind, device_id, body, path, digest) VALUES (?, ?, ?, ?, ?, ?)",
-                  (number, kind, device_id, body, path, digest))
+        """Append a row the cached round has already applied (and restart the stage's idle clock)."""
+        cur = c.execute("INSERT INTO secagg_log (round, kind, device_id, body, path, digest, at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (number, kind, device_id, body, path, digest, now))
         self._wrote = True
         sr, _ = self._cache[number]
-        self._cache[number] = (sr, int(c.execute("SELECT last_insert_rowid()").fetchone()[0]))
+        self._cache[number] = (sr, int(cur.lastrowid))
+        self._active[number] = now
 
     # -- stages closing -------------------------------------------------------------------------
     def _advance(self, c: Any, rnd: Round, sr: ServerRound, now: float) -> None:
-        """Close stages that have all their answers, or whose timeout passed."""
-        opened = self._active_at(rnd.round)
+        """Close stages that have all their answers, or whose timeout passed (after `_state`)."""
+        opened = self._active[rnd.round]
+        if sr.stage == "advertise" and not sr.advertised:
+            return  # the stage's idle clock starts with its first message (the check-ins open the
+            # round row, and phones train between check-in and advertising); until then the
+            # round's report deadline governs (`outcome`)
         while sr.stage in ("advertise", "share", "masked", "unmask"):
             if sr.stage == "advertise":
                 ready = len(sr.advertised) >= rnd.slots or (len(sr.advertised) >= rnd.goal_count
@@ -212,7 +213,7 @@ class SecureRounds:
                 ready = not sr.waiting_on()
             if not ready and now < opened + self.cfg.stage_timeout_s:
                 return
-            self._log(c, rnd.round, "close", None)
+            self._log(c, rnd.round, "close", None, now)
             try:
                 sr.close_stage()
                 if sr.stage == "done":
@@ -220,7 +221,6 @@ class SecureRounds:
             except BaseException:
                 self._cache.pop(rnd.round, None)
                 raise
-            self._touch(c, rnd.round, now)
             opened = now
 
     def advance(self, rnd: Round, now: float) -> None:
@@ -228,10 +228,13 @@ class SecureRounds:
         that waits on devices that dropped closes without a message from them)."""
         seen = self._active.get(rnd.round)
         if seen is not None and now < seen + self.cfg.stage_timeout_s:
-            return  # the stored time is at least the one seen: no timeout yet
-        if self._row(rnd.round) is None or now < self._active_at(rnd.round) + self.cfg.stage_timeout_s:
+            return  # the log's last time is at least the one seen: no timeout yet
+        cached = self._cache.get(rnd.round)
+        if cached is not None and cached[0].stage == "advertise" and not cached[0].advertised:
+            return  # no idle clock before the first advertisement (`_advance`); `outcome` replays each request
+        if self._row(rnd.round) is None:
             return
-        with self._write() as c:
+        with self._write() as c:  # the replay reads the stage's latest time; _advance closes only past it
             if self._row(rnd.round) is not None:
                 self._advance(c, rnd, self._state(rnd.round), now)
 
@@ -239,7 +242,7 @@ class SecureRounds:
     def outcome(self, rnd: Round, now: float) -> str:
         """"open", "publish" or "abandon" for the collector's round (read in the caller's transaction)."""
         with self.store.exclusive():  # the cached round is replayed by one thread at a time
-            if self._row(rnd.round) is None:
+            if self._row(rnd.round) is None or not self._state(rnd.round).advertised:  # no stage has started
                 if rnd.deadline is not None and now > rnd.deadline:
                     return "abandon"
                 return "open"
@@ -253,7 +256,9 @@ class SecureRounds:
         return self.rule(int(row["max_devices"]), float(row["noise_std"])).decode(sr.result, len(sr.u3), template)
 
     def note(self, rnd: Round) -> str:
-        return self._state(rnd.round).note if self._row(rnd.round) is not None else "no secure round started"
+        if self._row(rnd.round) is None or not self._state(rnd.round).advertised:
+            return "no device advertised keys before the round's deadline"
+        return self._state(rnd.round).note
 
     def weights(self, rnd: Round) -> list[float]:
         """The weights of the round's summed updates, for the privacy accountant: each at most
@@ -273,23 +278,49 @@ class SecureRounds:
         self._cache.pop(number, None)
 
     # -- requests -------------------------------------------------------------------------------
-    def _open_round(self, c: Any, device_id: str, number: int, rnd: Optional[Round], now: float
-                    ) -> tuple[Round, ServerRound]:
+    def _member(self, c: Any, device_id: str, number: int, rnd: Optional[Round]) -> Round:
+        """The open round `number`, if the device was selected for it."""
         if rnd is None or rnd.round != number or rnd.state != "open":
             raise Refusal("round_closed", f"round {number} is not the open round")
-        if not self.store.is_selected(number, device_id, c):
-            raise Refusal("not_selected", f"device was not selected for round {number}")
+        if (number, device_id) not in self._selected:
+            if not self.store.is_selected(number, device_id, c):
+                raise Refusal("not_selected", f"device was not selected for round {number}")
+            if not any(r == number for r, _ in self._selected):
+                self._selected = set()  # one round at a time
+            self._selected.add((number, device_id))
+        return rnd
+
+    def _open_round(self, c: Any, device_id: str, number: int, rnd: Optional[Round], now: float
+                    ) -> tuple[Round, ServerRound]:
+        rnd = self._member(c, device_id, number, rnd)
         self._ensure(c, rnd, now)
         sr = self._state(number)
         self._advance(c, rnd, sr, now)
         return rnd, sr
 
+    @contextlib.contextmanager
+    def _read(self, device_id: str, number: int, rnd: Optional[Round]) -> Iterator[ServerRound]:
+        """The round replayed for an answer that writes nothing (the stage it reads from has
+        closed, or the device waits): this thread alone, no write transaction. A timed-out stage
+        was closed by the request's `advance`; a stage whose last answer came closed with it."""
+        with self.store.exclusive():
+            conn = self.store.conn()
+            self._member(conn, device_id, number, rnd)
+            if self._row(number) is None:
+                raise Refusal("secagg_wait", "no device has opened the round's secure stages yet", retry_after=1)
+            yield self._state(number)
+
     def info(self, device_id: str, number: int, rnd: Optional[Round], now: float) -> dict:
-        with self._write() as c:
-            rnd, sr = self._open_round(c, device_id, number, rnd, now)
-            row = self._row(number)
+        if self._row(number) is None:  # the first device to ask opens the stages
+            with self._write() as c:
+                rnd, sr = self._open_round(c, device_id, number, rnd, now)
+                stage = sr.stage
+        else:
+            with self._read(device_id, number, rnd) as sr:
+                stage = sr.stage
+        row = self._row(number)
         q = self.rule(int(row["max_devices"]), float(row["noise_std"])).quantizer
-        return {"round": number, "session": messages.b64(bytes(row["session"])), "stage": sr.stage,
+        return {"round": number, "session": messages.b64(bytes(row["session"])), "stage": stage,
                 "size": self.size, "max_weight": self.max_weight(),
                 "quantizer": {"bits": q.bits, "clip_norm": q.clip_norm, "coord_bound": q.coord_bound,
                               "max_devices": q.max_devices, "noise_std": q.noise_std},
@@ -298,14 +329,17 @@ class SecureRounds:
     def post(self, device_id: str, number: int, rnd: Optional[Round], kind: str, body: Any, now: float) -> dict:
         """A stage message: checked, logged (durable) and answered; the same message again gets the
         same answer."""
-        path = None
+        path = text = None
         if kind == "masked":
             want = ring.packed_bytes(self.size, self.cfg.bits)
             if len(body) != want:
                 raise Refusal("bad_payload", f"a masked vector of {self.size} values of {self.cfg.bits} bits is "
                                              f"{want} bytes, got {len(body)}")
             path = os.path.join(self.dir, f"r{number}-{secrets.token_hex(8)}.masked")
-        digest = server_digest(body)
+            digest = server_digest(body)
+        else:
+            text = canonical(body)  # what the log holds, and what the digest covers
+            digest = server_digest(text)
         with self._write() as c:
             if rnd is None or rnd.round != number:
                 seen = c.execute("SELECT 1 FROM secagg_log WHERE round = ? AND kind = ? AND device_id = ? AND "
@@ -324,9 +358,7 @@ class SecureRounds:
                 try:
                     if path is not None:
                         files.atomic_write(path, [body], self.fsync)
-                    self._log(c, number, kind, device_id,
-                              None if path else json.dumps(body, sort_keys=True, separators=(",", ":")), path, digest)
-                    self._touch(c, number, now)
+                    self._log(c, number, kind, device_id, now, None if text is None else text.decode(), path, digest)
                 except BaseException:
                     self._cache.pop(number, None)
                     files.remove_quietly(path)
@@ -336,13 +368,12 @@ class SecureRounds:
         answer.pop("repeat", None)
         return dict(answer, stage=sr.stage)
 
-    def get(self, device_id: str, number: int, rnd: Optional[Round], what: str, now: float) -> dict:
-        with self._write() as c:
-            rnd, sr = self._open_round(c, device_id, number, rnd, now)
+    def get(self, device_id: str, number: int, rnd: Optional[Round], what: str, now: float) -> dict | bytes:
+        """An answer of the round (`roster` comes as JSON bytes, built from cached entries)."""
+        with self._read(device_id, number, rnd) as sr:
             try:
-                answer = getattr(sr, what)(device_id)
+                return sr.roster_json(device_id) if what == "roster" else getattr(sr, what)(device_id)
             except Refusal as e:
                 if e.code == "secagg_wait":
                     raise Refusal("secagg_wait", e.detail, retry_after=1) from None
                 raise
-        return answer

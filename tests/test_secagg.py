@@ -3,6 +3,7 @@ dropouts at every stage, tampered shares and signatures, and replayed messages."
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -221,7 +222,8 @@ class Round:
         drop = drop or {}
         s, c = self.server, self.clients
         self.stage("advertise", lambda d: s.advertise(d, c[d].advertise()), drop.get("advertise", ()))
-        self.stage("share", lambda d: s.share(d, c[d].share_keys(s.roster(d))), drop.get("share", ()))
+        self.stage("share", lambda d: s.share(d, c[d].share_keys(json.loads(s.roster_json(d)))),
+                   drop.get("share", ()))
         self.uploaded = set()
 
         def masked(d):
@@ -242,6 +244,7 @@ def test_round_without_dropouts_is_exact():
     r = Round(8)
     s = r.run()
     assert s.stage == "done", s.note
+    assert all(json.loads(s.roster_json(d)) == s.roster(d) for d in r.ids)  # the cached entries
     assert np.array_equal(s.result, r.expected())
     assert len(r.uploaded) == 8
 
@@ -379,3 +382,13 @@ def test_grouped_packing_is_the_plain_bit_string():
         v = rng.integers(0, 2**bits, size=53, dtype=np.uint64).astype(np.uint32)
         planes = ((v[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
         assert ring.pack(v, bits) == np.packbits(planes.reshape(-1), bitorder="little").tobytes()
+
+
+def test_index_map_decodes_in_one_pass_and_still_names_a_bad_value():
+    raw = {str(i): messages.b64(bytes([i]) * 33) for i in (1, 2, 3)}
+    assert messages.index_map(raw, {1, 2, 3, 4}, 33, "s") == {i: bytes([i]) * 33 for i in (1, 2, 3)}
+    for bad in ("A" * 43 + "=", "A" * 20 + "=" + "A" * 23, "A" * 43 + "!", "A" * 40):
+        with pytest.raises(Refusal, match=r"s\[2\]"):
+            messages.index_map(dict(raw, **{"2": bad}), {1, 2, 3}, 33, "s")
+    with pytest.raises(Refusal, match="index 5"):
+        messages.index_map(dict(raw, **{"5": raw["1"]}), {1, 2, 3, 4}, 33, "s")

@@ -52,14 +52,16 @@ class Fleet:
             self.links[d] = t
 
     def checkin(self):
-        rounds = set()
+        checks = {}
         for d in self.ids:
             r = self.links[d].checkin(**ELIGIBLE)
-            assert r.selected and r.secure, r
-            rounds.add(r.round)
-        (self.round,) = rounds
+            assert r.selected and r.secure and r.secagg is not None and r.secagg["round"] == r.round, r
+            checks[d] = r
+        (self.round,) = {r.round for r in checks.values()}
+        # every other phone takes the stage info from its check-in; the rest GET it
         self.reports = {d: SecureReport(self.links[d], self.idents[d], self.round, self.issuer.public_hex,
-                                        max_wait_s=30) for d in self.ids}
+                                        max_wait_s=30, info=checks[d].secagg if i % 2 else None)
+                        for i, d in enumerate(self.ids)}
         self.updates = {d: [self.rng.normal(0, 0.1, size=s).astype(np.float32) for s in SHAPES] for d in self.ids}
 
     def stage(self, name, alive, drop=()):

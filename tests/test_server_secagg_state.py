@@ -5,6 +5,7 @@ a device that asked too early)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -52,11 +53,24 @@ def test_a_rolled_back_stage_close_is_replayed_away_and_a_clean_refusal_keeps_th
     with pytest.raises(Refusal):
         with sec._write() as c:
             sr = sec._state(rnd.round)
-            sec._log(c, rnd.round, "close", None)
-            sec._touch(c, rnd.round, now + 1000.0)
+            sec._log(c, rnd.round, "close", None, now + 1000.0)
             sr.close_stage()  # no device advertised: the round would be abandoned
             assert sr.stage == "abandoned"
             raise Refusal("bad_secagg", "refused after closing the stage")
     assert sec._cache == {} and sec._active == {}
     assert sec._state(rnd.round).stage == "advertise"  # the close rolled back with its transaction
-    assert sec._active_at(rnd.round) == pytest.approx(now)
+    assert sec._active[rnd.round] == pytest.approx(now)  # and the stage's idle clock with it
+
+
+def test_the_advertise_stage_idles_only_after_its_first_message_and_the_deadline_ends_a_silent_one(secure):
+    sec, rnd = secure
+    now = time.time()
+    with sec._write() as c:
+        sec._ensure(c, rnd, now)  # a check-in opened the round row; its phones are still training
+        sec._state(rnd.round)
+    sec.advance(rnd, now + 10 * sec.cfg.stage_timeout_s)
+    assert sec._state(rnd.round).stage == "advertise"  # not abandoned for the training time
+    assert sec.outcome(rnd, now + 10 * sec.cfg.stage_timeout_s) == "open"
+    late = dataclasses.replace(rnd, deadline=now + 1.0)
+    assert sec.outcome(late, now + 2.0) == "abandon"
+    assert "advertised" in sec.note(late)
