@@ -33,7 +33,7 @@ from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence
 import psycopg
 
 from server import reputation
-from server.storage import SCHEMA, StoreQueries
+from server.storage import SCHEMA, Connection, StoreQueries
 
 LOCK_KEY = int.from_bytes(b"fedkeys", "big")  # the advisory lock every write transaction takes
 
@@ -61,6 +61,23 @@ ON CONFLICT (scope, key) DO UPDATE SET
     at = GREATEST(b.at, excluded.at),
     allowed = LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s) >= 1
 RETURNING allowed, tokens
+"""
+
+
+# BEGIN and the store-wide lock in one message (see `PostgresStore.write`).
+BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})"
+
+# StoreQueries.insert_update's two statements as one (a data-modifying WITH runs to completion
+# whether or not the outer query reads it): the record with its sequence number, and the count.
+INSERT_UPDATE = """
+WITH ins AS (
+    INSERT INTO updates (round, device_id, upload_id, num_examples, weight, clip_to, norm, spool, received_at,
+                         round_complete)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq
+), counted AS (
+    UPDATE rounds SET reports = reports + 1 WHERE round = ?
+)
+SELECT seq FROM ins
 """
 
 
@@ -158,11 +175,25 @@ class PostgresStore(StoreQueries):
 
     @contextlib.contextmanager
     def write(self) -> Iterator[PgConnection]:
-        """A write transaction holding the store-wide lock (every host's writers queue on it)."""
+        """A write transaction holding the store-wide lock (every host's writers queue on it).
+
+        BEGIN and the lock go in one message (the simple query protocol runs both), COMMIT in
+        another: two round trips around the caller's statements. A COMMIT that the server
+        answers with ROLLBACK (a statement failed and its error was swallowed) raises, so a
+        caller never takes a rolled-back transaction for a committed one."""
         c = self.conn()
-        with c.raw.transaction():
-            c.raw.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        try:
+            c.raw.execute(BEGIN_LOCKED)
             yield c
+        except BaseException:
+            try:
+                c.raw.execute("ROLLBACK")
+            except psycopg.Error:  # the caller's error is the one to see; the server rolls back
+                c.raw.close()      # a dropped connection, and `conn()` opens a new one
+            raise
+        status = c.raw.execute("COMMIT").statusmessage
+        if status != "COMMIT":
+            raise psycopg.errors.InFailedSqlTransaction(f"the write transaction was rolled back ({status})")
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -174,6 +205,15 @@ class PostgresStore(StoreQueries):
             yield
         finally:
             c.raw.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+    # -- updates -------------------------------------------------------------------------------
+    def insert_update(self, c: Connection, number: int, device_id: str, upload_id: str, num_examples: int,
+                      weight: float, clip_to: Optional[float], norm: float, spool: Optional[str], now: float,
+                      round_complete: bool) -> int:
+        """StoreQueries.insert_update in one statement (one round trip, inside the write lock)."""
+        row = c.execute(INSERT_UPDATE, (number, device_id, upload_id, num_examples, weight, clip_to, norm, spool, now,
+                                        int(round_complete), number)).fetchone()
+        return int(row[0])
 
     # -- rate limits ---------------------------------------------------------------------------
     def take_token(self, scope: str, key: str, rate_per_s: float, burst: float,
