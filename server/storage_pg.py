@@ -117,8 +117,19 @@ class Row:
         return iter(self._values)
 
 
+_INDEXES: dict[tuple[bytes, ...], dict[str, int]] = {}  # a result's column names -> name to position
+
+
 def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
-    index = {d.name: i for i, d in enumerate(cursor.description or ())}
+    # from the result's names, not `cursor.description`, which builds a Column object per column
+    # on every execute: a measurable share of a short statement's client time
+    res = cursor.pgresult
+    names = tuple(res.fname(i) for i in range(res.nfields)) if res is not None else ()
+    index = _INDEXES.get(names)
+    if index is None:
+        index = {n.decode(): i for i, n in enumerate(names)}
+        if len(_INDEXES) < 1024:  # the store's statements have a few dozen shapes
+            _INDEXES[names] = index
     return lambda values: Row(values, index)
 
 
