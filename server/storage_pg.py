@@ -37,8 +37,10 @@ from server.storage import SCHEMA, Connection, StoreQueries
 
 LOCK_KEY = int.from_bytes(b"fedkeys", "big")  # the advisory lock every write transaction takes
 
+# UNLOGGED: no WAL for a take; a crash of the database empties the table (every bucket full
+# again), as a restart empties the SQLite store's per-worker buckets. Pacing state, not records.
 BUCKETS = """
-CREATE TABLE IF NOT EXISTS rate_buckets (
+CREATE UNLOGGED TABLE IF NOT EXISTS rate_buckets (
     scope TEXT NOT NULL,                 -- which limit: "device", "register"
     key TEXT NOT NULL,                   -- a device id or a client address
     tokens DOUBLE PRECISION NOT NULL,
@@ -63,9 +65,6 @@ ON CONFLICT (scope, key) DO UPDATE SET
 RETURNING allowed, tokens
 """
 
-
-# BEGIN and the store-wide lock in one message (see `PostgresStore.write`).
-BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})"
 
 # StoreQueries.insert_update's two statements as one (a data-modifying WITH runs to completion
 # whether or not the outer query reads it): the record with its sequence number, and the count.
@@ -135,13 +134,35 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
 
 class PgConnection:
     """One psycopg connection with sqlite3's calling convention: `?` placeholders, `execute`
-    and `executemany` on the connection."""
+    and `executemany` on the connection.
+
+    Inside `PostgresStore.write()` the transaction starts with its first statement: BEGIN, the
+    store-wide lock and that statement go to the server together (pipeline mode), one round trip
+    instead of two. Any use of `raw` starts it first, so nothing runs outside it."""
 
     _sql: ClassVar[dict[str, str]] = {}  # `?` statement -> `%s` statement (a few dozen distinct ones)
 
     def __init__(self, raw: psycopg.Connection) -> None:
-        self.raw = raw
+        self._raw = raw
         self.pid = os.getpid()
+        self.pending = False  # write() has begun and no statement has started its transaction yet
+
+    @property
+    def raw(self) -> psycopg.Connection:
+        if self.pending:
+            self._begin(None, ())
+        return self._raw
+
+    def _begin(self, sql: Optional[str], params: Any) -> Optional[psycopg.Cursor]:
+        """BEGIN, take the lock and run `sql` (if any) in one round trip; its cursor."""
+        self.pending = False
+        cur = None
+        with self._raw.pipeline():
+            self._raw.execute("BEGIN")
+            self._raw.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            if sql is not None:
+                cur = self._raw.execute(sql, params)
+        return cur
 
     @classmethod
     def _translate(cls, sql: str) -> str:
@@ -151,7 +172,9 @@ class PgConnection:
         return out
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
-        return self.raw.execute(self._translate(sql), params)
+        if self.pending:
+            return self._begin(self._translate(sql), params)  # type: ignore[return-value]
+        return self._raw.execute(self._translate(sql), params)
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> psycopg.Cursor:
         cur = self.raw.cursor()
@@ -173,7 +196,7 @@ class PostgresStore(StoreQueries):
     # -- connections ---------------------------------------------------------------------------
     def conn(self) -> PgConnection:
         c: Optional[PgConnection] = getattr(self._local, "conn", None)
-        if c is None or c.pid != os.getpid() or c.raw.closed or c.raw.broken:
+        if c is None or c.pid != os.getpid() or c._raw.closed or c._raw.broken:
             # a forked worker opens its own; a connection the server dropped is replaced
             try:
                 raw = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
@@ -188,20 +211,25 @@ class PostgresStore(StoreQueries):
     def write(self) -> Iterator[PgConnection]:
         """A write transaction holding the store-wide lock (every host's writers queue on it).
 
-        BEGIN and the lock go in one message (the simple query protocol runs both), COMMIT in
-        another: two round trips around the caller's statements. A COMMIT that the server
+        BEGIN and the lock go with the transaction's first statement (`PgConnection`), COMMIT
+        alone: one round trip more than the statements themselves. A COMMIT that the server
         answers with ROLLBACK (a statement failed and its error was swallowed) raises, so a
         caller never takes a rolled-back transaction for a committed one."""
         c = self.conn()
+        c.pending = True
         try:
-            c.raw.execute(BEGIN_LOCKED)
             yield c
         except BaseException:
-            try:
-                c.raw.execute("ROLLBACK")
-            except psycopg.Error:  # the caller's error is the one to see; the server rolls back
-                c.raw.close()      # a dropped connection, and `conn()` opens a new one
+            began, c.pending = not c.pending, False
+            if began:
+                try:
+                    c.raw.execute("ROLLBACK")
+                except psycopg.Error:  # the caller's error is the one to see; the server rolls back
+                    c.raw.close()      # a dropped connection, and `conn()` opens a new one
             raise
+        if c.pending:  # no statement: no transaction was begun, nothing to commit
+            c.pending = False
+            return
         status = c.raw.execute("COMMIT").statusmessage
         if status != "COMMIT":
             raise psycopg.errors.InFailedSqlTransaction(f"the write transaction was rolled back ({status})")
@@ -245,5 +273,5 @@ class PostgresStore(StoreQueries):
     def close(self) -> None:
         c = getattr(self._local, "conn", None)
         if c is not None:
-            c.raw.close()
+            c._raw.close()
             self._local.conn = None
