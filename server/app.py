@@ -55,7 +55,7 @@ def create_app(config_path: Optional[str] = None, test_config: Optional[dict[str
 def limiter(store: Any, scope: str, rate_per_s: float, burst: int) -> RateLimiter | SharedRateLimiter:
     """Request limits in the store when it has them (PostgreSQL: shared by every worker and
     host), else in this worker's memory (SQLite: per worker, so W workers allow W times the rate)."""
-    if hasattr(store, "take_token") and os.environ.get("FEDKEYS_EXP") != "nolimit":
+    if hasattr(store, "take_token"):
         return SharedRateLimiter(store, scope, rate_per_s, burst)
     return RateLimiter(rate_per_s, burst)
 

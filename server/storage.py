@@ -366,7 +366,7 @@ class StoreQueries:
         return (int(row[0]), int(row[1])) if row else None
 
     def referenced_spools(self, spools: Sequence[str]) -> set[str]:
-        """Which of these spool slots an update record still points at (one statement per 500)."""
+        """Which of these spool slots an update record still points at (one statement per 512)."""
         out: set[str] = set()
         for i in range(0, len(spools), 512):  # under any SQLite's limit of bound parameters
             part = list(spools[i:i + 512])
