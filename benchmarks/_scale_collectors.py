@@ -14,7 +14,7 @@ host on SQLite, and server_faults' checks across the two hosts.
   workers) while devices go on through whichever host answers; acknowledged updates missing
   from the store, and updates recorded twice, are counted.
 
-    .venv/bin/python benchmarks/_scale_collectors.py [--small]
+    .venv/bin/python benchmarks/_scale_collectors.py [--small] [--ingest-only]
 
 `run(small)` returns the figures (benchmarks/scale.py prints them in its own JSON line); run
 alone, this prints them and ends with one JSON line. The PostgreSQL server is a throwaway one
@@ -88,7 +88,7 @@ def faults(base: str, pg: LocalPostgres, n_fuzz: int, kills: int, crash_goal: in
             "kill_retries": crash["retries"]}
 
 
-def run(small: bool) -> dict:
+def run(small: bool, faults_too: bool = True) -> dict:
     """The figures: `postgres_two_hosts_updates_per_s`, `sqlite_one_host_updates_per_s`,
     `fuzz_5xx`, `kill_lost`, `kill_double_counted`, and how they were measured. `small`: 100
     updates once, 1,000 fuzzed requests, 5 kills of a 60-report round (else 1,000 updates three
@@ -100,9 +100,13 @@ def run(small: bool) -> dict:
             out = ingest(base, pg, 100 if small else 1000, 1 if small else 3)
             print(f"ingest: PostgreSQL 2 hosts {out['postgres_two_hosts_updates_per_s']:.1f} upd/s, SQLite 1 host "
                   f"{out['sqlite_one_host_updates_per_s']:.1f} upd/s", flush=True)
-            out.update(faults(base, pg, 1000 if small else 10_000, 5 if small else 20, 60 if small else 300))
+            if faults_too:
+                out.update(faults(base, pg, 1000 if small else 10_000, 5 if small else 20, 60 if small else 300))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    if not faults_too:
+        out.update({"small": small, "ingest_only": True, "loadavg_before": load_before, "loadavg_after": os.getloadavg()})
+        return out
     out["collectors_ok"] = (out["postgres_over_sqlite"] >= GOAL_TARGET and out["fuzz_5xx"] == 0 and not out["fuzz_error"]
                             and out["fuzz_unexpected"] == 0 and out["fuzz_model_bit_identical"]
                             and out["kill_lost"] == 0 and out["kill_double_counted"] == 0
@@ -131,9 +135,15 @@ def report(r: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="a quick form (100 updates, 1,000 requests, 5 kills)")
+    p.add_argument("--ingest-only", action="store_true", help="the updates/s comparison alone, no fuzz or kill checks")
     args = p.parse_args()
-    r = run(args.small)
-    report(r)
+    r = run(args.small, faults_too=not args.ingest_only)
+    if args.ingest_only:
+        print(f"ingest only: ratio {r['postgres_over_sqlite']:.3f} (per repeat "
+              + ", ".join(f"{x:.3f}" for x in r["ratio_per_repeat"]) + f"), server CPU {r['server_cpu_ms_per_update']}, "
+              f"load average before {r['loadavg_before'][0]:.2f}, after {r['loadavg_after'][0]:.2f}")
+    else:
+        report(r)
     print(json.dumps({"benchmark": "scale_collectors", **r}))
 
 

@@ -214,6 +214,8 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
         with open(payload_path, "wb") as f:
             f.write(payload)
         opened: list = []
+        assigned = [0] * len(ports)  # client threads per host
+        per_host = [0] * len(ports)  # accepted uploads per host
         done = [0]
         lock = threading.Lock()
         rss: dict[int, dict[str, float]] = {}
@@ -230,6 +232,7 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
             with lock:
                 done[0] += 1
                 k = done[0]
+                per_host[getattr(local, "host", 0)] += 1
             if k in MARKS or k == n:
                 rss[k] = server_memory(proc)
 
@@ -242,11 +245,11 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
 
         def host_port() -> int:
             """This client thread's host: threads are spread over the hosts in turn."""
-            if not hasattr(local, "port"):
+            if not hasattr(local, "host"):
                 with lock:
-                    local.port = ports[len(opened) % len(ports)]
-                    opened.append(None)
-            return local.port
+                    local.host = sum(assigned) % len(ports)
+                    assigned[local.host] += 1
+            return ports[local.host]
 
         def raw_upload(i: int) -> tuple[int, bytes]:
             sock = getattr(local, "sock", None)
@@ -304,7 +307,7 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
                 "cores_busy": (os.cpu_count() or 1) * (1 - idle / total) if total > 0 else float("nan"),
                 "memory_mb": rss, "workers": workers, "threads": threads,
                 "worker_class": worker_class or worker_class_for(threads),
-                "clients": clients, "client_send": send, "hosts": hosts}
+                "clients": clients, "client_send": send, "hosts": hosts, "uploads_per_host": per_host}
     finally:
         for p, _ in started:
             p.send_signal(2)

@@ -156,7 +156,7 @@ class BufferedCollector(Collector):
                                        f"behind the latest {latest_version}; at most {self.buffered.max_staleness}")
         return tau
 
-    def _check_round(self, device_id: str, header: wire.UploadHeader, current: Optional[Round],
+    def _check_round(self, device_id: str, header: wire.UploadHeader,
                      now: float) -> tuple[Optional[Round], Optional[dict]]:
         """Before the payload is checked: the admission's buffer (its plan's noise), or the earlier answer."""
         admitted = self.store.get_round(header.round)

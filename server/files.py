@@ -178,32 +178,33 @@ class SpoolSlots:
         self._count = 0
         self._free: list[str] = []
         self._busy: set[str] = set()
+        self._uses: dict[str, int] = {}  # how many times each slot was handed out
         self._maps: dict[str, mmap.mmap] = {}  # slots received into, mapped once and kept
         self._read_maps: dict[str, mmap.mmap] = {}  # slots read back (any process's), oldest first
 
-    def acquire(self, is_referenced) -> str:
-        """A slot name nobody needs; `is_referenced(name)` asks the store.
+    def acquire(self, referenced: Callable[[list[str]], set[str]]) -> str:
+        """A slot name nobody needs; `referenced(names)` asks the store, once, which of the free
+        slots a record points at.
 
-        A free slot is taken before the store is asked about it: only the thread holding a slot
-        can make a record point at it, so the answer stays true until this thread writes. (Asked
-        first, another thread could take the slot, record an update in it and release it in
-        between, and two records would share one file: found by server_faults' kill test.)"""
+        Only the thread holding a slot can make a record point at it, and a slot goes back to
+        the free list only after its record committed. So a slot that was free when the store
+        was asked, and that nobody took since (its use count unchanged), has no record the
+        answer missed. (Without that count, another thread could take the slot, record an
+        update in it and release it while the store is being asked, and two records would share
+        one file: found by server_faults' kill test.) Other threads keep taking free slots
+        meanwhile: one question for all candidates, not one round trip per slot."""
         with self._lock:
-            candidates = list(self._free)
-        for name in candidates:
-            with self._lock:
-                if name not in self._free:
-                    continue
-                self._free.remove(name)
-                self._busy.add(name)
-            if not is_referenced(name):
-                return name
-            with self._lock:
-                self._busy.discard(name)
-                self._free.append(name)
+            candidates = [(name, self._uses.get(name, 0)) for name in self._free]
+        used = referenced([name for name, _ in candidates]) if candidates else set()
         with self._lock:
-            name = f"{self.prefix}{self._count}.bin"
-            self._count += 1
+            for name, uses in candidates:
+                if name not in used and name in self._free and self._uses.get(name, 0) == uses:
+                    self._free.remove(name)
+                    break
+            else:
+                name = f"{self.prefix}{self._count}.bin"
+                self._count += 1
+            self._uses[name] = self._uses.get(name, 0) + 1
             self._busy.add(name)
             return name
 

@@ -303,11 +303,11 @@ class Collector:
         `body` may be a view into a buffer the caller reuses: nothing here keeps it (or the
         decoded update, which views it) after returning."""
         now = time.time() if now is None else now
-        current = self.tick(now)  # a full or expired round closes first, as on any request
+        self.tick(now)  # a full or expired round closes first, as on any request
         if self.secure is not None:
             raise Refusal("secure_only", "this collector takes updates only through the secure stages (/v1/secagg)")
         header, payload = validation.parse(body, url_round)
-        rnd, answer = self._check_round(device_id, header, current, now)
+        rnd, answer = self._check_round(device_id, header, now)
         if answer is not None:
             return answer
         checked = self._check_content(header, payload, rnd)
@@ -343,7 +343,8 @@ class Collector:
         try:
             payload = self.slots.receive(slot, 4 * self.dim, body.readinto)
             now = time.time() if now is None else now
-            rnd, answer = self._check_round(device_id, header, self.tick(now), now)
+            self.tick(now)
+            rnd, answer = self._check_round(device_id, header, now)
             if answer is not None:
                 return answer
             checked = self._check_content(header, payload, rnd)
@@ -351,17 +352,14 @@ class Collector:
         finally:
             self.slots.release(slot)  # a refused payload leaves a free slot: no record points at it
 
-    def _spool_referenced(self, name: str) -> bool:
-        return self.store.spool_owner(name) is not None
+    def _spool_referenced(self, names: list[str]) -> set[str]:
+        return self.store.referenced_spools(names)
 
-    def _check_round(self, device_id: str, header: wire.UploadHeader, current: Optional[Round],
+    def _check_round(self, device_id: str, header: wire.UploadHeader,
                      now: float) -> tuple[Optional[Round], Optional[dict]]:
         """The upload's round, and the earlier answer when this is a retry (validation.check_round)."""
-        r = header.round
-        rnd = current if current is not None and current.round == r else self.store.get_round(r)
-        answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id),
-                                        self.store.get_update(r, device_id), now)
-        return rnd, answer
+        rnd, selected, existing = self.store.upload_state(header.round, device_id)
+        return rnd, validation.check_round(header, device_id, rnd, selected, existing, now)
 
     def _check_content(self, header: wire.UploadHeader, payload: memoryview, rnd: Round) -> validation.CheckedUpdate:
         return validation.check_content(
@@ -376,9 +374,8 @@ class Collector:
         update = validation.prepared(checked.update, checked.clip_to)
         weight = self.aggregator.weight(header.num_examples)
         with self.store.write() as c:
-            rnd = self.store.get_round(r, c)
-            answer = validation.check_round(header, device_id, rnd, self.store.is_selected(r, device_id, c),
-                                            self.store.get_update(r, device_id, c), now)
+            rnd, selected, existing = self.store.upload_state(r, device_id, c)
+            answer = validation.check_round(header, device_id, rnd, selected, existing, now)
             if answer is not None:
                 return answer
             complete = rnd.reports + 1 >= rnd.goal_count

@@ -17,6 +17,7 @@ connect and lock. `open_store` picks one from `collector.database`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -169,6 +170,18 @@ class ModelRecord:
     meta: dict
 
 
+ROUND_FIELDS = tuple(f.name for f in dataclasses.fields(Round))
+UPDATE_FIELDS = tuple(f.name for f in dataclasses.fields(UpdateRecord))
+# The round, whether the device was selected for it, and the device's update in it; a row even
+# when the round does not exist (its columns NULL), from the one-row table of the two arguments.
+UPLOAD_STATE = (
+    "SELECT " + ", ".join(f"r.{f}" for f in ROUND_FIELDS)
+    + ", EXISTS (SELECT 1 FROM selections s WHERE s.round = k.n AND s.device_id = k.d), "
+    + ", ".join(f"u.{f}" for f in UPDATE_FIELDS)
+    + " FROM (SELECT CAST(? AS BIGINT) AS n, CAST(? AS TEXT) AS d) AS k"
+    " LEFT JOIN rounds r ON r.round = k.n LEFT JOIN updates u ON u.round = k.n AND u.device_id = k.d")
+
+
 class Connection(Protocol):
     """What the queries need of a connection: sqlite3's, or storage_pg's wrapper of psycopg's."""
 
@@ -297,6 +310,17 @@ class StoreQueries:
                                          (number, device_id)).fetchone()
         return UpdateRecord(**dict(row)) if row else None
 
+    def upload_state(self, number: int, device_id: str,
+                     c: Optional[Connection] = None) -> tuple[Optional[Round], bool, Optional[UpdateRecord]]:
+        """`get_round`, `is_selected` and `get_update` in one statement: what an upload's checks
+        (validation.check_round) read, before and again inside its write transaction. One
+        statement is one round trip to a database server instead of three."""
+        row = (c or self.conn()).execute(UPLOAD_STATE, (number, device_id)).fetchone()
+        rnd = Round(*(row[i] for i in range(len(ROUND_FIELDS)))) if row[0] is not None else None
+        k = len(ROUND_FIELDS) + 1
+        update = UpdateRecord(*(row[k + i] for i in range(len(UPDATE_FIELDS)))) if row[k] is not None else None
+        return rnd, bool(row[k - 1]), update
+
     def insert_update(self, c: Connection, number: int, device_id: str, upload_id: str, num_examples: int,
                       weight: float, clip_to: Optional[float], norm: float, spool: Optional[str], now: float,
                       round_complete: bool) -> int:
@@ -340,6 +364,18 @@ class StoreQueries:
     def spool_owner(self, spool: str) -> Optional[tuple[int, int]]:
         row = self.conn().execute("SELECT round, seq FROM updates WHERE spool = ?", (spool,)).fetchone()
         return (int(row[0]), int(row[1])) if row else None
+
+    def referenced_spools(self, spools: Sequence[str]) -> set[str]:
+        """Which of these spool slots an update record still points at (one statement per 512)."""
+        out: set[str] = set()
+        for i in range(0, len(spools), 512):  # under any SQLite's limit of bound parameters
+            part = list(spools[i:i + 512])
+            # padded to a power of two with repeats: a few statement texts, each prepared once
+            width = max(8, 1 << (len(part) - 1).bit_length())
+            part += part[-1:] * (width - len(part))
+            sql = "SELECT spool FROM updates WHERE spool IN (" + ", ".join("?" * width) + ")"
+            out.update(r[0] for r in self.conn().execute(sql, part).fetchall())
+        return out
 
     # -- models --------------------------------------------------------------------------------
     def insert_model(self, c: Connection, version: int, number: Optional[int], path: str, sha256: str,

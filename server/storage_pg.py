@@ -33,12 +33,14 @@ from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence
 import psycopg
 
 from server import reputation
-from server.storage import SCHEMA, StoreQueries
+from server.storage import SCHEMA, Connection, StoreQueries
 
 LOCK_KEY = int.from_bytes(b"fedkeys", "big")  # the advisory lock every write transaction takes
 
+# UNLOGGED: no WAL for a take; a crash of the database empties the table (every bucket full
+# again), as a restart empties the SQLite store's per-worker buckets. Pacing state, not records.
 BUCKETS = """
-CREATE TABLE IF NOT EXISTS rate_buckets (
+CREATE UNLOGGED TABLE IF NOT EXISTS rate_buckets (
     scope TEXT NOT NULL,                 -- which limit: "device", "register"
     key TEXT NOT NULL,                   -- a device id or a client address
     tokens DOUBLE PRECISION NOT NULL,
@@ -61,6 +63,20 @@ ON CONFLICT (scope, key) DO UPDATE SET
     at = GREATEST(b.at, excluded.at),
     allowed = LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s) >= 1
 RETURNING allowed, tokens
+"""
+
+
+# StoreQueries.insert_update's two statements as one (a data-modifying WITH runs to completion
+# whether or not the outer query reads it): the record with its sequence number, and the count.
+INSERT_UPDATE = """
+WITH ins AS (
+    INSERT INTO updates (round, device_id, upload_id, num_examples, weight, clip_to, norm, spool, received_at,
+                         round_complete)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq
+), counted AS (
+    UPDATE rounds SET reports = reports + 1 WHERE round = ?
+)
+SELECT seq FROM ins
 """
 
 
@@ -100,20 +116,53 @@ class Row:
         return iter(self._values)
 
 
+_INDEXES: dict[tuple[bytes, ...], dict[str, int]] = {}  # a result's column names -> name to position
+
+
 def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
-    index = {d.name: i for i, d in enumerate(cursor.description or ())}
+    # from the result's names, not `cursor.description`, which builds a Column object per column
+    # on every execute: a measurable share of a short statement's client time
+    res = cursor.pgresult
+    names = tuple(res.fname(i) for i in range(res.nfields)) if res is not None else ()
+    index = _INDEXES.get(names)
+    if index is None:
+        index = {n.decode(): i for i, n in enumerate(names)}
+        if len(_INDEXES) < 1024:  # the store's statements have a few dozen shapes
+            _INDEXES[names] = index
     return lambda values: Row(values, index)
 
 
 class PgConnection:
     """One psycopg connection with sqlite3's calling convention: `?` placeholders, `execute`
-    and `executemany` on the connection."""
+    and `executemany` on the connection.
+
+    Inside `PostgresStore.write()` the transaction starts with its first statement: BEGIN, the
+    store-wide lock and that statement go to the server together (pipeline mode), one round trip
+    instead of two. Any use of `raw` starts it first, so nothing runs outside it."""
 
     _sql: ClassVar[dict[str, str]] = {}  # `?` statement -> `%s` statement (a few dozen distinct ones)
 
     def __init__(self, raw: psycopg.Connection) -> None:
-        self.raw = raw
+        self._raw = raw
         self.pid = os.getpid()
+        self.pending = False  # write() has begun and no statement has started its transaction yet
+
+    @property
+    def raw(self) -> psycopg.Connection:
+        if self.pending:
+            self._begin(None, ())
+        return self._raw
+
+    def _begin(self, sql: Optional[str], params: Any) -> Optional[psycopg.Cursor]:
+        """BEGIN, take the lock and run `sql` (if any) in one round trip; its cursor."""
+        self.pending = False
+        cur = None
+        with self._raw.pipeline():
+            self._raw.execute("BEGIN")
+            self._raw.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            if sql is not None:
+                cur = self._raw.execute(sql, params)
+        return cur
 
     @classmethod
     def _translate(cls, sql: str) -> str:
@@ -123,7 +172,9 @@ class PgConnection:
         return out
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
-        return self.raw.execute(self._translate(sql), params)
+        if self.pending:
+            return self._begin(self._translate(sql), params)  # type: ignore[return-value]
+        return self._raw.execute(self._translate(sql), params)
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> psycopg.Cursor:
         cur = self.raw.cursor()
@@ -145,7 +196,7 @@ class PostgresStore(StoreQueries):
     # -- connections ---------------------------------------------------------------------------
     def conn(self) -> PgConnection:
         c: Optional[PgConnection] = getattr(self._local, "conn", None)
-        if c is None or c.pid != os.getpid() or c.raw.closed or c.raw.broken:
+        if c is None or c.pid != os.getpid() or c._raw.closed or c._raw.broken:
             # a forked worker opens its own; a connection the server dropped is replaced
             try:
                 raw = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
@@ -158,11 +209,30 @@ class PostgresStore(StoreQueries):
 
     @contextlib.contextmanager
     def write(self) -> Iterator[PgConnection]:
-        """A write transaction holding the store-wide lock (every host's writers queue on it)."""
+        """A write transaction holding the store-wide lock (every host's writers queue on it).
+
+        BEGIN and the lock go with the transaction's first statement (`PgConnection`), COMMIT
+        alone: one round trip more than the statements themselves. A COMMIT that the server
+        answers with ROLLBACK (a statement failed and its error was swallowed) raises, so a
+        caller never takes a rolled-back transaction for a committed one."""
         c = self.conn()
-        with c.raw.transaction():
-            c.raw.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        c.pending = True
+        try:
             yield c
+        except BaseException:
+            began, c.pending = not c.pending, False
+            if began:
+                try:
+                    c.raw.execute("ROLLBACK")
+                except psycopg.Error:  # the caller's error is the one to see; the server rolls back
+                    c.raw.close()      # a dropped connection, and `conn()` opens a new one
+            raise
+        if c.pending:  # no statement: no transaction was begun, nothing to commit
+            c.pending = False
+            return
+        status = c.raw.execute("COMMIT").statusmessage
+        if status != "COMMIT":
+            raise psycopg.errors.InFailedSqlTransaction(f"the write transaction was rolled back ({status})")
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -174,6 +244,15 @@ class PostgresStore(StoreQueries):
             yield
         finally:
             c.raw.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+    # -- updates -------------------------------------------------------------------------------
+    def insert_update(self, c: Connection, number: int, device_id: str, upload_id: str, num_examples: int,
+                      weight: float, clip_to: Optional[float], norm: float, spool: Optional[str], now: float,
+                      round_complete: bool) -> int:
+        """StoreQueries.insert_update in one statement (one round trip, inside the write lock)."""
+        row = c.execute(INSERT_UPDATE, (number, device_id, upload_id, num_examples, weight, clip_to, norm, spool, now,
+                                        int(round_complete), number)).fetchone()
+        return int(row[0])
 
     # -- rate limits ---------------------------------------------------------------------------
     def take_token(self, scope: str, key: str, rate_per_s: float, burst: float,
@@ -194,5 +273,5 @@ class PostgresStore(StoreQueries):
     def close(self) -> None:
         c = getattr(self._local, "conn", None)
         if c is not None:
-            c.raw.close()
+            c._raw.close()
             self._local.conn = None

@@ -247,29 +247,37 @@ def test_received_uploads_are_spooled_in_place_and_publish_the_accepted_numbers(
 
 
 def test_spool_slot_is_never_handed_out_while_a_record_points_at_it(tmp_path):
-    """SpoolSlots.acquire asks the store about a free slot; meanwhile another thread takes the
-    same slot, records an update in it and releases it. The first thread must not get that
-    slot (two records would share one file and a replay would add one payload twice)."""
+    """SpoolSlots.acquire asks the store which free slots are referenced; meanwhile another
+    thread takes one of them, records an update in it and releases it. The first thread must
+    not get that slot (two records would share one file and a replay would add one payload
+    twice), and a slot the store says is referenced is never handed out."""
     from server.files import SpoolSlots
 
     slots = SpoolSlots(str(tmp_path), fsync=False)
-    first = slots.acquire(lambda name: False)
+    first = slots.acquire(lambda names: set())
     slots.release(first)  # one free, unreferenced slot
     referenced: set[str] = set()
     nested: list[str] = []
 
-    def is_referenced(name: str) -> bool:
-        answer = name in referenced
+    def known(names: list[str]) -> set[str]:
+        return {n for n in names if n in referenced}
+
+    def ask(names: list[str]) -> set[str]:
+        answer = known(names)
         if not nested:  # another thread's whole upload happens during this question
-            other = slots.acquire(lambda n: n in referenced)
+            other = slots.acquire(known)
             nested.append(other)
             referenced.add(other)  # its record commits
             slots.release(other)
         return answer
 
-    got = slots.acquire(is_referenced)
-    assert got not in referenced, (got, nested)
-    assert slots.acquire(lambda n: n in referenced) not in referenced | {got}
+    got = slots.acquire(ask)
+    assert nested == [first] and got != first, (got, nested)
+    asked: list[list[str]] = []
+    third = slots.acquire(lambda names: asked.append(names) or known(names))
+    assert asked == [[first]] and third not in referenced | {got}  # one question for all free slots
+    slots.release(third)
+    assert slots.acquire(known) == third  # an unreferenced free slot is reused
 
 
 def test_spool_view_shows_each_slots_current_bytes_through_kept_mappings(tmp_path, monkeypatch):
@@ -281,7 +289,7 @@ def test_spool_view_shows_each_slots_current_bytes_through_kept_mappings(tmp_pat
 
     n = 4 * 1000
     owner, reader = SpoolSlots(str(tmp_path), fsync=False), SpoolSlots(str(tmp_path), fsync=False)
-    name = owner.acquire(lambda _: False)
+    name = owner.acquire(lambda _: set())
     for fill in (1, 2):
         owner.receive(name, n, lambda view: view.__setitem__(slice(None), bytes([fill]) * n))
         assert bytes(reader.view(name, n)) == bytes([fill]) * n  # the kept mapping, new bytes

@@ -66,6 +66,12 @@ def test_round_updates_checkpoints_and_models(store):
             with _savepoint(c):
                 store.insert_update(c, 0, "a", "again", 1, 1.0, None, 0.1, None, 9.0, False)
     assert store.spool_owner("sa") is None and store.spool_owner("sc") == (0, seqs[2])
+    assert store.referenced_spools(["sa", "sc", "sx", "sc"]) == {"sc"}
+    assert store.referenced_spools([f"s{i}" for i in range(600)] + ["sc"]) == {"sc"}  # past one statement's 512
+    rnd, selected, up = store.upload_state(0, "c")  # one statement: the round, the selection, the update
+    assert (rnd, selected, up) == (store.get_round(0), False, store.get_update(0, "c"))
+    assert store.upload_state(0, "b")[1:] == (True, store.get_update(0, "b"))
+    assert store.upload_state(0, "z")[1:] == (False, None) and store.upload_state(7, "a") == (None, False, None)
     assert (store.get_round(0).ckpt_seq, store.get_round(0).ckpt_count) == (seqs[1], 2)
     with store.write() as c:
         store.insert_model(c, 0, None, "v0.npz", "h0", 10, 1.0, 0.0, 0.0, {"source": "bundle"})
@@ -97,6 +103,22 @@ def test_a_failed_write_changes_nothing(store):
     with store.write() as c:  # and the store is usable afterwards
         store.insert_round(c, 0, 0, 3, 4, 2, 0.0, 5.0)
     assert store.open_round().round == 0
+
+
+def test_a_swallowed_error_is_not_taken_for_a_commit(postgres):
+    """PostgreSQL aborts the whole transaction on a failed statement and answers its COMMIT with
+    ROLLBACK: a write() whose caller caught that error must raise, not return as committed."""
+    store = open_store(postgres.create_database(), "", False)
+    with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+        with store.write() as c:
+            store.insert_round(c, 0, 0, 3, 4, 2, 0.0, 5.0)
+            with pytest.raises(DUPLICATE):
+                store.insert_round(c, 0, 0, 3, 4, 2, 0.0, 5.0)
+    assert store.last_round() is None
+    with store.write() as c:  # the connection is usable afterwards
+        store.insert_round(c, 0, 0, 3, 4, 2, 0.0, 5.0)
+    assert store.open_round().round == 0
+    store.close()
 
 
 def test_counters_sum_over_instances(store):
