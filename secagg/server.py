@@ -156,14 +156,12 @@ class ServerRound:
 
     def roster(self, device_id: str) -> dict:
         i = self._roster_of(device_id)
-        assert self.params is not None
         return {"index": i, "threshold": self.params.threshold, "neighbours": [self._entry(j) for j in self.nbrs[i]]}
 
     def roster_json(self, device_id: str) -> bytes:
         """`roster` as canonical JSON, each neighbour's entry serialized once for the round (a
         device's entry goes into the rosters of all its k neighbours)."""
         i = self._roster_of(device_id)
-        assert self.params is not None
         parts = []
         for j in self.nbrs[i]:
             part = self._entries.get(j)

@@ -311,7 +311,7 @@ class Collector:
         if answer is not None:
             return answer
         checked = self._check_content(header, payload, rnd)
-        slot = self.slots.acquire(self._spool_referenced)
+        slot = self.slots.acquire(self.store.referenced_spools)
         try:
             spooled = payload if header.encoding == SPOOL_ENCODING else encodings.encode_float32(checked.update)
             self.slots.write(slot, spooled)
@@ -339,7 +339,7 @@ class Collector:
             pass  # accept() reads the rest and says what is wrong
         if header is None or header.encoding != SPOOL_ENCODING or body.length - end != 4 * self.dim:
             return self.accept(device_id, url_round, body.read_all(), now)
-        slot = self.slots.acquire(self._spool_referenced)
+        slot = self.slots.acquire(self.store.referenced_spools)
         try:
             payload = self.slots.receive(slot, 4 * self.dim, body.readinto)
             now = time.time() if now is None else now
@@ -351,9 +351,6 @@ class Collector:
             return self._record(device_id, checked, slot, now)
         finally:
             self.slots.release(slot)  # a refused payload leaves a free slot: no record points at it
-
-    def _spool_referenced(self, names: list[str]) -> set[str]:
-        return self.store.referenced_spools(names)
 
     def _check_round(self, device_id: str, header: wire.UploadHeader,
                      now: float) -> tuple[Optional[Round], Optional[dict]]:

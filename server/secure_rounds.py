@@ -94,7 +94,7 @@ class SecureRounds:
         self._cache: dict[int, tuple[ServerRound, int]] = {}
         self._rows: dict[int, Any] = {}  # a round's row: its fixed fields never change once written
         self._active: dict[int, float] = {}  # when the open stage last moved, as far as the replay has read
-        self._selected: set[tuple[int, str]] = set()  # (round, device) selections seen (never withdrawn)
+        self._selected: tuple[int, set[str]] = (-1, set())  # a round and its selections seen (never withdrawn)
         self._inserted: Optional[int] = None  # a round row this worker inserted, not known committed
         self._wrote = False  # the open write transaction changed the log or the round's row
 
@@ -282,12 +282,13 @@ class SecureRounds:
         """The open round `number`, if the device was selected for it."""
         if rnd is None or rnd.round != number or rnd.state != "open":
             raise Refusal("round_closed", f"round {number} is not the open round")
-        if (number, device_id) not in self._selected:
+        seen_round, seen = self._selected
+        if seen_round != number or device_id not in seen:
             if not self.store.is_selected(number, device_id, c):
                 raise Refusal("not_selected", f"device was not selected for round {number}")
-            if not any(r == number for r, _ in self._selected):
-                self._selected = set()  # one round at a time
-            self._selected.add((number, device_id))
+            if seen_round != number:
+                self._selected = (number, seen := set())  # one round at a time
+            seen.add(device_id)
         return rnd
 
     def _open_round(self, c: Any, device_id: str, number: int, rnd: Optional[Round], now: float

@@ -65,10 +65,8 @@ def test_the_trainer_runs_the_phones_clipped_step_and_skips_pad_rows_exactly():
 
     deltas = {}
     for pad in (True, False):
-        async_vs_sync.PAD_LAST = pad
-        train = async_vs_sync._trainer(cfg, 40, {"u": (x, y)}, 0.0, 0)
+        train = async_vs_sync._trainer(cfg, 40, {"u": (x, y)}, 0.0, 0, pad_last=pad)
         deltas[pad] = train("u", start, ticket).delta
-    async_vs_sync.PAD_LAST = False
     # by hand: the phone's step, clipped at 0.05, on the two batches as they are
     lr = np.float32(cfg.train.client_learning_rate)
     for sl in (slice(0, 8), slice(8, 11)):
