@@ -159,6 +159,7 @@ class BufferedCollector(Collector):
     def _check_round(self, device_id: str, header: wire.UploadHeader,
                      now: float) -> tuple[Optional[Round], Optional[dict]]:
         """Before the payload is checked: the admission's buffer (its plan's noise), or the earlier answer."""
+        self.tick(now)  # a full or expired buffer publishes first, as on any request
         admitted = self.store.get_round(header.round)
         answer = self._earlier_answer(header, device_id)
         if answer is not None:

@@ -142,12 +142,39 @@ class DeviceRegistry:
     # -- tokens --------------------------------------------------------------------------------
     def authenticate(self, authorization: Optional[str], now: Optional[float] = None) -> str:
         """The device id behind an `Authorization: Bearer <token>` header; else Refusal "unauthorized"."""
-        if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 512:
-            raise Refusal("unauthorized", "missing 'Authorization: Bearer <token>' header")
         # no cache: a re-registration in another worker revokes the token at once
-        device = self.store.device_for_token(token_hash(authorization[len("Bearer "):].strip()),
-                                             time.time() if now is None else now)
+        device = self.store.device_for_token(bearer_hash(authorization), time.time() if now is None else now)
         if device is None:
-            raise Refusal("unauthorized", "unknown, revoked or expired token (a device refreshes it by "
-                          "registering again with a proof of its key)")
+            raise _unknown_token()
         return device
+
+    def authenticate_paced(self, authorization: Optional[str], limiter: Any,
+                           now: Optional[float] = None) -> tuple[str, Optional[int]]:
+        """`authenticate`, then one of the device's rate-limit tokens spent: (device, seconds to
+        wait, None when the request may go on). A limiter kept in the store (PostgreSQL's
+        `take_for_token`) does both in one statement: one round trip to the database, not two.
+        An unknown, revoked or expired token spends nothing."""
+        digest = bearer_hash(authorization)
+        now = time.time() if now is None else now
+        fused = getattr(limiter, "take_for_token", None)
+        if fused is not None:
+            device, wait = fused(digest, now)
+        else:
+            device = self.store.device_for_token(digest, now)
+            wait = None if device is None else limiter.take(device, time.monotonic())
+        if device is None:
+            raise _unknown_token()
+        return device, wait
+
+
+def bearer_hash(authorization: Optional[str]) -> str:
+    """The stored hash of an `Authorization: Bearer <token>` header's token; Refusal "unauthorized"
+    for a missing or malformed header."""
+    if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 512:
+        raise Refusal("unauthorized", "missing 'Authorization: Bearer <token>' header")
+    return token_hash(authorization[len("Bearer "):].strip())
+
+
+def _unknown_token() -> Refusal:
+    return Refusal("unauthorized", "unknown, revoked or expired token (a device refreshes it by "
+                   "registering again with a proof of its key)")

@@ -76,7 +76,15 @@ class SharedRateLimiter:
     def take(self, key: str, now: float) -> Optional[int]:
         """Spend one token; None when allowed, else the seconds until a token is back. `now`
         (this host's monotonic clock) is not used: hosts' clocks differ, the database's is one."""
-        allowed, tokens = self.store.take_token(self.scope, key, self.rate, self.burst)
+        return self._wait(*self.store.take_token(self.scope, key, self.rate, self.burst))
+
+    def take_for_token(self, token_sha256: str, now_unix: float) -> tuple[Optional[str], Optional[int]]:
+        """`take` for the device holding a token, found in the same statement: (device, wait), or
+        (None, None) when the token is unknown, revoked or expired at `now_unix` (nothing spent)."""
+        device, allowed, tokens = self.store.take_token_for(self.scope, token_sha256, now_unix, self.rate, self.burst)
+        return (device, self._wait(allowed, tokens)) if device is not None else (None, None)
+
+    def _wait(self, allowed: bool, tokens: float) -> Optional[int]:
         self._takes += 1
         if self._takes % 4096 == 0:  # a bucket refilled to the brim is the same as no row: keep the table small
             self.store.forget_full_buckets(self.scope, self.burst / self.rate)

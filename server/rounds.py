@@ -195,9 +195,10 @@ class Collector:
         """A token for a registration body (`{"device_id": ...}` plus the proof, see identity.py)."""
         return self.identity.register(dict(body or {}, device_id=device_id))
 
-    def authenticate(self, authorization: Optional[str]) -> str:
-        """The device id behind an `Authorization: Bearer <token>` header; else Refusal "unauthorized"."""
-        return self.identity.authenticate(authorization)
+    def authenticate(self, authorization: Optional[str], limiter: Any) -> tuple[str, Optional[int]]:
+        """The device id behind an `Authorization: Bearer <token>` header (else Refusal
+        "unauthorized"), and the seconds its rate limit asks it to wait (None: go on)."""
+        return self.identity.authenticate_paced(authorization, limiter)
 
     def _device_key(self, device_id: str) -> Optional[str]:
         device = self.store.get_device(device_id)
@@ -303,8 +304,8 @@ class Collector:
         `body` may be a view into a buffer the caller reuses: nothing here keeps it (or the
         decoded update, which views it) after returning."""
         now = time.time() if now is None else now
-        self.tick(now)  # a full or expired round closes first, as on any request
         if self.secure is not None:
+            self.tick(now)  # a full or expired round closes, as on any request
             raise Refusal("secure_only", "this collector takes updates only through the secure stages (/v1/secagg)")
         header, payload = validation.parse(body, url_round)
         rnd, answer = self._check_round(device_id, header, now)
@@ -343,7 +344,6 @@ class Collector:
         try:
             payload = self.slots.receive(slot, 4 * self.dim, body.readinto)
             now = time.time() if now is None else now
-            self.tick(now)
             rnd, answer = self._check_round(device_id, header, now)
             if answer is not None:
                 return answer
@@ -354,8 +354,16 @@ class Collector:
 
     def _check_round(self, device_id: str, header: wire.UploadHeader,
                      now: float) -> tuple[Optional[Round], Optional[dict]]:
-        """The upload's round, and the earlier answer when this is a retry (validation.check_round)."""
+        """The upload's round, and the earlier answer when this is a retry (validation.check_round).
+
+        This is also the upload's `tick`: when the upload names the open round and it is not due
+        to close, the one read that the checks need has shown all that `tick` would read; else
+        the full `tick` runs (a full or expired round closes first, as on any request) and the
+        state is read again."""
         rnd, selected, existing = self.store.upload_state(header.round, device_id)
+        if rnd is None or rnd.state != "open" or self._outcome(rnd, now) != "open":
+            self.tick(now)
+            rnd, selected, existing = self.store.upload_state(header.round, device_id)
         return rnd, validation.check_round(header, device_id, rnd, selected, existing, now)
 
     def _check_content(self, header: wire.UploadHeader, payload: memoryview, rnd: Round) -> validation.CheckedUpdate:

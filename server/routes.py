@@ -26,9 +26,8 @@ def _state(name: str):
 
 def _device() -> str:
     """Authenticate the request and spend one of the device's rate-limit tokens."""
-    device = collector().authenticate(request.headers.get("Authorization"))
+    device, wait = collector().authenticate(request.headers.get("Authorization"), _state("device_limiter"))
     g.device_id = device
-    wait = _state("device_limiter").take(device, time.monotonic())
     if wait is not None:
         raise Refusal("rate_limited", "too many requests from this device", retry_after=wait)
     return device

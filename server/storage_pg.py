@@ -66,6 +66,25 @@ RETURNING allowed, tokens
 """
 
 
+# device_for_token and TAKE in one statement, the bucket keyed by the device the token names; no
+# row is spent for an unknown, revoked or expired token (`d` is empty: the INSERT selects nothing).
+TAKE_FOR_TOKEN = """
+WITH d AS (
+    SELECT device_id FROM devices
+    WHERE token_sha256 = %(token)s AND (token_expires IS NULL OR token_expires > %(unix)s)
+), t AS (
+    INSERT INTO rate_buckets AS b (scope, key, tokens, at, allowed)
+    SELECT %(scope)s, d.device_id, %(burst)s - 1, EXTRACT(EPOCH FROM statement_timestamp()), TRUE FROM d
+    ON CONFLICT (scope, key) DO UPDATE SET
+        tokens = LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s)
+                 - CASE WHEN LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s) >= 1 THEN 1 ELSE 0 END,
+        at = GREATEST(b.at, excluded.at),
+        allowed = LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s) >= 1
+    RETURNING allowed, tokens
+)
+SELECT d.device_id, t.allowed, t.tokens FROM d LEFT JOIN t ON TRUE
+"""
+
 # StoreQueries.insert_update's two statements as one (a data-modifying WITH runs to completion
 # whether or not the outer query reads it): the record with its sequence number, and the count.
 INSERT_UPDATE = """
@@ -262,6 +281,16 @@ class PostgresStore(StoreQueries):
         row = self.conn().raw.execute(TAKE, {"scope": scope, "key": key, "rate": float(rate_per_s),
                                              "burst": float(burst), "now": now}).fetchone()
         return bool(row[0]), float(row[1])
+
+    def take_token_for(self, scope: str, token_sha256: str, now_unix: float, rate_per_s: float,
+                       burst: float) -> tuple[Optional[str], bool, float]:
+        """`device_for_token(token_sha256, now_unix)` and `take_token(scope, device, ...)` in one
+        statement: (device or None, allowed, tokens left); nothing is spent for no device."""
+        row = self.conn().raw.execute(TAKE_FOR_TOKEN, {"scope": scope, "token": token_sha256, "unix": float(now_unix),
+                                                       "rate": float(rate_per_s), "burst": float(burst)}).fetchone()
+        if row is None:
+            return None, False, 0.0
+        return row[0], bool(row[1]), float(row[2])
 
     def forget_full_buckets(self, scope: str, older_than_s: float) -> int:
         """Drop buckets not taken from for `older_than_s` (full again: the same as no row)."""

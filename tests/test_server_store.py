@@ -170,6 +170,32 @@ def test_shared_rate_buckets_hand_computed(postgres):
     a.close(), b.close()
 
 
+def test_token_and_bucket_in_one_statement(postgres):
+    """`take_token_for`: the device a token names and a token of its bucket, as `device_for_token`
+    then `take_token` would give; an unknown, revoked or expired token names nobody and spends
+    nothing (a flood of made-up tokens cannot drain a real device's bucket or grow the table)."""
+    url = postgres.create_database()
+    a, b = open_store(url, "", False), open_store(url, "", False)
+    with a.write() as c:
+        a.add_device(c, "d1", "t1", 10.0)
+        a.add_device(c, "d1", "t2", 11.0)  # t1 revoked
+        a.add_device(c, "d2", "t3", 12.0, token_expires=50.0)
+    # the database's clock refills the bucket at 0.001 a second between statements: approx
+    assert a.take_token_for("device", "t2", 20.0, 0.001, 2) == ("d1", True, pytest.approx(1.0, abs=0.01))
+    assert b.take_token_for("device", "t2", 20.0, 0.001, 2) == ("d1", True, pytest.approx(0.0, abs=0.01))  # one bucket
+    d, allowed, tokens = a.take_token_for("device", "t2", 20.0, 0.001, 2)
+    assert (d, allowed) == ("d1", False) and tokens < 0.01
+    for token, unix in (("t1", 20.0), ("nope", 20.0), ("t3", 50.0)):
+        assert a.take_token_for("device", token, unix, 0.001, 2) == (None, False, 0.0)
+    assert a.take_token_for("device", "t3", 49.0, 0.001, 2) == ("d2", True, 1.0)  # its first spend: burst - 1
+    assert a.conn().execute("SELECT COUNT(*) FROM rate_buckets").fetchone()[0] == 2  # d1's and d2's only
+    lim = SharedRateLimiter(b, "device", 0.001, 2)
+    assert lim.take_for_token("t3", 49.0) == ("d2", None)
+    assert lim.take_for_token("t3", 49.0) == ("d2", 1000)
+    assert lim.take_for_token("t1", 49.0) == (None, None)
+    a.close(), b.close()
+
+
 def test_bad_database_url_is_a_clear_error(tmp_path):
     from server.settings import settings_from_dict
     from server.testing import config_dict, make_bundle
