@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     args = small(ap.parse_args(argv))
     audit_dir = args.out.replace("dp_production", "canary_exposure")
 
-    from configs.io import read_config, to_dict
+    from configs.io import finished_result
     from federated.audit import run_audit
     from federated.runtime import install_cleanup
     from fedmath.canary_stats import within_reference
@@ -59,11 +59,8 @@ def main(argv=None) -> int:
         cfg = run_config(args, n, mechanism, z)
         out = os.path.join(audit_dir, f"u{args.users}_c{args.cohort}_p{args.passes}_pc{args.per_config}_{mechanism}_"
                                       f"{'pre' if init_from else 'scratch'}")
-        done = os.path.join(out, "audit.json")
-        if os.path.exists(done) and to_dict(read_config(out)) == to_dict(cfg):  # the same audit, finished
-            with open(done) as f:
-                result = json.load(f)
-        else:
+        result = finished_result(out, cfg, "audit.json")  # the same audit, finished: reused
+        if result is None:
             result = run_audit(cfg, data, out, per_config=args.per_config, progress=not args.quiet,
                                init_from=init_from)
         s = result["summary"]

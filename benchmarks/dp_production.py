@@ -158,7 +158,7 @@ def pretrain(args: argparse.Namespace, data, n_train: int) -> str:
 
 def train_row(args: argparse.Namespace, data, n_train: int, mechanism: str, init_from: str | None):
     """One federated run; its summary and its (round, top1) evaluations."""
-    from configs.io import read_config, to_dict
+    from configs.io import finished_result
     from federated.training import run_federated
 
     per_pass = n_train // args.cohort
@@ -166,11 +166,8 @@ def train_row(args: argparse.Namespace, data, n_train: int, mechanism: str, init
     cfg = run_config(args, n_train, mechanism, z)
     out = os.path.join(args.out, f"u{args.users}_c{args.cohort}_p{args.passes}_{mechanism}_"
                                  f"{'pre' if init_from else 'scratch'}")
-    done = os.path.join(out, "summary.json")
-    if os.path.exists(done) and to_dict(read_config(out)) == to_dict(cfg):  # the same run, finished
-        with open(done) as f:
-            s = json.load(f)
-    else:
+    s = finished_result(out, cfg, "summary.json")  # the same run, finished: reused
+    if s is None:
         s = run_federated(cfg, data, out, progress=not args.quiet, init_from=init_from)
     with open(os.path.join(out, "metrics.csv")) as f:
         evals = [(int(r["round"]), float(r["top1"])) for r in csv.DictReader(f) if r["top1"]]

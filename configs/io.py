@@ -73,3 +73,15 @@ def write_config(cfg: RunConfig, out_dir: str) -> str:
 def read_config(run_dir: str) -> RunConfig:
     with open(os.path.join(run_dir, "config.json")) as f:
         return from_dict(json.load(f))
+
+
+def finished_result(run_dir: str, cfg: RunConfig, result_file: str) -> dict | None:
+    """A finished run's saved result (`run_dir/result_file`, JSON) when the run was made with this
+    very config (its config.json equals `cfg`); None when there is none to reuse."""
+    done = os.path.join(run_dir, result_file)
+    if not (os.path.exists(done) and os.path.exists(os.path.join(run_dir, "config.json"))):
+        return None
+    if to_dict(read_config(run_dir)) != to_dict(cfg):
+        return None
+    with open(done) as f:
+        return json.load(f)

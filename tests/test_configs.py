@@ -13,6 +13,18 @@ def test_presets_and_overrides(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["preset"] == "tiny"
 
 
+def test_a_finished_run_is_reused_only_with_its_own_config(tmp_path):
+    from configs.io import finished_result
+
+    cfg = resolve("tiny")
+    assert finished_result(str(tmp_path), cfg, "summary.json") is None  # nothing there
+    write_config(cfg, str(tmp_path))
+    assert finished_result(str(tmp_path), cfg, "summary.json") is None  # started, not finished
+    (tmp_path / "summary.json").write_text('{"top1": 0.2}')
+    assert finished_result(str(tmp_path), cfg, "summary.json") == {"top1": 0.2}
+    assert finished_result(str(tmp_path), resolve("tiny", ["train.rounds=7"]), "summary.json") is None
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
