@@ -46,11 +46,13 @@ def main(argv: list[str] | None = None) -> dict:
     if not os.path.exists(os.path.join(data_dir, "splits.json")):
         prepare(base.data, data_dir, progress=False)
     diffs, details = {}, {}
+    bundle = None  # the first case's export serves the others (the same start)
     for case in cases:
         cfg = case_config(base, case, args.rounds)
         t0 = time.perf_counter()
         r = run_parity(cfg, data_dir, os.path.join(args.workdir, case), rounds=args.rounds,
-                       clip_norm=cfg.privacy.clip_norm if cfg.privacy.dp == "fixed" else None)
+                       clip_norm=cfg.privacy.clip_norm if cfg.privacy.dp == "fixed" else None, bundle_from=bundle)
+        bundle = bundle or os.path.join(args.workdir, case, "bundle")
         diffs[case] = r["max_abs_diff"]
         details[case] = {"max_abs_change_from_initial": r["max_abs_change_from_initial"],
                          "clipped_fraction": r["clipped_fraction"],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -89,11 +90,31 @@ def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b))
 
 
+def check_bundle_start(bundle_dir: str, cfg: RunConfig, vocab_size: int, init: list[np.ndarray]) -> None:
+    """Raise ValueError unless the bundle in `bundle_dir` is what `run_parity` would export for
+    this config: the same model, sizes, client learning rate and, exactly, these initial weights."""
+    from model.weights_io import load_weights
+    from tflite_export.bundle import WEIGHTS, read_manifest
+
+    m = read_manifest(bundle_dir)
+    want = {"model": dataclasses.asdict(cfg.model), "vocab_size": vocab_size, "seq_len": cfg.data.seq_len,
+            "batch_size": cfg.train.batch_size, "learning_rate": float(cfg.train.client_learning_rate)}
+    differ = sorted(k for k, v in want.items() if m.get(k) != v)
+    if differ:
+        raise ValueError(f"{bundle_dir}: the bundle's {', '.join(differ)} differ from this parity run's")
+    _, arrays = load_weights(os.path.join(bundle_dir, WEIGHTS))
+    if len(arrays) != len(init) or any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(arrays, init)):
+        raise ValueError(f"{bundle_dir}: the bundle's weights are not this run's seeded initial weights")
+
+
 def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, concurrency: int = 2,
-               progress: bool = False, clip_norm: float | None = None) -> dict[str, Any]:
+               progress: bool = False, clip_norm: float | None = None,
+               bundle_from: str | None = None) -> dict[str, Any]:
     """Train R rounds both ways from the same start and compare; writes out_dir/parity.json.
 
-    `cfg` is used as given after `parity_config(cfg, rounds, clip_norm)`.
+    `cfg` is used as given after `parity_config(cfg, rounds, clip_norm)`. `bundle_from`: a bundle
+    already exported for this start (another case's out_dir/bundle; `check_bundle_start` must
+    pass) is copied instead of converting the model again.
 
     Returns:
         {"rounds", "max_abs_diff", "max_abs_change_from_initial", "clipped_fraction" (updates
@@ -125,7 +146,11 @@ def run_parity(cfg: RunConfig, data_dir: str, out_dir: str, rounds: int = 3, con
     names = weight_names(build_model(cfg.model, vocab, seq_len, seed=seed))
     init_path = save_weights(os.path.join(out_dir, "initial.npz"), names, init)
     bundle_dir = os.path.join(out_dir, "bundle")
-    export_bundle(cfg, init_path, os.path.join(data_dir, "spm.model"), bundle_dir, inference=False)
+    if bundle_from is None:
+        export_bundle(cfg, init_path, os.path.join(data_dir, "spm.model"), bundle_dir, inference=False)
+    else:
+        check_bundle_start(bundle_from, cfg, vocab, init)
+        shutil.copytree(bundle_from, bundle_dir, dirs_exist_ok=True)
 
     t0 = time.perf_counter()
     run_federated(cfg, data, os.path.join(out_dir, "tff"), progress=progress)
