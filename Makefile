@@ -7,6 +7,10 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.install-stamp
 OUT    ?= runs/demo
+# Test processes: one per core, at most 4 (each imports TensorFlow, about 1-2 GB with TFF).
+# `--dist loadfile` keeps a test module in one process, so a module's fixtures (a TFLite
+# conversion, a PostgreSQL server) are built once. TEST_WORKERS=0 runs the suite in-process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: install chromium postgres demo test test-fast test-slow bench clean
 
@@ -41,7 +45,7 @@ postgres:
 	  else echo "postgresql missing and not root: the PostgreSQL store tests will skip"; fi; }
 
 test: install chromium postgres
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not e2e and not browser" tests
