@@ -54,9 +54,8 @@ CREATE INDEX IF NOT EXISTS devices_attestation ON devices (attestation_id);
 # One statement per take: refill by the time since the last take, spend a token if there is one.
 # In DO UPDATE every expression reads the row as it was, and the row stays locked until the
 # statement ends, so concurrent takes of one key queue instead of spending one token twice.
-TAKE = """
-INSERT INTO rate_buckets AS b (scope, key, tokens, at, allowed)
-VALUES (%(scope)s, %(key)s, %(burst)s - 1, COALESCE(%(now)s, EXTRACT(EPOCH FROM statement_timestamp())), TRUE)
+# `_SPEND` follows an INSERT of a full bucket less one token (a key's first take).
+_SPEND = """
 ON CONFLICT (scope, key) DO UPDATE SET
     tokens = LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s)
              - CASE WHEN LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s) >= 1 THEN 1 ELSE 0 END,
@@ -65,6 +64,10 @@ ON CONFLICT (scope, key) DO UPDATE SET
 RETURNING allowed, tokens
 """
 
+TAKE = """
+INSERT INTO rate_buckets AS b (scope, key, tokens, at, allowed)
+VALUES (%(scope)s, %(key)s, %(burst)s - 1, COALESCE(%(now)s, EXTRACT(EPOCH FROM statement_timestamp())), TRUE)
+""" + _SPEND
 
 # device_for_token and TAKE in one statement, the bucket keyed by the device the token names; no
 # row is spent for an unknown, revoked or expired token (`d` is empty: the INSERT selects nothing).
@@ -75,13 +78,7 @@ WITH d AS (
 ), t AS (
     INSERT INTO rate_buckets AS b (scope, key, tokens, at, allowed)
     SELECT %(scope)s, d.device_id, %(burst)s - 1, EXTRACT(EPOCH FROM statement_timestamp()), TRUE FROM d
-    ON CONFLICT (scope, key) DO UPDATE SET
-        tokens = LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s)
-                 - CASE WHEN LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s) >= 1 THEN 1 ELSE 0 END,
-        at = GREATEST(b.at, excluded.at),
-        allowed = LEAST(%(burst)s, b.tokens + GREATEST(0, excluded.at - b.at) * %(rate)s) >= 1
-    RETURNING allowed, tokens
-)
+""" + _SPEND + """)
 SELECT d.device_id, t.allowed, t.tokens FROM d LEFT JOIN t ON TRUE
 """
 
