@@ -14,8 +14,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 def test_stub_training_counts_the_fleet_and_the_sync_round_times(tmp_path):
     import async_vs_sync
 
-    out = async_vs_sync.main(["--small", "--stub-training", "--sim-hours", "1",
-                              "--workdir", str(tmp_path / "w")])
+    common = ["--small", "--stub-training", "--sim-hours", "1", "--workdir", str(tmp_path / "w")]
+    half = async_vs_sync.main(common + ["--policies", "sync"])  # one half of the day: no comparison yet
+    assert half["pending"] == ["fedbuff"] and half["speedup_to_target"] is None and "fedbuff" not in half
+    assert half["sync"]["updates_trained"] >= 1
+    out = async_vs_sync.main(common + ["--policies", "fedbuff"])  # the other half, sync read from the workdir
+    assert out["sync"]["updates_trained"] == half["sync"]["updates_trained"]
     assert out["stub_training"] and out["concurrency"] == 110  # 10 x the sync round's 11 slots
     sync, fedbuff = out["sync"], out["fedbuff"]
     for s in (sync, fedbuff):
