@@ -210,7 +210,7 @@ class SecureRounds:
                 ready = len(sr.advertised) >= rnd.slots or (len(sr.advertised) >= rnd.goal_count
                                                              and len(sr.advertised) >= rnd.selected)
             else:
-                ready = not sr.waiting_on()
+                ready = sr.all_answered()
             if not ready and now < opened + self.cfg.stage_timeout_s:
                 return
             self._log(c, rnd.round, "close", None, now)
@@ -370,10 +370,12 @@ class SecureRounds:
         return dict(answer, stage=sr.stage)
 
     def get(self, device_id: str, number: int, rnd: Optional[Round], what: str, now: float) -> dict | bytes:
-        """An answer of the round (`roster` comes as JSON bytes, built from cached entries)."""
+        """An answer of the round (`roster` and `inbox` come as JSON bytes, written from cached parts)."""
         with self._read(device_id, number, rnd) as sr:
             try:
-                return sr.roster_json(device_id) if what == "roster" else getattr(sr, what)(device_id)
+                if what in ("roster", "inbox"):
+                    return sr.roster_json(device_id) if what == "roster" else sr.inbox_json(device_id)
+                return getattr(sr, what)(device_id)
             except Refusal as e:
                 if e.code == "secagg_wait":
                     raise Refusal("secagg_wait", e.detail, retry_after=1) from None
