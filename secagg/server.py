@@ -254,6 +254,18 @@ class ServerRound:
         self._digests[("unmask", device_id)] = body_digest
         return {"accepted": True}
 
+    def _shares(self, v: int, kind: int, t: int) -> list[shamir.Share]:
+        """The first t shares of device v's self-mask seed (kind 0) or mask key (kind 1) that its
+        neighbours returned, in the roster's order (all of them when fewer than t came back)."""
+        shares = []
+        for r in self.nbrs[v]:
+            answer = self.unmasks.get(r)
+            if answer is not None and v in answer[kind]:
+                shares.append(shamir.Share(r, int.from_bytes(answer[kind][v], "big")))
+                if len(shares) == t:
+                    break
+        return shares
+
     def close_unmask(self) -> None:
         """Recover the sum, or abandon the round naming the first secret short of shares.
 
@@ -266,15 +278,13 @@ class ServerRound:
         t = self.params.threshold
         masks: list[tuple[bytes, int]] = []  # (seed, sign) of every mask to remove from the sum
         for v in sorted(self.u3):
-            shares = [shamir.Share(r, int.from_bytes(self.unmasks[r][0][v], "big"))
-                      for r in self.nbrs[v] if r in self.unmasks and v in self.unmasks[r][0]]
+            shares = self._shares(v, 0, t)
             if len(shares) < t:
                 return self.abandon(f"device {v}'s self mask: {len(shares)} of its neighbours answered the "
                                     f"unmasking stage, fewer than the threshold {t}")
             masks.append((shamir.combine(shares, t), -1))  # the b-bit mask plus a multiple of 2^b
         for v in sorted(self.u2 - self.u3):
-            shares = [shamir.Share(r, int.from_bytes(self.unmasks[r][1][v], "big"))
-                      for r in self.nbrs[v] if r in self.unmasks and v in self.unmasks[r][1]]
+            shares = self._shares(v, 1, t)
             if len(shares) < t:
                 return self.abandon(f"dropped device {v}'s mask key: {len(shares)} shares came back, fewer than "
                                     f"the threshold {t}")

@@ -439,3 +439,8 @@ def test_index_map_decodes_in_one_pass_and_still_names_a_bad_value():
             messages.index_map(dict(raw, **{"2": bad}), {1, 2, 3}, 33, "s")
     with pytest.raises(Refusal, match="index 5"):
         messages.index_map(dict(raw, **{"5": raw["1"]}), {1, 2, 3, 4}, 33, "s")
+    for key in ("a", "", "12345678", "-1"):  # keys checked together, named by the loop when one fails
+        with pytest.raises(Refusal, match="decimal indices"):
+            messages.index_map(dict(raw, **{key: raw["1"]}), {1, 2, 3, 4}, 33, "s")
+    with pytest.raises(Refusal, match=r"s\[3\]"):
+        messages.index_map(dict(raw, **{"3": 7}), {1, 2, 3}, 33, "s")
