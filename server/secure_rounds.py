@@ -94,6 +94,7 @@ class SecureRounds:
         self._cache: dict[int, tuple[ServerRound, int]] = {}
         self._rows: dict[int, Any] = {}  # a round's row: its fixed fields never change once written
         self._active: dict[int, float] = {}  # when the open stage last moved, as far as the replay has read
+        self._info: tuple[int, dict] = (-1, {})  # a round and its stage info, less the stage
         self._selected: tuple[int, set[str]] = (-1, set())  # a round and its selections seen (never withdrawn)
         self._inserted: Optional[int] = None  # a round row this worker inserted, not known committed
         self._wrote = False  # the open write transaction changed the log or the round's row
@@ -184,6 +185,7 @@ class SecureRounds:
                 self._cache.clear()
                 self._active.clear()
                 self._rows.clear()
+                self._info = (-1, {})
             raise
         self._inserted = None
 
@@ -319,13 +321,16 @@ class SecureRounds:
         else:
             with self._read(device_id, number, rnd) as sr:
                 stage = sr.stage
-        row = self._row(number)
-        q = self.rule(int(row["max_devices"]), float(row["noise_std"])).quantizer
-        return {"round": number, "session": messages.b64(bytes(row["session"])), "stage": stage,
-                "size": self.size, "max_weight": self.max_weight(),
+        if self._info[0] != number:  # the round's row is fixed once written: built once per round
+            row = self._row(number)
+            q = self.rule(int(row["max_devices"]), float(row["noise_std"])).quantizer
+            self._info = (number, {
+                "round": number, "session": messages.b64(bytes(row["session"])), "size": self.size,
+                "max_weight": self.max_weight(),
                 "quantizer": {"bits": q.bits, "clip_norm": q.clip_norm, "coord_bound": q.coord_bound,
                               "max_devices": q.max_devices, "noise_std": q.noise_std},
-                "stage_timeout_s": self.cfg.stage_timeout_s}
+                "stage_timeout_s": self.cfg.stage_timeout_s})
+        return dict(self._info[1], stage=stage)
 
     def post(self, device_id: str, number: int, rnd: Optional[Round], kind: str, body: Any, now: float) -> dict:
         """A stage message: checked, logged (durable) and answered; the same message again gets the
