@@ -75,8 +75,12 @@ class SecureRounds:
     """The secure stages of the collector's rounds (module docstring)."""
 
     def __init__(self, settings: Settings, store: SqliteStore, inner: Aggregator, dim: int,
-                 identity_key: Callable[[str], Optional[str]]) -> None:
+                 identity_key: Callable[[str], Optional[str]], shared: bool = True) -> None:
+        """`shared`: other processes (gunicorn workers) append to the same log, so every read of
+        the round first replays the rows they committed; a lone process's cached round already
+        holds every row (each one it commits passes through `_log`), and reads it as it is."""
         self.settings = settings
+        self.shared = shared
         self.cfg = settings.secagg
         self.store = store
         self.inner = inner
@@ -133,6 +137,8 @@ class SecureRounds:
         row = self._row(number)
         assert row is not None
         sr, applied = self._cache.get(number, (None, 0))
+        if sr is not None and not self.shared:
+            return sr
         if sr is None:
             self._active[number] = float(row["stage_active_at"])
             sr = ServerRound(bytes(row["session"]), self.size, self.cfg.bits, int(row["graph_seed"]), self.cfg.dropout,
