@@ -137,12 +137,12 @@ class ClientRound:
                 raise ProtocolAbort(f"share from neighbour {v}: {err}") from None
         if quantized.shape != (self.size,) or quantized.dtype != np.uint32:
             raise ValueError(f"expected {self.size} uint32 ring values, got {quantized.dtype} {quantized.shape}")
-        y = quantized.copy()
-        scratch = np.empty_like(y)  # one keystream buffer for all the masks
-        crypto.apply_mask(y, self._seed, self.bits, 1, scratch)
+        masks = [(self._seed, 1)]
         for v in sorted(self._received):
             pair = crypto.agree(self._mask, self.neighbours[v]["mask_key"], self.session, PAIR_MASK, self.index, v)
-            crypto.apply_mask(y, pair, self.bits, 1 if self.index < v else -1, scratch)
+            masks.append((pair, 1 if self.index < v else -1))
+        y = quantized.copy()
+        crypto.apply_masks(y, masks, self.bits)
         self.stage = "unmask"
         return ring.pack(y, self.bits)
 

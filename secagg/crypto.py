@@ -119,6 +119,34 @@ def apply_mask(total: np.ndarray, seed: bytes, bits: int, sign: int, scratch: np
         np.bitwise_and(total, np.uint32((1 << bits) - 1), out=total)
 
 
+def apply_masks(total: np.ndarray, masks: list[tuple[bytes, int]], bits: int, chunk: int = 1 << 15) -> None:
+    """total <- total + sum of sign * expand(seed) mod 2^bits over `masks` ((seed, sign) pairs,
+    sign +1 or -1), in place: the same result as `apply_mask` once per pair.
+
+    The work runs chunk by chunk of `total`, each chunk taking every mask's next keystream
+    block while it sits in cache (one AES-CTR stream per seed, advanced block by block), so the
+    vector is read and written once per chunk instead of once per mask.
+    """
+    if total.dtype != np.uint32 or not total.flags.c_contiguous or not 1 <= bits <= 32:
+        raise ValueError("apply_masks needs a contiguous uint32 total and 1..32 bits")
+    if any(len(seed) != KEY_BYTES or sign not in (1, -1) for seed, sign in masks):
+        raise ValueError(f"apply_masks needs {KEY_BYTES}-byte seeds and signs +1 or -1")
+    streams = [(Cipher(algorithms.AES(seed), modes.CTR(b"\x00" * 16)).encryptor(), sign) for seed, sign in masks]
+    block = np.empty(min(chunk, total.size), np.uint32)
+    zeros = np.zeros(4 * block.size, np.uint8)
+    for start in range(0, total.size, block.size):
+        part = total[start:start + block.size]
+        buf = block[:part.size]
+        raw, src = buf.view(np.uint8), zeros[:4 * part.size]
+        for enc, sign in streams:
+            enc.update_into(src, raw)  # this seed's next keystream bytes (XOR zeros), as `expand` reads them
+            if buf.dtype.byteorder == ">":
+                buf.byteswap(inplace=True)
+            (np.add if sign > 0 else np.subtract)(part, buf, out=part)
+    if bits < 32:
+        np.bitwise_and(total, np.uint32((1 << bits) - 1), out=total)
+
+
 def advertise_message(session: bytes, device_id: str, cipher_public: bytes, mask_public: bytes) -> bytes:
     """What a device signs with its identity key: purpose, session, its id, its two keys."""
     return ADVERTISE_PURPOSE + session + device_id.encode() + b"\x00" + cipher_public + mask_public

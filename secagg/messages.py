@@ -57,18 +57,25 @@ def index_map(raw: Any, allowed: set[int], length: int, what: str) -> dict[int, 
     if not isinstance(raw, dict) or len(raw) > len(allowed):
         raise Refusal("bad_secagg", f"{what} must be an object keyed by at most {len(allowed)} indices")
     out: dict[int, bytes] = {}
-    for key in raw:
-        if not isinstance(key, str) or not key.isdigit() or len(key) > 7:
-            raise Refusal("bad_secagg", f"{what}: keys are decimal indices")
-        i = int(key)
-        if i not in allowed:
-            raise Refusal("bad_secagg", f"{what}: index {i} is not one this device may send for")
-        out[i] = b""
+    keys, values = list(raw), list(raw.values())
+    joined = _join(keys)
+    if joined is not None and joined.isascii() and joined.isdigit() and keys \
+            and min(map(len, keys)) > 0 and max(map(len, keys)) <= 7 and allowed.issuperset(ints := list(map(int, keys))):
+        out = dict.fromkeys(ints, b"")  # every key checked at once (the loop below names a bad one)
+    else:
+        for key in raw:
+            if not isinstance(key, str) or not key.isdigit() or len(key) > 7:
+                raise Refusal("bad_secagg", f"{what}: keys are decimal indices")
+            i = int(key)
+            if i not in allowed:
+                raise Refusal("bad_secagg", f"{what}: index {i} is not one this device may send for")
+            out[i] = b""
     chars = 4 * length // 3
-    if length % 3 == 0 and all(isinstance(v, str) and len(v) == chars for v in raw.values()):
+    text = _join(values)
+    if length % 3 == 0 and text is not None and set(map(len, values)) <= {chars}:
         # unpadded values of one length: one decode of their concatenation checks them all
         try:
-            whole = base64.b64decode("".join(raw.values()), validate=True)
+            whole = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             whole = b""
         if len(whole) == length * len(raw):
@@ -78,6 +85,14 @@ def index_map(raw: Any, allowed: set[int], length: int, what: str) -> dict[int, 
     for key, value in raw.items():  # the slow path names the value at fault
         out[int(key)] = unb64(value, length, f"{what}[{key}]")
     return out
+
+
+def _join(parts: list) -> str | None:
+    """The strings joined, or None when one is not a string."""
+    try:
+        return "".join(parts)
+    except TypeError:
+        return None
 
 
 def index_list(raw: Any, what: str) -> list[int]:

@@ -205,5 +205,47 @@ def unpack(raw: bytes | memoryview, size: int, bits: int) -> np.ndarray:
     return out.reshape(-1)[:size]
 
 
+def add_packed(total: np.ndarray, raw: bytes | memoryview, bits: int) -> None:
+    """total <- total + unpack(raw) in the low `bits` bits of each value, in place (uint32).
+
+    For the server's running sum of masked vectors, which it reads mod 2^b only once, at the
+    end: each added word is congruent to the packed value mod 2^b, and what it carries above bit
+    b (the next value's low bits, read along with it) only moves total by a multiple of 2^b
+    (2^b divides 2^32). So the values are added straight from the packed bytes, through one
+    strided view per position in a byte-aligned group, with no unpacked copy and no masking.
+
+    Raises:
+        ValueError: `raw` is not exactly the packed size of total's values.
+    """
+    size = total.size
+    want = packed_bytes(size, bits)
+    if len(raw) != want:
+        raise ValueError(f"{size} values of {bits} bits pack into {want} bytes, got {len(raw)}")
+    if total.dtype != np.uint32 or not total.flags.c_contiguous:
+        raise ValueError("add_packed needs a contiguous uint32 total")
+    if bits in (8, 16, 32):
+        np.add(total, np.frombuffer(raw, dtype={8: "<u1", 16: "<u2", 32: "<u4"}[bits]), out=total)
+        return
+    g = _group(bits)
+    offsets = [divmod(i * bits, 8) for i in range(g)]  # (byte, shift) of each position in a group
+    if g == 0 or any(shift + bits > 32 for _, shift in offsets):
+        np.add(total, unpack(raw, size, bits), out=total)
+        return
+    per = g * bits // 8
+    last = offsets[-1][0] + 4  # the bytes a group's last 4-byte read reaches
+    groups = min(size // g, max(0, (want - last) // per + 1))  # whole groups read inside `raw`
+    lanes = total[: groups * g].reshape(groups, g)
+    shifted = np.empty(groups, np.uint32)
+    for i, (byte, shift) in enumerate(offsets if groups else []):
+        words = np.ndarray((groups,), "<u4", raw, byte, (per,))  # 4 bytes from each group's position i
+        if shift:
+            np.right_shift(words, np.uint32(shift), out=shifted)
+            words = shifted
+        np.add(lanes[:, i], words, out=lanes[:, i])
+    if groups * g < size:  # the last few values, whose 4-byte reads would pass the end
+        np.add(total[groups * g:], unpack(memoryview(raw)[groups * per:], size - groups * g, bits),
+               out=total[groups * g:])
+
+
 def packed_bytes(size: int, bits: int) -> int:
     return (size * bits + 7) // 8

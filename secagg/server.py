@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Container, Optional
 
 import numpy as np
 
@@ -91,7 +91,7 @@ class ServerRound:
             raise Refusal("secagg_stage", f"the round is at stage {self.stage!r}, not {stage!r}")
         return None
 
-    def _member(self, device_id: str, members: set[int], what: str) -> int:
+    def _member(self, device_id: str, members: Container[int], what: str) -> int:
         if self.stage == "abandoned":
             raise Refusal("round_closed", f"the secure round was abandoned: {self.note}")
         i = self.index.get(device_id)
@@ -144,7 +144,7 @@ class ServerRound:
     def _roster_of(self, device_id: str) -> int:
         if self.stage in ("advertise",):
             raise Refusal("secagg_wait", "the key advertising stage is still open")
-        i = self._member(device_id, set(self.ids), "advertised keys")
+        i = self._member(device_id, self.ids, "advertised keys")
         assert self.params is not None
         return i
 
@@ -176,7 +176,7 @@ class ServerRound:
         repeat = self._open("share", device_id, body_digest)
         if repeat is not None:
             return repeat
-        i = self._member(device_id, set(self.ids), "advertised keys")
+        i = self._member(device_id, self.ids, "advertised keys")
         b = messages.fields(body, {"shares"}, "shares")
         got = messages.index_map(b["shares"], set(self.nbrs[i]), messages.SHARE_MESSAGE, "shares")
         if set(got) != set(self.nbrs[i]):
@@ -201,6 +201,11 @@ class ServerRound:
         mail = self.mail.get(i, {})
         return {"shares": {str(j): mail[j] for j in sorted(mail) if j in self.u2}}
 
+    def inbox_json(self, device_id: str) -> bytes:
+        """`inbox` as canonical JSON, written directly (each value is base64 that `share` checked)."""
+        shares = self.inbox(device_id)["shares"]
+        return b'{"shares":{%s}}' % ",".join(f'"{j}":"{shares[j]}"' for j in sorted(shares)).encode()
+
     # -- stage 2: masked input ----------------------------------------------------------------
     def masked(self, device_id: str, payload: bytes | memoryview, body_digest: str = "") -> dict:
         body_digest = body_digest or digest(payload)
@@ -208,11 +213,10 @@ class ServerRound:
         if repeat is not None:
             return repeat
         i = self._member(device_id, self.u2, "shared keys")
-        try:
-            y = ring.unpack(payload, self.size, self.bits)
+        try:  # added mod 2^32 straight from the packed bytes; read mod 2^b once, at the end
+            ring.add_packed(self.masked_sum, payload, self.bits)
         except ValueError as e:
             raise Refusal("bad_payload", str(e)) from None
-        np.add(self.masked_sum, y, out=self.masked_sum)  # wraps mod 2^32; reduced once, at the end
         self.u3.add(i)
         self._digests[("masked", device_id)] = body_digest
         return {"accepted": True}
@@ -250,25 +254,37 @@ class ServerRound:
         self._digests[("unmask", device_id)] = body_digest
         return {"accepted": True}
 
+    def _shares(self, v: int, kind: int, t: int) -> list[shamir.Share]:
+        """The first t shares of device v's self-mask seed (kind 0) or mask key (kind 1) that its
+        neighbours returned, in the roster's order (all of them when fewer than t came back)."""
+        shares = []
+        for r in self.nbrs[v]:
+            answer = self.unmasks.get(r)
+            if answer is not None and v in answer[kind]:
+                shares.append(shamir.Share(r, int.from_bytes(answer[kind][v], "big")))
+                if len(shares) == t:
+                    break
+        return shares
+
     def close_unmask(self) -> None:
-        """Recover the sum, or abandon the round naming the first secret short of shares."""
+        """Recover the sum, or abandon the round naming the first secret short of shares.
+
+        Every secret is recovered and checked before any mask is expanded; the masks are then
+        removed together (`crypto.apply_masks`), so a round abandoned here expands nothing.
+        """
         if self.stage != "unmask":
             return
         assert self.params is not None
         t = self.params.threshold
-        total = self.masked_sum.copy()
-        scratch = np.empty_like(total)  # one keystream buffer for every mask removed
+        masks: list[tuple[bytes, int]] = []  # (seed, sign) of every mask to remove from the sum
         for v in sorted(self.u3):
-            shares = [shamir.Share(r, int.from_bytes(self.unmasks[r][0][v], "big"))
-                      for r in self.nbrs[v] if r in self.unmasks and v in self.unmasks[r][0]]
+            shares = self._shares(v, 0, t)
             if len(shares) < t:
                 return self.abandon(f"device {v}'s self mask: {len(shares)} of its neighbours answered the "
                                     f"unmasking stage, fewer than the threshold {t}")
-            seed = shamir.combine(shares, t)
-            crypto.apply_mask(total, seed, 32, -1, scratch)  # the b-bit mask plus a multiple of 2^b
+            masks.append((shamir.combine(shares, t), -1))  # the b-bit mask plus a multiple of 2^b
         for v in sorted(self.u2 - self.u3):
-            shares = [shamir.Share(r, int.from_bytes(self.unmasks[r][1][v], "big"))
-                      for r in self.nbrs[v] if r in self.unmasks and v in self.unmasks[r][1]]
+            shares = self._shares(v, 1, t)
             if len(shares) < t:
                 return self.abandon(f"dropped device {v}'s mask key: {len(shares)} shares came back, fewer than "
                                     f"the threshold {t}")
@@ -284,12 +300,22 @@ class ServerRound:
                     continue
                 pair = crypto.agree(secret, self.advertised[self.ids[u]]["mask_public"], self.session,
                                     client_mod.PAIR_MASK, u, v)
-                crypto.apply_mask(total, pair, 32, -1 if u < v else 1, scratch)
-        if self.bits < 32:
-            np.bitwise_and(total, np.uint32((1 << self.bits) - 1), out=total)
+                masks.append((pair, -1 if u < v else 1))
+        total = self.masked_sum.copy()
+        crypto.apply_masks(total, masks, self.bits)  # mod 2^32 throughout, reduced mod 2^b at its end
         self.result = total
         self.stage = "done"
         self.note = f"summed {len(self.u3)} masked vectors ({len(self.u2) - len(self.u3)} dropped after sharing)"
+
+    def all_answered(self) -> bool:
+        """True when no device can still answer the open stage (`waiting_on` is empty), counted
+        rather than listed: the collector asks after every message."""
+        if self.stage == "advertise":
+            return True
+        # each stage's answers come only from its members (`_member`), so equal counts mean all
+        members = {"share": len(self.ids), "masked": len(self.u2), "unmask": len(self.u3)}.get(self.stage, 0)
+        done = {"share": len(self.u2), "masked": len(self.u3), "unmask": len(self.unmasks)}.get(self.stage, 0)
+        return done >= members
 
     def waiting_on(self) -> set[str]:
         """Devices that may still answer the open stage (the stage can close once this is empty)."""

@@ -14,8 +14,11 @@ Coefficients come from `secrets` (the operating system's generator): a share is 
 from __future__ import annotations
 
 import functools
+import math
 import secrets as _secrets
 from dataclasses import dataclass
+
+import numpy as np
 
 PRIME = 2**256 + 297  # the smallest prime above 2^256 (tests/test_secagg_shamir.py checks it)
 SECRET_BYTES = 32
@@ -96,16 +99,8 @@ def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     denominators are products of small integers, computed exactly and reduced once; the
     denominators are inverted together with one modular inversion (Montgomery's trick).
     """
-    top = 1
-    for x in xs:
-        top *= x
-    dens = []
-    for i, xi in enumerate(xs):
-        d = xi  # l_i = (prod_j x_j) / x_i / prod_{j != i} (x_j - x_i)
-        for j, xj in enumerate(xs):
-            if j != i:
-                d *= xj - xi
-        dens.append(d % PRIME)
+    top = math.prod(xs) % PRIME
+    dens = [d % PRIME for d in _denominators(xs)]
     prefix = [1]
     for d in dens:
         prefix.append(prefix[-1] * d % PRIME)
@@ -114,8 +109,37 @@ def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     for i in range(len(xs) - 1, -1, -1):
         out[i] = inv * prefix[i] % PRIME  # 1 / dens[i]
         inv = inv * dens[i] % PRIME
-    top %= PRIME
     return tuple(top * c % PRIME for c in out)
+
+
+def _denominators(xs: tuple[int, ...]) -> list[int]:
+    """x_i * prod_{j != i} (x_j - x_i) for each i, exactly (l_i = prod_j x_j / this).
+
+    With t points this is t^2 small products, the bulk of recovering one secret. For share
+    points below 2^20 (neighbour indices) numpy multiplies each row's differences in runs short
+    enough that a run's product stays exact in int64, and Python multiplies the runs.
+    """
+    t = len(xs)
+    width = max(xs).bit_length() if xs else 0
+    if t < 8 or width > 20:
+        out = []
+        for i, xi in enumerate(xs):
+            d = xi
+            for j, xj in enumerate(xs):
+                if j != i:
+                    d *= xj - xi
+            out.append(d)
+        return out
+    run = 62 // width  # |x_j - x_i| < 2^width: a run of this many differences fits in int64
+    x = np.asarray(xs, dtype=np.int64)
+    diff = x[None, :] - x[:, None]
+    np.fill_diagonal(diff, 1)
+    cols = -(-(t + 1) // run) * run  # x_i itself joins its row; pad with ones to whole runs
+    rows = np.ones((t, cols), np.int64)
+    rows[:, :t] = diff
+    rows[:, t] = x
+    runs = np.prod(rows.reshape(t, cols // run, run), axis=2)
+    return [math.prod(r) for r in runs.tolist()]
 
 
 def _check_points(xs: list[int]) -> None:

@@ -104,7 +104,7 @@ class Collector:
         self.slots = files.SpoolSlots(self.spool_dir, self.fsync)
         self.sums = RoundSum(self.store, self.slots, self.aggregator, self.shapes, self.sums_dir,
                              settings.collector.checkpoint_every, shared, self.fsync)
-        self.secure = (SecureRounds(settings, self.store, self.aggregator, self.dim, self._device_key)
+        self.secure = (SecureRounds(settings, self.store, self.aggregator, self.dim, self._device_key, shared)
                        if settings.secagg.enabled else None)
         self._payloads: dict[int, tuple[bytes, str]] = {}
         self._payload_lock = threading.Lock()

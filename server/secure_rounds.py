@@ -75,8 +75,12 @@ class SecureRounds:
     """The secure stages of the collector's rounds (module docstring)."""
 
     def __init__(self, settings: Settings, store: SqliteStore, inner: Aggregator, dim: int,
-                 identity_key: Callable[[str], Optional[str]]) -> None:
+                 identity_key: Callable[[str], Optional[str]], shared: bool = True) -> None:
+        """`shared`: other processes (gunicorn workers) append to the same log, so every read of
+        the round first replays the rows they committed; a lone process's cached round already
+        holds every row (each one it commits passes through `_log`), and reads it as it is."""
         self.settings = settings
+        self.shared = shared
         self.cfg = settings.secagg
         self.store = store
         self.inner = inner
@@ -94,6 +98,7 @@ class SecureRounds:
         self._cache: dict[int, tuple[ServerRound, int]] = {}
         self._rows: dict[int, Any] = {}  # a round's row: its fixed fields never change once written
         self._active: dict[int, float] = {}  # when the open stage last moved, as far as the replay has read
+        self._info: tuple[int, dict] = (-1, {})  # a round and its stage info, less the stage
         self._selected: tuple[int, set[str]] = (-1, set())  # a round and its selections seen (never withdrawn)
         self._inserted: Optional[int] = None  # a round row this worker inserted, not known committed
         self._wrote = False  # the open write transaction changed the log or the round's row
@@ -132,6 +137,8 @@ class SecureRounds:
         row = self._row(number)
         assert row is not None
         sr, applied = self._cache.get(number, (None, 0))
+        if sr is not None and not self.shared:
+            return sr
         if sr is None:
             self._active[number] = float(row["stage_active_at"])
             sr = ServerRound(bytes(row["session"]), self.size, self.cfg.bits, int(row["graph_seed"]), self.cfg.dropout,
@@ -184,6 +191,7 @@ class SecureRounds:
                 self._cache.clear()
                 self._active.clear()
                 self._rows.clear()
+                self._info = (-1, {})
             raise
         self._inserted = None
 
@@ -210,7 +218,7 @@ class SecureRounds:
                 ready = len(sr.advertised) >= rnd.slots or (len(sr.advertised) >= rnd.goal_count
                                                              and len(sr.advertised) >= rnd.selected)
             else:
-                ready = not sr.waiting_on()
+                ready = sr.all_answered()
             if not ready and now < opened + self.cfg.stage_timeout_s:
                 return
             self._log(c, rnd.round, "close", None, now)
@@ -319,13 +327,16 @@ class SecureRounds:
         else:
             with self._read(device_id, number, rnd) as sr:
                 stage = sr.stage
-        row = self._row(number)
-        q = self.rule(int(row["max_devices"]), float(row["noise_std"])).quantizer
-        return {"round": number, "session": messages.b64(bytes(row["session"])), "stage": stage,
-                "size": self.size, "max_weight": self.max_weight(),
+        if self._info[0] != number:  # the round's row is fixed once written: built once per round
+            row = self._row(number)
+            q = self.rule(int(row["max_devices"]), float(row["noise_std"])).quantizer
+            self._info = (number, {
+                "round": number, "session": messages.b64(bytes(row["session"])), "size": self.size,
+                "max_weight": self.max_weight(),
                 "quantizer": {"bits": q.bits, "clip_norm": q.clip_norm, "coord_bound": q.coord_bound,
                               "max_devices": q.max_devices, "noise_std": q.noise_std},
-                "stage_timeout_s": self.cfg.stage_timeout_s}
+                "stage_timeout_s": self.cfg.stage_timeout_s})
+        return dict(self._info[1], stage=stage)
 
     def post(self, device_id: str, number: int, rnd: Optional[Round], kind: str, body: Any, now: float) -> dict:
         """A stage message: checked, logged (durable) and answered; the same message again gets the
@@ -370,10 +381,12 @@ class SecureRounds:
         return dict(answer, stage=sr.stage)
 
     def get(self, device_id: str, number: int, rnd: Optional[Round], what: str, now: float) -> dict | bytes:
-        """An answer of the round (`roster` comes as JSON bytes, built from cached entries)."""
+        """An answer of the round (`roster` and `inbox` come as JSON bytes, written from cached parts)."""
         with self._read(device_id, number, rnd) as sr:
             try:
-                return sr.roster_json(device_id) if what == "roster" else getattr(sr, what)(device_id)
+                if what in ("roster", "inbox"):
+                    return sr.roster_json(device_id) if what == "roster" else sr.inbox_json(device_id)
+                return getattr(sr, what)(device_id)
             except Refusal as e:
                 if e.code == "secagg_wait":
                     raise Refusal("secagg_wait", e.detail, retry_after=1) from None

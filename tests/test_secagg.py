@@ -216,6 +216,7 @@ class Round:
                 send(d)
             except ProtocolAbort:
                 self.alive.discard(d)
+            assert self.server.all_answered() == (not self.server.waiting_on())  # the count the collector reads
         self.server.close_stage()
 
     def run(self, drop: dict | None = None):
@@ -227,7 +228,9 @@ class Round:
         self.uploaded = set()
 
         def masked(d):
-            s.masked(d, c[d].masked_input(s.inbox(d), self.q[d]))
+            inbox = json.loads(s.inbox_json(d))  # the collector's answer
+            assert inbox == s.inbox(d)
+            s.masked(d, c[d].masked_input(inbox, self.q[d]))
             self.uploaded.add(d)
         self.stage("masked", masked, drop.get("masked", ()))
         self.stage("unmask", lambda d: s.unmask(d, c[d].unmask(s.survivors(d))), drop.get("unmask", ()))
@@ -376,6 +379,50 @@ def test_server_refuses_masked_vectors_of_the_wrong_size_and_non_members():
     assert e.value.code == "not_selected"
 
 
+@pytest.mark.parametrize("bits", [2, 7, 8, 12, 16, 20, 24, 28, 31, 32])
+def test_add_packed_sums_mod_2_bits_straight_from_the_bytes(bits):
+    rng = np.random.default_rng(bits)
+    mod = np.uint64(2**bits)
+    for size in (1, 2, 3, 5, 17, 64, 101):
+        v = rng.integers(0, 2**bits, size=size, dtype=np.uint64).astype(np.uint32)
+        total = rng.integers(0, 2**32, size=size, dtype=np.uint64).astype(np.uint32)
+        want = (total.astype(np.uint64) + v) % mod
+        ring.add_packed(total, ring.pack(v, bits), bits)
+        assert np.array_equal(total.astype(np.uint64) % mod, want)  # the high bits are the caller's to drop
+    with pytest.raises(ValueError, match="pack into"):
+        ring.add_packed(np.zeros(5, np.uint32), bytes(ring.packed_bytes(5, bits) + 1), bits)
+
+
+def test_apply_masks_equals_one_apply_mask_per_seed():
+    rng = np.random.default_rng(4)
+    masks = [(bytes([i]) * 32, 1 if i % 2 else -1) for i in range(5)]
+    for bits, size in ((20, 1), (20, 1000), (32, 777), (7, 70)):
+        values = rng.integers(0, 2**bits, size, dtype=np.uint64).astype(np.uint32)
+        one = values.copy()
+        for seed, sign in masks:
+            crypto.apply_mask(one, seed, bits, sign)
+        together = values.copy()
+        crypto.apply_masks(together, masks, bits, chunk=64)  # many chunks, a short last one
+        assert np.array_equal(together, one)
+    with pytest.raises(ValueError):
+        crypto.apply_masks(np.zeros(4, np.uint32), [(bytes(32), 2)], 20)
+
+
+def test_lagrange_denominators_equal_the_direct_products():
+    rng = np.random.default_rng(5)
+    for t, high in ((8, 9), (69, 1000), (136, 2**20 - 1), (20, 2**40)):  # the last: the plain loop
+        xs = tuple(sorted({int(x) for x in rng.integers(1, high + 1, 4 * t)})[:t])
+        xs = xs[1::2] + xs[::2]  # not in order
+        direct = []
+        for i, xi in enumerate(xs):
+            d = xi
+            for j, xj in enumerate(xs):
+                if j != i:
+                    d *= xj - xi
+            direct.append(d)
+        assert shamir._denominators(xs) == direct
+
+
 def test_grouped_packing_is_the_plain_bit_string():
     rng = np.random.default_rng(3)
     for bits in (7, 12, 20, 24):
@@ -392,3 +439,8 @@ def test_index_map_decodes_in_one_pass_and_still_names_a_bad_value():
             messages.index_map(dict(raw, **{"2": bad}), {1, 2, 3}, 33, "s")
     with pytest.raises(Refusal, match="index 5"):
         messages.index_map(dict(raw, **{"5": raw["1"]}), {1, 2, 3, 4}, 33, "s")
+    for key in ("a", "", "12345678", "-1"):  # keys checked together, named by the loop when one fails
+        with pytest.raises(Refusal, match="decimal indices"):
+            messages.index_map(dict(raw, **{key: raw["1"]}), {1, 2, 3, 4}, 33, "s")
+    with pytest.raises(Refusal, match=r"s\[3\]"):
+        messages.index_map(dict(raw, **{"3": 7}), {1, 2, 3}, 33, "s")
