@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32
+BIG_ENDIAN = sys.byteorder == "big"  # a native uint32 view reads keystream bytes the other way round
 NONCE_BYTES = 12
 TAG_BYTES = 16
 ADVERTISE_PURPOSE = b"fedkeys-secagg-keys-v1\x00"
@@ -96,32 +98,9 @@ def expand(seed: bytes, size: int, bits: int) -> np.ndarray:
     return stream
 
 
-def apply_mask(total: np.ndarray, seed: bytes, bits: int, sign: int, scratch: np.ndarray | None = None) -> None:
-    """total <- total + sign * expand(seed) mod 2^bits, in place (sign +1 or -1).
-
-    The keystream is written straight into `scratch` (uint32, total's size; allocated when None),
-    so recovering a round with many masks allocates nothing per mask.
-    """
-    if len(seed) != KEY_BYTES or not 1 <= bits <= 32 or total.dtype != np.uint32:
-        raise ValueError(f"apply_mask needs a {KEY_BYTES}-byte seed, 1..32 bits and uint32 values")
-    buf = np.empty_like(total) if scratch is None else scratch
-    raw = buf.view(np.uint8)
-    raw[:] = 0
-    enc = Cipher(algorithms.AES(seed), modes.CTR(b"\x00" * 16)).encryptor()
-    enc.update_into(raw, raw)  # the keystream XOR zeros, in place (little-endian words as expand reads them)
-    if buf.dtype.byteorder == ">":
-        buf.byteswap(inplace=True)
-    if sign > 0:
-        np.add(total, buf, out=total)
-    else:
-        np.subtract(total, buf, out=total)
-    if bits < 32:
-        np.bitwise_and(total, np.uint32((1 << bits) - 1), out=total)
-
-
 def apply_masks(total: np.ndarray, masks: list[tuple[bytes, int]], bits: int, chunk: int = 1 << 15) -> None:
     """total <- total + sum of sign * expand(seed) mod 2^bits over `masks` ((seed, sign) pairs,
-    sign +1 or -1), in place: the same result as `apply_mask` once per pair.
+    sign +1 or -1), in place: the same result as adding (or subtracting) each `expand(seed)` in turn.
 
     The work runs chunk by chunk of `total`, each chunk taking every mask's next keystream
     block while it sits in cache (one AES-CTR stream per seed, advanced block by block), so the
@@ -140,7 +119,7 @@ def apply_masks(total: np.ndarray, masks: list[tuple[bytes, int]], bits: int, ch
         raw, src = buf.view(np.uint8), zeros[:4 * part.size]
         for enc, sign in streams:
             enc.update_into(src, raw)  # this seed's next keystream bytes (XOR zeros), as `expand` reads them
-            if buf.dtype.byteorder == ">":
+            if BIG_ENDIAN:  # expand's words are little-endian
                 buf.byteswap(inplace=True)
             (np.add if sign > 0 else np.subtract)(part, buf, out=part)
     if bits < 32:

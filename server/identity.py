@@ -154,14 +154,11 @@ class DeviceRegistry:
         wait, None when the request may go on). A limiter kept in the store (PostgreSQL's
         `take_for_token`) does both in one statement: one round trip to the database, not two.
         An unknown, revoked or expired token spends nothing."""
-        digest = bearer_hash(authorization)
-        now = time.time() if now is None else now
         fused = getattr(limiter, "take_for_token", None)
-        if fused is not None:
-            device, wait = fused(digest, now)
-        else:
-            device = self.store.device_for_token(digest, now)
-            wait = None if device is None else limiter.take(device, time.monotonic())
+        if fused is None:
+            device = self.authenticate(authorization, now)
+            return device, limiter.take(device, time.monotonic())
+        device, wait = fused(bearer_hash(authorization), time.time() if now is None else now)
         if device is None:
             raise _unknown_token()
         return device, wait

@@ -384,9 +384,7 @@ class SecureRounds:
         """An answer of the round (`roster` and `inbox` come as JSON bytes, written from cached parts)."""
         with self._read(device_id, number, rnd) as sr:
             try:
-                if what in ("roster", "inbox"):
-                    return sr.roster_json(device_id) if what == "roster" else sr.inbox_json(device_id)
-                return getattr(sr, what)(device_id)
+                return getattr(sr, f"{what}_json" if what in ("roster", "inbox") else what)(device_id)
             except Refusal as e:
                 if e.code == "secagg_wait":
                     raise Refusal("secagg_wait", e.detail, retry_after=1) from None

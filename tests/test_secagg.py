@@ -160,20 +160,20 @@ def test_expand_is_deterministic_and_bounded():
 
 
 @pytest.mark.parametrize("bits", [7, 20, 32])
-def test_apply_mask_in_place_equals_adding_the_expanded_mask(bits):
+def test_apply_masks_in_place_equals_adding_the_expanded_mask(bits):
     seed = bytes(range(32))
     values = np.random.default_rng(0).integers(0, 2**bits, 1001, dtype=np.uint64).astype(np.uint32)
     mask = crypto.expand(seed, 1001, bits)
-    plus, minus, scratch = values.copy(), values.copy(), np.empty_like(values)
-    crypto.apply_mask(plus, seed, bits, 1, scratch)
-    crypto.apply_mask(minus, seed, bits, -1)
+    plus, minus = values.copy(), values.copy()
+    crypto.apply_masks(plus, [(seed, 1)], bits)
+    crypto.apply_masks(minus, [(seed, -1)], bits)
     assert np.array_equal(plus, ring.add_mod(values, mask, bits))
     assert np.array_equal(minus, ring.sub_mod(values, mask, bits))
     total = values.copy()
     ring.add_into(total, mask, bits)
     assert np.array_equal(total, plus)
     with pytest.raises(ValueError):
-        crypto.apply_mask(values.astype(np.int64), seed, bits, 1)
+        crypto.apply_masks(values.astype(np.int64), [(seed, 1)], bits)
 
 
 def test_graph_tails_in_one_pass_equal_the_direct_bounds():
@@ -394,14 +394,14 @@ def test_add_packed_sums_mod_2_bits_straight_from_the_bytes(bits):
         ring.add_packed(np.zeros(5, np.uint32), bytes(ring.packed_bytes(5, bits) + 1), bits)
 
 
-def test_apply_masks_equals_one_apply_mask_per_seed():
+def test_apply_masks_equals_each_expanded_mask_added_in_turn():
     rng = np.random.default_rng(4)
     masks = [(bytes([i]) * 32, 1 if i % 2 else -1) for i in range(5)]
     for bits, size in ((20, 1), (20, 1000), (32, 777), (7, 70)):
         values = rng.integers(0, 2**bits, size, dtype=np.uint64).astype(np.uint32)
         one = values.copy()
-        for seed, sign in masks:
-            crypto.apply_mask(one, seed, bits, sign)
+        for seed, sign in masks:  # each mask expanded and added (or subtracted) on its own
+            one = (ring.add_mod if sign > 0 else ring.sub_mod)(one, crypto.expand(seed, size, bits), bits)
         together = values.copy()
         crypto.apply_masks(together, masks, bits, chunk=64)  # many chunks, a short last one
         assert np.array_equal(together, one)
