@@ -2,10 +2,10 @@
 collector's /v1/secagg endpoints (docs/http_api.md, "Secure aggregation").
 
     info = the check-in's "secagg" (else GET /v1/secagg/<r>): session, quantizer, sizes
-    POST keys     <- ClientRound.advertise()
-    GET  roster   -> ClientRound.share_keys()      -> POST shares
-    GET  inbox    -> ClientRound.masked_input(q)   -> POST masked (binary)
-    GET  survivors-> ClientRound.unmask()          -> POST unmask
+    POST keys     <- ClientRound.advertise()                         (JSON)
+    GET  roster   -> ClientRound.share_keys()      -> POST shares    (binary both ways)
+    GET  inbox    -> ClientRound.masked_input(q)   -> POST masked    (binary both ways)
+    GET  survivors-> ClientRound.unmask()          -> POST unmask    (JSON, then binary)
 
 A GET answered 503 `secagg_wait` (the stage before is still open) is retried after its
 Retry-After. The update is encoded by `fedcore.secure.encode`, the same function the
@@ -26,6 +26,8 @@ from fedmath.attestation import DeviceIdentity
 from fedmath.types import Weights
 from secagg import messages, ring
 from secagg.client import ClientRound
+
+BINARY_ANSWERS = ("roster", "inbox")  # secagg/messages.py
 
 
 class SecureReport:
@@ -49,12 +51,13 @@ class SecureReport:
     def _path(self, what: str = "") -> str:
         return f"/v1/secagg/{self.round}" + (f"/{what}" if what else "")
 
-    def get(self, what: str = "") -> dict:
+    def get(self, what: str = "") -> Any:
+        """A stage's answer: `roster` and `inbox` as their binary bodies, the others as JSON."""
         waited = 0.0
         while True:
             resp = self.t._request("GET", self._path(what), f"secagg_{what or 'info'}")
             if resp.status_code == 200:
-                return _json(resp)
+                return resp.content if what in BINARY_ANSWERS else _json(resp)
             body = _json(resp)
             wait = _retry_after(resp)
             if resp.status_code == 503 and body.get("error") == "secagg_wait" and waited < self.max_wait_s:

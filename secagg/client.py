@@ -52,7 +52,7 @@ class ClientRound:
         self.threshold = 0
         self.neighbours: dict[int, dict] = {}
         self._received: dict[int, tuple[bytes, bytes]] = {}
-        self._unmask_answer: Optional[tuple[tuple, dict]] = None
+        self._unmask_answer: Optional[tuple[tuple, bytes]] = None
 
     # -- stage 0 -----------------------------------------------------------------------------------
     def advertise(self) -> dict:
@@ -64,19 +64,17 @@ class ClientRound:
                 "certificate": cert}
 
     # -- stage 1 -----------------------------------------------------------------------------------
-    def share_keys(self, roster: Any) -> dict:
+    def share_keys(self, roster: Any) -> bytes:
+        """The shares message (secagg/messages.py) for the server's roster."""
         self._expect("share")
         try:
-            body = messages.fields(roster, {"index", "threshold", "neighbours"}, "roster")
-            index, t, entries = body["index"], body["threshold"], body["neighbours"]
-            if not isinstance(index, int) or not isinstance(t, int) or not isinstance(entries, list):
-                raise ProtocolAbort("roster fields have the wrong types")
-            neighbours = {self._check_neighbour(e)["index"]: self._check_neighbour(e) for e in entries}
+            index, t, entries = messages.parse_roster(roster)
         except messages.Refusal as e:
             raise ProtocolAbort(f"roster: {e.detail}") from None
+        neighbours = {e.index: self._check_neighbour(e) for e in entries}
         k = len(neighbours)
-        if index in neighbours or len(neighbours) != len(entries):
-            raise ProtocolAbort("roster lists this device, or one index twice, among its neighbours")
+        if index in neighbours:
+            raise ProtocolAbort("roster lists this device among its neighbours")
         if not (t > k // 2 and t >= min(self.min_threshold, k) and t <= k):
             raise ProtocolAbort(f"threshold {t} is unsafe for {k} neighbours (needs k/2 < t <= k, t >= "
                                 f"{self.min_threshold})")
@@ -84,45 +82,32 @@ class ClientRound:
         xs = sorted(neighbours)
         seed_shares = shamir.split(self._seed, xs, t)
         key_shares = shamir.split(crypto.secret_bytes(self._mask), xs, t)
-        out = {}
+        out = []
         for x, bs, ks in zip(xs, seed_shares, key_shares):
             key = crypto.agree(self._cipher, neighbours[x]["cipher_key"], self.session, PAIR_SHARES, index, x)
             plain = messages.share_plaintext(index, x, bs, ks)
-            out[str(x)] = messages.b64(crypto.encrypt(key, plain, crypto.share_aad(self.session, index, x)))
+            out.append(crypto.encrypt(key, plain, crypto.share_aad(self.session, index, x)))
         self.stage = "masked"
-        return {"shares": out}
+        return b"".join(out)
 
-    def _check_neighbour(self, e: Any) -> dict:
-        e = messages.fields(e, {"index", "device_id", "identity_key", "cipher_key", "mask_key", "signature",
-                                "certificate"}, "roster neighbour")
-        if not isinstance(e["index"], int) or not 1 <= e["index"] < messages.MAX_INDEX \
-                or not isinstance(e["device_id"], str):
-            raise ProtocolAbort("roster neighbour index or device_id malformed")
-        c_pk = messages.unb64(e["cipher_key"], 32, "cipher_key")
-        s_pk = messages.unb64(e["mask_key"], 32, "mask_key")
+    def _check_neighbour(self, e: messages.Entry) -> dict:
         try:
-            key_hex = e["identity_key"]
-            if self.issuer is not None:
-                cert = attestation.Certificate.from_json(e["certificate"])
+            if self.issuer is not None:  # the certificate names the entry's own id and key
+                cert = attestation.Certificate.from_json(e.certificate())
                 cert.verify(self.issuer)
-                if cert.device_id != e["device_id"] or cert.public_key != key_hex:
-                    raise ProtocolAbort(f"neighbour {e['index']}'s certificate is for another id or key")
-            sig = bytes.fromhex(e["signature"]) if isinstance(e["signature"], str) else b""
-            attestation.public_key(key_hex).verify(
-                sig, crypto.advertise_message(self.session, e["device_id"], c_pk, s_pk))
-        except ProtocolAbort:
-            raise
-        except Exception as err:  # InvalidSignature, AttestationError, bad hex
-            raise ProtocolAbort(f"neighbour {e['index']}'s keys are not signed by its device key ({err!r})") from None
-        return {"index": e["index"], "cipher_key": c_pk, "mask_key": s_pk}
+            attestation.public_key(e.identity_key.hex()).verify(
+                e.signature, crypto.advertise_message(self.session, e.device_id, e.cipher_key, e.mask_key))
+        except Exception as err:  # InvalidSignature, AttestationError, a malformed key
+            raise ProtocolAbort(f"neighbour {e.index}'s keys are not signed by its device key, or its certificate "
+                                f"does not verify ({err!r})") from None
+        return {"index": e.index, "cipher_key": e.cipher_key, "mask_key": e.mask_key}
 
     # -- stage 2 -----------------------------------------------------------------------------------
     def masked_input(self, inbox: Any, quantized: np.ndarray) -> bytes:
         """The packed masked vector for `quantized` (uint32 values in Z_(2^b), ring.quantize)."""
         self._expect("masked")
         try:
-            body = messages.fields(inbox, {"shares"}, "inbox")
-            got = messages.index_map(body["shares"], set(self.neighbours), messages.SHARE_MESSAGE, "inbox")
+            got = messages.parse_inbox(inbox, set(self.neighbours))
         except messages.Refusal as e:
             raise ProtocolAbort(f"inbox: {e.detail}") from None
         if len(got) < self.threshold:
@@ -147,7 +132,7 @@ class ClientRound:
         return ring.pack(y, self.bits)
 
     # -- stage 3 -----------------------------------------------------------------------------------
-    def unmask(self, survivors: Any) -> dict:
+    def unmask(self, survivors: Any) -> bytes:
         """Shares for the server's survivor list; the same list again gets the same answer, another
         list is refused (answering two lists could reveal both secrets of one neighbour)."""
         try:
@@ -170,8 +155,8 @@ class ClientRound:
             raise ProtocolAbort("the survivor list must name this device and every neighbour that shared keys")
         if len(set(alive) - {self.index}) < self.threshold:
             raise ProtocolAbort(f"only {len(alive) - 1} surviving neighbours, fewer than the threshold {self.threshold}")
-        answer = {"self_shares": {str(v): messages.b64(self._received[v][0]) for v in alive if v != self.index},
-                  "key_shares": {str(v): messages.b64(self._received[v][1]) for v in dropped}}
+        answer = messages.pack_unmask([self._received[v][0] for v in sorted(alive) if v != self.index],
+                                      [self._received[v][1] for v in sorted(dropped)])
         self._unmask_answer = (asked, answer)
         self.stage = "done"
         return answer

@@ -70,8 +70,8 @@ class ServerRound:
         self.index: dict[str, int] = {}
         self.ids: dict[int, str] = {}
         self.nbrs: dict[int, list[int]] = {}
-        self._entries: dict[int, bytes] = {}  # index -> its roster entry as JSON (roster_json)
-        self.mail: dict[int, dict[int, str]] = {}  # receiver -> sender -> share message (base64)
+        self._entries: dict[int, bytes] = {}  # index -> its packed roster entry (`_entry`)
+        self.mail: dict[int, dict[int, bytes]] = {}  # receiver -> sender -> AES-GCM share message
         self.u2: set[int] = set()
         self.u3: set[int] = set()
         self.masked_sum = np.zeros(size, np.uint32)  # mod 2^32, read mod 2^b (2^b divides 2^32)
@@ -115,16 +115,21 @@ class ServerRound:
         key = self.identity_key(device_id)
         if key is None:
             raise Refusal("bad_signature", "secure aggregation needs a device registered with a device key")
-        if b["certificate"] is not None and not isinstance(b["certificate"], dict):
-            raise Refusal("bad_secagg", "certificate must be an object or null")
+        cert = None
+        if b["certificate"] is not None:  # the roster carries it without repeating the id and key
+            try:
+                cert = attestation.Certificate.from_json(b["certificate"])
+            except attestation.AttestationError as e:
+                raise Refusal("bad_secagg", f"certificate: {e}") from None
+            if cert.device_id != device_id or cert.public_key != key:
+                raise Refusal("bad_secagg", "the certificate names another device id or key than this device's")
         try:
             sig = attestation._hex(b["signature"], attestation.SIG_HEX, "signature")
             attestation.public_key(key).verify(sig, crypto.advertise_message(self.session, device_id, c_pk, s_pk))
         except Exception:
             raise Refusal("bad_signature", "the advertised keys are not signed by this device's key") from None
-        self.advertised[device_id] = {"cipher_key": b["cipher_key"], "mask_key": b["mask_key"],
-                                      "signature": b["signature"], "certificate": b["certificate"],
-                                      "identity_key": key, "mask_public": s_pk}
+        self.advertised[device_id] = {"cipher_key": c_pk, "mask_key": s_pk, "signature": sig, "certificate": cert,
+                                      "identity_key": bytes.fromhex(key)}
         self._digests[("advertise", device_id)] = body_digest
         return {"accepted": True}
 
@@ -148,27 +153,21 @@ class ServerRound:
         assert self.params is not None
         return i
 
-    def _entry(self, j: int) -> dict:
-        a = self.advertised[self.ids[j]]
-        return {"index": j, "device_id": self.ids[j], "identity_key": a["identity_key"],
-                "cipher_key": a["cipher_key"], "mask_key": a["mask_key"], "signature": a["signature"],
-                "certificate": a["certificate"]}
+    def _entry(self, j: int) -> bytes:
+        """Neighbour j's roster entry, packed once for the round (it goes into k rosters)."""
+        part = self._entries.get(j)
+        if part is None:
+            a = self.advertised[self.ids[j]]
+            cert = a["certificate"]
+            own = () if cert is None else (cert.attestation_id, cert.issued_unix, bytes.fromhex(cert.signature))
+            part = self._entries[j] = messages.Entry(j, self.ids[j], a["identity_key"], a["cipher_key"],
+                                                     a["mask_key"], a["signature"], *own).pack()
+        return part
 
-    def roster(self, device_id: str) -> dict:
+    def roster(self, device_id: str) -> bytes:
+        """The device's roster (secagg/messages.py): its index, the threshold, its neighbours."""
         i = self._roster_of(device_id)
-        return {"index": i, "threshold": self.params.threshold, "neighbours": [self._entry(j) for j in self.nbrs[i]]}
-
-    def roster_json(self, device_id: str) -> bytes:
-        """`roster` as canonical JSON, each neighbour's entry serialized once for the round (a
-        device's entry goes into the rosters of all its k neighbours)."""
-        i = self._roster_of(device_id)
-        parts = []
-        for j in self.nbrs[i]:
-            part = self._entries.get(j)
-            if part is None:
-                part = self._entries[j] = canonical(self._entry(j))
-            parts.append(part)
-        return b'{"index":%d,"neighbours":[%s],"threshold":%d}' % (i, b",".join(parts), self.params.threshold)
+        return messages.pack_roster(i, self.params.threshold, [self._entry(j) for j in sorted(self.nbrs[i])])
 
     # -- stage 1: share keys ------------------------------------------------------------------
     def share(self, device_id: str, body: Any, body_digest: str = "") -> dict:
@@ -177,12 +176,9 @@ class ServerRound:
         if repeat is not None:
             return repeat
         i = self._member(device_id, self.ids, "advertised keys")
-        b = messages.fields(body, {"shares"}, "shares")
-        got = messages.index_map(b["shares"], set(self.nbrs[i]), messages.SHARE_MESSAGE, "shares")
-        if set(got) != set(self.nbrs[i]):
-            raise Refusal("bad_secagg", f"shares must go to exactly the {len(self.nbrs[i])} neighbours of the roster")
-        for j in got:
-            self.mail.setdefault(j, {})[i] = b["shares"][str(j)]
+        near = sorted(self.nbrs[i])
+        for j, message in zip(near, messages.parse_shares(body, len(near))):
+            self.mail.setdefault(j, {})[i] = message
         self.u2.add(i)
         self._digests[("share", device_id)] = body_digest
         return {"accepted": True}
@@ -194,17 +190,13 @@ class ServerRound:
             return self.abandon(f"only {len(self.u2)} devices shared keys, fewer than the {self.min_devices} needed")
         self.stage = "masked"
 
-    def inbox(self, device_id: str) -> dict:
+    def inbox(self, device_id: str) -> bytes:
+        """The shares sent to the device by neighbours that finished sharing (secagg/messages.py)."""
         if self.stage in ("advertise", "share"):
             raise Refusal("secagg_wait", "the key sharing stage is still open")
         i = self._member(device_id, self.u2, "shared keys")
         mail = self.mail.get(i, {})
-        return {"shares": {str(j): mail[j] for j in sorted(mail) if j in self.u2}}
-
-    def inbox_json(self, device_id: str) -> bytes:
-        """`inbox` as canonical JSON, written directly (each value is base64 that `share` checked)."""
-        shares = self.inbox(device_id)["shares"]
-        return b'{"shares":{%s}}' % ",".join(f'"{j}":"{shares[j]}"' for j in sorted(shares)).encode()
+        return messages.pack_inbox({j: m for j, m in mail.items() if j in self.u2})
 
     # -- stage 2: masked input ----------------------------------------------------------------
     def masked(self, device_id: str, payload: bytes | memoryview, body_digest: str = "") -> dict:
@@ -245,12 +237,7 @@ class ServerRound:
         i = self._member(device_id, self.u3, "uploaded masked vectors")
         asked = self.survivors(device_id)
         alive, dropped = set(asked["survivors"]) - {i}, set(asked["dropped"])
-        b = messages.fields(body, {"self_shares", "key_shares"}, "unmask")
-        seeds = messages.index_map(b["self_shares"], alive, shamir.SHARE_BYTES, "self_shares")
-        keys = messages.index_map(b["key_shares"], dropped, shamir.SHARE_BYTES, "key_shares")
-        if set(seeds) != alive or set(keys) != dropped:
-            raise Refusal("bad_secagg", "unmask must answer exactly the survivors and dropped neighbours it was given")
-        self.unmasks[i] = (seeds, keys)
+        self.unmasks[i] = messages.parse_unmask(body, sorted(alive), sorted(dropped))
         self._digests[("unmask", device_id)] = body_digest
         return {"accepted": True}
 
@@ -290,7 +277,7 @@ class ServerRound:
                                     f"the threshold {t}")
             secret = shamir.combine(shares, t)
             try:
-                ok = crypto.public_bytes(crypto.key_from_secret(secret)) == self.advertised[self.ids[v]]["mask_public"]
+                ok = crypto.public_bytes(crypto.key_from_secret(secret)) == self.advertised[self.ids[v]]["mask_key"]
             except ValueError:
                 ok = False
             if not ok:
@@ -298,7 +285,7 @@ class ServerRound:
             for u in self.nbrs[v]:
                 if u not in self.u3:
                     continue
-                pair = crypto.agree(secret, self.advertised[self.ids[u]]["mask_public"], self.session,
+                pair = crypto.agree(secret, self.advertised[self.ids[u]]["mask_key"], self.session,
                                     client_mod.PAIR_MASK, u, v)
                 masks.append((pair, -1 if u < v else 1))
         total = self.masked_sum.copy()

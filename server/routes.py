@@ -159,7 +159,12 @@ def secagg_info(round_number: int):
 def secagg_post(round_number: int, stage: str):
     device = _device()
     kind = {"keys": "advertise", "shares": "share", "masked": "masked", "unmask": "unmask"}[stage]
-    if kind == "masked":
+    if kind == "advertise":
+        body = _json_body()
+    elif request.mimetype != "application/octet-stream":
+        raise Refusal("bad_secagg", f"a {stage} message is binary, with Content-Type: application/octet-stream "
+                                    f"(docs/http_api.md); got {request.mimetype or 'none'}")
+    elif kind == "masked":
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         length = request.content_length
         if length is not None and length > limit:
@@ -167,8 +172,10 @@ def secagg_post(round_number: int, stage: str):
         # a known length: straight from the socket into the thread's buffer, as an upload (server/body.py)
         body = (_state("bodies").stream(request.environ, length).read_all() if length is not None
                 else read_whole(request))
-    else:
-        body = _json_body()
+    else:  # shares, unmask: k fixed-size parts
+        limit = request.max_content_length
+        request.max_content_length = min(limit, validation.MAX_STAGE_BYTES) if limit else validation.MAX_STAGE_BYTES
+        body = read_whole(request)
     c = collector()
     now = time.time()
     answer = _secure().post(device, _number(round_number, "round"), c.tick(now), kind, body, now)
@@ -183,7 +190,7 @@ def secagg_get(round_number: int, what: str):
     c = collector()
     now = time.time()
     answer = _secure().get(device, _number(round_number, "round"), c.tick(now), what, now)
-    return Response(answer, mimetype="application/json") if isinstance(answer, bytes) else jsonify(answer)
+    return Response(answer, mimetype="application/octet-stream") if isinstance(answer, bytes) else jsonify(answer)
 
 
 @bp.get("/status")

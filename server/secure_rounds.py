@@ -3,7 +3,7 @@ in SQLite, for the collector's open round when `secagg.enabled` (docs/http_api.m
 aggregation").
 
     check-in (selected) ──> GET  /v1/secagg/<r>            session, quantizer, stage
-                            POST /v1/secagg/<r>/keys       signed X25519 keys        ─┐ stage 0
+                            POST /v1/secagg/<r>/keys       signed X25519 keys (JSON) ─┐ stage 0
                             GET  /v1/secagg/<r>/roster     neighbours' keys          ─┘
                             POST /v1/secagg/<r>/shares     AES-GCM shares            ─┐ stage 1
                             GET  /v1/secagg/<r>/inbox      shares sent to it         ─┘
@@ -61,14 +61,15 @@ CREATE TABLE IF NOT EXISTS secagg_log (
     round INTEGER NOT NULL,
     kind TEXT NOT NULL,                  -- advertise, share, masked, unmask, or close (a stage closed)
     device_id TEXT,
-    body TEXT,                           -- the JSON message (masked: NULL, see path); NULL once the round ends
+    body TEXT,                           -- advertise: its JSON; share, unmask: the binary message (a BLOB);
+                                         -- masked: NULL, see path; NULL once the round ends
     path TEXT,                           -- masked: the file holding the packed masked vector
     digest TEXT,                         -- sha256 of the message: a retry after the round ended is recognised
     at REAL NOT NULL DEFAULT 0           -- when it was accepted: the open stage idles from its last row
 );
 CREATE INDEX IF NOT EXISTS secagg_log_round ON secagg_log (round, seq);
 """
-JSON_STAGES = ("advertise", "share", "unmask")
+BINARY_STAGES = ("share", "masked", "unmask")  # the rest are JSON (secagg/messages.py)
 
 
 class SecureRounds:
@@ -166,8 +167,10 @@ class SecureRounds:
         elif kind == "masked":
             with open(r["path"], "rb") as f:
                 sr.masked(r["device_id"], f.read(), r["digest"])
-        else:
-            getattr(sr, kind)(r["device_id"], json.loads(r["body"]), r["digest"])
+        elif kind == "advertise":
+            sr.advertise(r["device_id"], json.loads(r["body"]), r["digest"])
+        else:  # share, unmask: the binary message as it came
+            getattr(sr, kind)(r["device_id"], bytes(r["body"]), r["digest"])
 
     def _write_sum(self, number: int, sr: ServerRound) -> None:
         path = self.sum_path(number)
@@ -195,7 +198,8 @@ class SecureRounds:
             raise
         self._inserted = None
 
-    def _log(self, c: Any, number: int, kind: str, device_id: Optional[str], now: float, body: Optional[str] = None,
+    def _log(self, c: Any, number: int, kind: str, device_id: Optional[str], now: float,
+             body: Optional[str | bytes] = None,
              path: Optional[str] = None, digest: Optional[str] = None) -> None:
         """Append a row the cached round has already applied (and restart the stage's idle clock)."""
         cur = c.execute("INSERT INTO secagg_log (round, kind, device_id, body, path, digest, at) "
@@ -341,7 +345,7 @@ class SecureRounds:
     def post(self, device_id: str, number: int, rnd: Optional[Round], kind: str, body: Any, now: float) -> dict:
         """A stage message: checked, logged (durable) and answered; the same message again gets the
         same answer."""
-        path = text = None
+        path = logged = None  # the masked vector goes to a file, every other message into the log
         if kind == "masked":
             want = ring.packed_bytes(self.size, self.cfg.bits)
             if len(body) != want:
@@ -349,9 +353,12 @@ class SecureRounds:
                                              f"{want} bytes, got {len(body)}")
             path = os.path.join(self.dir, f"r{number}-{secrets.token_hex(8)}.masked")
             digest = server_digest(body)
-        else:
+        elif kind == "advertise":
             text = canonical(body)  # what the log holds, and what the digest covers
-            digest = server_digest(text)
+            logged, digest = text.decode(), server_digest(text)
+        else:
+            logged = bytes(body)
+            digest = server_digest(logged)
         with self._write() as c:
             if rnd is None or rnd.round != number:
                 seen = c.execute("SELECT 1 FROM secagg_log WHERE round = ? AND kind = ? AND device_id = ? AND "
@@ -370,7 +377,7 @@ class SecureRounds:
                 try:
                     if path is not None:
                         files.atomic_write(path, [body], self.fsync)
-                    self._log(c, number, kind, device_id, now, None if text is None else text.decode(), path, digest)
+                    self._log(c, number, kind, device_id, now, logged, path, digest)
                 except BaseException:
                     self._cache.pop(number, None)
                     files.remove_quietly(path)
@@ -381,10 +388,10 @@ class SecureRounds:
         return dict(answer, stage=sr.stage)
 
     def get(self, device_id: str, number: int, rnd: Optional[Round], what: str, now: float) -> dict | bytes:
-        """An answer of the round (`roster` and `inbox` come as JSON bytes, written from cached parts)."""
+        """An answer of the round: `roster` and `inbox` binary, `survivors` JSON (secagg/messages.py)."""
         with self._read(device_id, number, rnd) as sr:
             try:
-                return getattr(sr, f"{what}_json" if what in ("roster", "inbox") else what)(device_id)
+                return getattr(sr, what)(device_id)
             except Refusal as e:
                 if e.code == "secagg_wait":
                     raise Refusal("secagg_wait", e.detail, retry_after=1) from None

@@ -40,6 +40,7 @@ from server.storage import Round, UpdateRecord
 MAX_INT = 2**63  # SQLite's INTEGER range; round and version numbers beyond it cannot exist
 # Registration and check-in bodies are flat objects of a few short fields.
 MAX_JSON_BYTES = 64 * 1024
+MAX_STAGE_BYTES = 1 << 20  # a secure round's shares or unmask message: about 100 B per neighbour
 MAX_JSON_DEPTH = 8
 
 

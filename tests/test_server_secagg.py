@@ -190,6 +190,9 @@ def test_plain_uploads_are_refused_and_tampered_signatures_too(fleet):
     with pytest.raises(TransportError) as e:
         rep.post("keys", keys)
     assert e.value.status == 403 and e.value.error == "bad_signature"
+    with pytest.raises(TransportError) as e:  # the first version's JSON form of a binary stage message
+        rep.post("shares", {"shares": {"2": messages.b64(bytes(messages.SHARE_MESSAGE))}})
+    assert e.value.status == 400 and e.value.error == "bad_secagg" and "octet-stream" in str(e.value)
 
 
 def test_replayed_stage_messages_are_answered_alike(fleet):
