@@ -42,7 +42,7 @@ MAX_INDEX = 1 << 20
 SHARE_PLAINTEXT = 8 + 2 * shamir.SHARE_BYTES  # sender, receiver (4 B each), two share values
 SHARE_MESSAGE = crypto.NONCE_BYTES + SHARE_PLAINTEXT + crypto.TAG_BYTES
 KEY, SIG = 32, 64
-_U32, _U16, _U8 = struct.Struct(">I"), struct.Struct(">H"), struct.Struct(">B")
+_U16, _U8 = struct.Struct(">H"), struct.Struct(">B")
 _HEAD = struct.Struct(">III")  # index, threshold, neighbours
 _ENTRY = struct.Struct(f">I{KEY}s{KEY}s{KEY}s{SIG}s")  # index, identity, cipher and mask keys, signature
 _SENDER = struct.Struct(">I")
@@ -156,8 +156,8 @@ def parse_roster(body: Any) -> tuple[int, int, list[Entry]]:
     """(this device's index, threshold, neighbours in ascending index)."""
     r = _Reader(_binary(body, "roster"), "roster")
     index, threshold, count = r.unpack(_HEAD, "its header")
-    if count > MAX_INDEX:
-        raise Refusal("bad_secagg", f"roster lists {count} neighbours")
+    if not 1 <= index < MAX_INDEX or count >= MAX_INDEX:
+        raise Refusal("bad_secagg", f"roster: index {index} out of range, or {count} neighbours")
     entries: list[Entry] = []
     for n in range(count):
         part = f"neighbour {n}"
@@ -172,13 +172,23 @@ def parse_roster(body: Any) -> tuple[int, int, list[Entry]]:
         if flag != 1:
             raise Refusal("bad_secagg", f"roster {part}: certificate flag {flag} is neither 0 nor 1")
         att = r.text(f"{part}'s attestation id")
-        try:
-            issued = json.loads(r.text(f"{part}'s issue time"))
-        except ValueError:
-            raise Refusal("bad_secagg", f"roster {part}: issue time is not a number") from None
+        issued = _number(r.text(f"{part}'s issue time"), f"roster {part}: issue time")
         entries.append(Entry(j, device_id, ident, c_pk, s_pk, sig, att, issued, r.take(SIG, f"{part}'s certificate")))
     r.end()
     return index, threshold, entries
+
+
+def _number(text: str, what: str) -> float:
+    """An int or float from its JSON text (what the certificate's signature covers), nothing else."""
+    if not 0 < len(text) <= 32 or not all(ch in "0123456789.eE+-" for ch in text):
+        raise Refusal("bad_secagg", f"{what} is not a number")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise Refusal("bad_secagg", f"{what} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Refusal("bad_secagg", f"{what} is not a number")
+    return value
 
 
 # -- shares and inbox ---------------------------------------------------------------------------

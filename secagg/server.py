@@ -55,13 +55,17 @@ class ServerRound:
 
     def __init__(self, session: bytes, size: int, bits: int, graph_seed: int, dropout: float,
                  identity_key: Callable[[str], Optional[str]], corrupt: float = 0.05, min_devices: int = 3,
-                 security_bits: float = 40.0, correctness_bits: float = 20.0) -> None:
+                 security_bits: float = 40.0, correctness_bits: float = 20.0,
+                 issuer_public: Optional[str] = None) -> None:
         if size < 1 or not 2 <= bits <= 32 or min_devices < 2:
             raise ValueError(f"need size >= 1, 2 <= bits <= 32, min_devices >= 2; got {size}, {bits}, {min_devices}")
         self.session, self.size, self.bits, self.seed = session, size, bits, graph_seed
         self.dropout, self.corrupt, self.min_devices = dropout, corrupt, min_devices
         self.security_bits, self.correctness_bits = security_bits, correctness_bits
         self.identity_key = identity_key
+        # with an issuer, every device checks its neighbours' certificates (secagg/client.py): one
+        # that would fail them all is refused here, at advertising, not left to abort k neighbours
+        self.issuer = attestation.public_key(issuer_public) if issuer_public else None
         self.stage = "advertise"
         self.note = ""
         self.params: Optional[graph.Parameters] = None
@@ -121,8 +125,16 @@ class ServerRound:
                 cert = attestation.Certificate.from_json(b["certificate"])
             except attestation.AttestationError as e:
                 raise Refusal("bad_secagg", f"certificate: {e}") from None
-            if cert.device_id != device_id or cert.public_key != key:
-                raise Refusal("bad_secagg", "the certificate names another device id or key than this device's")
+            if cert.device_id != device_id or cert.public_key != bytes.fromhex(key).hex():
+                raise Refusal("bad_secagg", "the certificate must name this device's id and its key, in lower-case "
+                                            "hex (neighbours rebuild it from the roster's id and key bytes)")
+        if self.issuer is not None:
+            try:
+                if cert is None:
+                    raise attestation.AttestationError("no certificate came with the keys")
+                cert.verify(self.issuer)
+            except attestation.AttestationError as e:
+                raise Refusal("bad_signature", f"neighbours check every certificate against the issuer: {e}") from None
         try:
             sig = attestation._hex(b["signature"], attestation.SIG_HEX, "signature")
             attestation.public_key(key).verify(sig, crypto.advertise_message(self.session, device_id, c_pk, s_pk))

@@ -69,7 +69,6 @@ CREATE TABLE IF NOT EXISTS secagg_log (
 );
 CREATE INDEX IF NOT EXISTS secagg_log_round ON secagg_log (round, seq);
 """
-BINARY_STAGES = ("share", "masked", "unmask")  # the rest are JSON (secagg/messages.py)
 
 
 class SecureRounds:
@@ -88,6 +87,7 @@ class SecureRounds:
         self.dim = dim
         self.size = dim + 1  # the model's values and the weight (fedcore.secure)
         self.identity_key = identity_key
+        self.issuer = settings.issuer_key if settings.collector.attestation == "required" else None
         self.fsync = settings.collector.durability == "power"
         self.dir = os.path.join(settings.state_dir, "secagg")
         os.makedirs(self.dir, exist_ok=True)
@@ -144,7 +144,7 @@ class SecureRounds:
             self._active[number] = float(row["stage_active_at"])
             sr = ServerRound(bytes(row["session"]), self.size, self.cfg.bits, int(row["graph_seed"]), self.cfg.dropout,
                              self.identity_key, self.cfg.corrupt, self.cfg.min_devices, self.cfg.security_bits,
-                             self.cfg.correctness_bits)
+                             self.cfg.correctness_bits, self.issuer)
         rows = self.store.conn().execute("SELECT * FROM secagg_log WHERE round = ? AND seq > ? ORDER BY seq",
                                          (number, applied)).fetchall()
         try:
@@ -164,11 +164,16 @@ class SecureRounds:
             sr.close_stage()
             if sr.stage == "done":
                 self._write_sum(r["round"], sr)
+        elif sr.stage == "abandoned":
+            return  # no message changes an abandoned round (an upgrade's, below, may have rows after it)
         elif kind == "masked":
             with open(r["path"], "rb") as f:
                 sr.masked(r["device_id"], f.read(), r["digest"])
         elif kind == "advertise":
             sr.advertise(r["device_id"], json.loads(r["body"]), r["digest"])
+        elif isinstance(r["body"], str):  # share, unmask rows of the first, JSON version of the messages
+            sr.abandon("the collector was upgraded during this round: its log holds share or unmask messages of "
+                       "the first (JSON) format, which this version reads as binary")
         else:  # share, unmask: the binary message as it came
             getattr(sr, kind)(r["device_id"], bytes(r["body"]), r["digest"])
 

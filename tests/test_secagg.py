@@ -308,10 +308,29 @@ def test_server_refuses_a_certificate_of_another_device_or_a_malformed_one():
     r = Round(4)
     s, c = r.server, r.clients
     body = c["phone-000"].advertise()
-    with pytest.raises(Refusal, match="another device id or key"):  # the roster would rebind it to this id
+    with pytest.raises(Refusal, match="this device's id and its key"):  # the roster would rebind it to this id
         s.advertise("phone-000", dict(body, certificate=r.idents["phone-001"].certificate.to_json()))
     with pytest.raises(Refusal, match="certificate: a certificate is an object"):
         s.advertise("phone-000", dict(body, certificate={"device_id": "phone-000"}))
+    own = r.idents["phone-000"].certificate.to_json()
+    for key in (r.idents["phone-001"].public_hex, own["public_key"].upper()):  # another key; the same, upper-case
+        with pytest.raises(Refusal, match="this device's id and its key"):
+            s.advertise("phone-000", dict(body, certificate=dict(own, public_key=key)))
+    assert s.advertise("phone-000", body) == {"accepted": True}
+
+
+def test_a_server_that_knows_the_issuer_refuses_what_every_neighbour_would():
+    r = Round(4)
+    s = ServerRound(r.session, SIZE, BITS, 7, 0.1, lambda d: r.idents[d].public_hex, issuer_public=r.issuer.public_hex)
+    body = r.clients["phone-000"].advertise()
+    foreign = Issuer.generate().certify("phone-000", r.idents["phone-000"].public_hex).to_json()  # a fake issuer
+    for cert in (None, foreign):
+        with pytest.raises(Refusal, match="against the issuer") as e:
+            s.advertise("phone-000", dict(body, certificate=cert))
+        assert e.value.code == "bad_signature"
+    forged = dict(body["certificate"], attestation_id="another-phone")  # the issuer signed another id
+    with pytest.raises(Refusal, match="against the issuer"):
+        s.advertise("phone-000", dict(body, certificate=forged))
     assert s.advertise("phone-000", body) == {"accepted": True}
 
 
@@ -470,6 +489,29 @@ def test_roster_packs_and_parses_back_and_every_malformed_form_is_refused():
         messages.parse_roster(messages.pack_roster(7, 2, [bytes(bad_flag)]))
     with pytest.raises(Refusal, match="binary"):
         messages.parse_roster({"index": 7})  # the JSON form of the first version
+    with pytest.raises(Refusal, match="index 0 out of range"):
+        messages.parse_roster(messages.pack_roster(0, 2, []))
+    for issued in ("[" * 60_000, '"hello"', "true", ""):  # a hostile server's issue time: refused, never raised
+        zero = dataclasses.replace(entries[0], issued_unix=0).pack()
+        at = len(zero) - 64 - 3  # the issue time "0" (u16 length, one character) before the issuer signature
+        bad = zero[:at] + _text(issued) + zero[at + 3:]
+        with pytest.raises(Refusal, match="issue time"):
+            messages.parse_roster(messages.pack_roster(7, 2, [bad]))
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def test_client_refuses_a_roster_that_lists_itself():
+    r = Round(4)
+    s, c = r.server, r.clients
+    r.stage("advertise", lambda d: s.advertise(d, c[d].advertise()))
+    index, t, entries = messages.parse_roster(s.roster("phone-000"))
+    me = dataclasses.replace(entries[0], index=index)
+    with pytest.raises(ProtocolAbort, match="lists this device"):
+        c["phone-000"].share_keys(messages.pack_roster(index, t, [me.pack()] + [e.pack() for e in entries[1:]]))
 
 
 def test_shares_inbox_and_unmask_are_checked_part_by_part():

@@ -211,7 +211,12 @@ def test_replayed_stage_messages_are_answered_alike(fleet):
         rep.post("keys", other)
     assert e.value.status == 409 and e.value.error == "duplicate"
     alive = fleet.run(stages=("advertise",), alive=set(fleet.ids) - {"phone-0"}) | {"phone-0"}
-    alive = fleet.run(stages=("share",), alive=alive)
+    shares = rep.client.share_keys(rep.get("roster"))  # binary, as every message whose size grows with k
+    assert rep.post("shares", shares) == rep.post("shares", shares)
+    with pytest.raises(TransportError) as e:
+        rep.post("shares", shares[:-1] + bytes([shares[-1] ^ 1]))
+    assert e.value.status == 409 and e.value.error == "duplicate"
+    alive = fleet.run(stages=("share",), alive=alive - {"phone-0"}) | {"phone-0"}
     q = rep.encode(fleet.updates["phone-0"], 1, np.random.default_rng(5))
     packed = rep.client.masked_input(rep.get("inbox"), q)
     assert rep.post("masked", packed)["accepted"]
@@ -224,17 +229,25 @@ def test_replayed_stage_messages_are_answered_alike(fleet):
     assert rep.post("masked", packed)["accepted"]  # even after the round ended
 
 
-@pytest.mark.parametrize("after", ["share", "masked"])
+@pytest.mark.parametrize("after", ["share", "masked", "half of unmask"])
 def test_kill_9_between_stages_loses_nothing_acknowledged(tmp_path, after):
     f = Fleet(tmp_path, n=5, timeout_s=30)
     try:
         f.checkin()
         stages = ("advertise", "share", "masked", "unmask")
-        cut = stages.index(after) + 1
-        alive = f.run(stages=stages[:cut])
-        f.server.kill()
-        f.server.start()
-        f.run(stages=stages[cut:], alive=alive)
+        if after == "half of unmask":  # the binary unmask messages replayed from the log
+            alive = f.run(stages=stages[:3])
+            first = set(sorted(alive)[:len(alive) // 2])
+            f.run(stages=("unmask",), alive=first)
+            f.server.kill()
+            f.server.start()
+            f.run(stages=("unmask",), alive=alive - first)
+        else:
+            cut = stages.index(after) + 1
+            alive = f.run(stages=stages[:cut])
+            f.server.kill()
+            f.server.start()
+            f.run(stages=stages[cut:], alive=alive)
         _check_published(f)
     finally:
         f.close()

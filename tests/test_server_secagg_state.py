@@ -74,3 +74,18 @@ def test_the_advertise_stage_idles_only_after_its_first_message_and_the_deadline
     late = dataclasses.replace(rnd, deadline=now + 1.0)
     assert sec.outcome(late, now + 2.0) == "abandon"
     assert "advertised" in sec.note(late)
+
+
+def test_a_log_of_first_version_json_shares_abandons_its_round_on_replay(secure):
+    sec, rnd = secure
+    now = time.time()
+    with sec._write() as c:
+        sec._ensure(c, rnd, now)
+        sec._state(rnd.round)
+    with sec.store.write() as c:  # share rows as the first message version logged them: JSON text
+        for d in ("phone-1", "phone-2"):
+            c.execute("INSERT INTO secagg_log (round, kind, device_id, body, digest, at) VALUES (?, 'share', ?, ?, ?, ?)",
+                      (rnd.round, d, '{"shares":{}}', d, now))
+    sec._cache.clear()  # a worker started by the upgrade replays the log from its first row
+    sr = sec._state(rnd.round)
+    assert sr.stage == "abandoned" and "upgraded during this round" in sr.note  # not a crash on every request
