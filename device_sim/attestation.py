@@ -71,8 +71,11 @@ class Keystore:
 
 
 def transports(issuer: Optional[Issuer], keystore: Optional[Keystore] = None) -> Callable[[str], Transport]:
-    """A transport factory (URL -> Transport) whose phones prove keys certified by `issuer`
-    (plain registration when `issuer` is None: a collector without attestation)."""
+    """A transport factory (URL -> Transport) whose phones prove keys certified by `issuer` and
+    check their secure-round neighbours' certificates against it (plain registration when
+    `issuer` is None: a collector without attestation)."""
     if issuer is None and keystore is None:
         return Transport
-    return functools.partial(Transport, identities=(keystore or Keystore(issuer)).identity)
+    keys = keystore or Keystore(issuer)
+    root = keys.issuer.public_hex if keys.issuer is not None else None
+    return functools.partial(Transport, identities=keys.identity, issuer_public=root)

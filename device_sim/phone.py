@@ -347,7 +347,8 @@ class Phone:
             out.status, out.error, out.detail = REJECTED, "no_identity", "secure rounds need a device key"
             return
         try:
-            SecureReport(self.transport, self.transport.identity, plan.round, info=secagg).run(delta, n)
+            SecureReport(self.transport, self.transport.identity, plan.round, self.transport.issuer_public,
+                         info=secagg).run(delta, n)
         except (ProtocolAbort, TransportError) as e:
             out.status, out.error, out.detail = REJECTED, getattr(e, "error", "") or "secure_abort", str(e)
             return

@@ -154,13 +154,16 @@ class Transport:
         identities: device id -> its key and certificate (`device_sim.attestation.Keystore`):
             `register` proves that identity. None: register without a key or certificate
             (a collector with `collector.attestation = "off"` only).
+        issuer_public: the attestation issuer's public key (hex) the phone ships with: in a
+            secure round it checks every neighbour's certificate against it (secagg/client.py).
     """
 
     def __init__(self, base_url: str, *, retries: int = 4, backoff: float = 0.2,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT, max_upload_waits: int = 5,
                  max_wait_s: float = 30.0, sleep: Callable[[float], None] = time.sleep,
                  session: requests.Session | None = None,
-                 identities: Callable[[str], DeviceIdentity] | None = None) -> None:
+                 identities: Callable[[str], DeviceIdentity] | None = None,
+                 issuer_public: str | None = None) -> None:
         if retries < 0 or backoff < 0:
             raise ValueError(f"retries and backoff must be >= 0, got {retries} and {backoff}")
         self.base_url = base_url.rstrip("/")
@@ -172,6 +175,7 @@ class Transport:
         self.device_id: str | None = None
         self.identities = identities
         self.identity: DeviceIdentity | None = None  # the device key (and certificate) once registered
+        self.issuer_public = issuer_public
         self.stats = TransferStats()
         self.retry = _Retry(total=retries, connect=retries, read=retries, status=retries,
                            backoff_factor=backoff, status_forcelist=RETRY_STATUSES,
