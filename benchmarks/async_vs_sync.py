@@ -112,11 +112,26 @@ def choose_by_validation(val_top1: dict[float, float]) -> float:
     return max(val_top1, key=lambda lr: val_top1[lr])
 
 
+def server_algorithm(name: str, cfg, args, dp_noise: bool):
+    """The policy's server algorithm: the preset's (`default`: FedAvgM, Nesterov 0.9, lr 1.0) with
+    `--<policy>-server-lr` and `--<policy>-server-momentum` replacing its step and momentum when
+    given (momentum 0 is plain server SGD, the step of FedBuff's Algorithm 1)."""
+    from fedcore.algorithm import build
+
+    train = cfg.train
+    server_lr = args.fedbuff_server_lr if name == "fedbuff" else args.sync_server_lr
+    if server_lr > 0:
+        train = dataclasses.replace(train, server_learning_rate=server_lr)
+    momentum = args.fedbuff_server_momentum if name == "fedbuff" else args.sync_server_momentum
+    if momentum >= 0:
+        train = dataclasses.replace(train, server_momentum=momentum)
+    return build(train, dp_noise=dp_noise)
+
+
 def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int,
                stop=None) -> dict:
     from device_sim.day import DayConfig
     from device_sim.virtual_day import SessionCost, simulate
-    from fedcore.algorithm import build
     from fedcore.buffered import BufferedAsync, StalenessWeight
     from fedcore.memory_server import BufferedServer, SyncServer
     from fedcore.policy import SyncRounds
@@ -125,11 +140,7 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
     goal = cfg.server.goal_count
     z = cfg.privacy.noise_multiplier
     noise_std = device_noise_std(z, cfg.privacy.clip_norm, goal) if z > 0 else 0.0
-    train = cfg.train
-    server_lr = args.fedbuff_server_lr if name == "fedbuff" else args.sync_server_lr
-    if server_lr > 0:
-        train = dataclasses.replace(train, server_learning_rate=server_lr)
-    algorithm = build(train, dp_noise=noise_std > 0)
+    algorithm = server_algorithm(name, cfg, args, dp_noise=noise_std > 0)
     common = dict(algorithm=algorithm, weights=[w.copy() for w in initial], population=len(clients),
                   noise_multiplier=z)
     if name == "sync":
@@ -156,7 +167,8 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
                    on_eval=None if args.stub_training else evaluate_fn, on_progress=progress)
     s = rep.summary()
     s.update(policy=server.policy.describe() if name == "fedbuff" else dataclasses.asdict(server.policy),
-             server_learning_rate=algorithm.learning_rate, versions=server.version, evals=rep.evals,
+             server_learning_rate=algorithm.learning_rate, server_optimizer=algorithm.describe()["server_optimizer"],
+             versions=server.version, evals=rep.evals,
              final_top1=rep.evals[-1].get("top1"), final_val_top1=rep.evals[-1].get("val_top1"),
              round_times=server.round_time_summary() if name == "sync" else None,
              epsilon=server.published[-1].epsilon if server.published else None,
@@ -245,6 +257,10 @@ def main(argv: list[str] | None = None) -> dict:
                    help="FedBuff's server learning rate (0: train.server_learning_rate)")
     p.add_argument("--sync-server-lr", type=float, default=0.0,
                    help="sync's server learning rate (0: train.server_learning_rate)")
+    p.add_argument("--fedbuff-server-momentum", type=float, default=-1.0,
+                   help="FedBuff's server momentum (-1: train.server_momentum; 0: plain server SGD)")
+    p.add_argument("--sync-server-momentum", type=float, default=-1.0,
+                   help="sync's server momentum (-1: train.server_momentum)")
     p.add_argument("--server-lr-grid", default="",
                    help="comma-separated server learning rates run for each policy; each keeps the one with "
                         "the best final val_top1 (the same grid and choice rule for both)")
