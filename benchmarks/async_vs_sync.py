@@ -147,7 +147,7 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
         server = SyncServer(**common, policy=SyncRounds(goal, cfg.server.over_selection, args.sync_deadline_s))
     else:
         policy = BufferedAsync(goal, args.concurrency, args.max_staleness, StalenessWeight.parse(args.staleness))
-        server = BufferedServer(**common, policy=policy, expires_s=args.ticket_expiry_s)
+        server = BufferedServer(**common, policy=policy, expires_s=args.ticket_expiry_s, normalize=args.fedbuff_normalize)
     n_params = sum(int(w.size) for w in initial)
     bs = cfg.train.batch_size
     cost = SessionCost(steps=lambda d: cfg.train.local_epochs * math.ceil(examples[d] / bs), batch_size=bs,
@@ -166,7 +166,8 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
     rep = simulate(server, examples, trainer, cost, day, retry_s=args.retry_s, eval_every_s=60 * args.eval_min,
                    on_eval=None if args.stub_training else evaluate_fn, on_progress=progress)
     s = rep.summary()
-    s.update(policy=server.policy.describe() if name == "fedbuff" else dataclasses.asdict(server.policy),
+    s.update(policy=(dict(server.policy.describe(), normalize=server.normalize) if name == "fedbuff"
+                     else dataclasses.asdict(server.policy)),
              server_learning_rate=algorithm.learning_rate, server_optimizer=algorithm.describe()["server_optimizer"],
              versions=server.version, evals=rep.evals,
              final_top1=rep.evals[-1].get("top1"), final_val_top1=rep.evals[-1].get("val_top1"),
@@ -247,6 +248,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="FedBuff: phones training at once (0: 10 x the sync round's slots, at least 100)")
     p.add_argument("--max-staleness", type=int, default=100, help="FedBuff: refuse older updates (NVFlare's 100)")
     p.add_argument("--staleness", default="polynomial:a=0.5")
+    p.add_argument("--fedbuff-normalize", default="scaled", choices=("scaled", "unscaled"),
+                   help="divide the buffer's s(tau)-weighted sum by the scaled weights (the collector's) or by "
+                        "the unscaled ones (FedBuff's Algorithm 1: stale buffers take shrunken steps)")
     p.add_argument("--ticket-expiry-s", type=float, default=3600.0)
     p.add_argument("--eval-min", type=float, default=30.0, help="simulated minutes between evaluations")
     p.add_argument("--eval-examples", type=int, default=1000)

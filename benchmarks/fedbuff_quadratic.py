@@ -32,10 +32,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# (policy, server lr, server momentum): sync at the `default` preset's FedAvgM; FedBuff at the
-# deciding run's step (Nesterov 0.9, lr 0.5) and plain server SGD on a grid
-STEPS = [("sync", 1.0, 0.9), ("fedbuff", 0.5, 0.9), ("fedbuff", 1.0, 0.0), ("fedbuff", 0.5, 0.0),
-         ("fedbuff", 0.25, 0.0), ("fedbuff", 0.1, 0.0)]
+# (policy, server lr, server momentum, FedBuff's normalization, staleness weight): sync at the
+# `default` preset's FedAvgM; FedBuff at the deciding run's step (Nesterov 0.9, lr 0.5), plain
+# server SGD on a grid, and the sync step with FedBuff's Algorithm 1 normalization (stale buffers
+# shrink by their mean s(tau))
+P5, P1 = "polynomial:a=0.5", "polynomial:a=1"
+STEPS = [("sync", 1.0, 0.9, "", ""), ("fedbuff", 0.5, 0.9, "scaled", P5), ("fedbuff", 1.0, 0.0, "scaled", P5),
+         ("fedbuff", 0.5, 0.0, "scaled", P5), ("fedbuff", 0.25, 0.0, "scaled", P5), ("fedbuff", 0.1, 0.0, "scaled", P5),
+         ("fedbuff", 1.0, 0.9, "unscaled", P5), ("fedbuff", 0.5, 0.9, "unscaled", P5),
+         ("fedbuff", 1.0, 0.9, "unscaled", P1), ("fedbuff", 0.5, 0.9, "unscaled", P1)]
 
 
 def example_counts(args, cfg) -> dict[str, int]:
@@ -108,19 +113,19 @@ def main(argv: list[str] | None = None) -> dict:
     day = DayConfig(sim_hours=args.sim_hours, tick_s=300, cooldown_s=3600, seed=0)
     w0 = [np.zeros(args.dims, np.float32)]
     out: dict = {"benchmark": "fedbuff_quadratic", "devices": len(ex), "sim_hours": args.sim_hours, "runs": {}}
-    for name, lr, m in STEPS:
+    for name, lr, m, norm, weight in STEPS:
         alg = build(dataclasses.replace(cfg.train, server_learning_rate=lr, server_momentum=m), dp_noise=True)
         if name == "sync":
             server = SyncServer(alg, [w.copy() for w in w0], population=len(ex),
                                 policy=SyncRounds(cfg.server.goal_count, cfg.server.over_selection, 300.0))
         else:
             concurrency = max(100, 10 * math.ceil(cfg.server.goal_count * cfg.server.over_selection - 1e-9))
-            server = BufferedServer(alg, [w.copy() for w in w0], population=len(ex), expires_s=3600.0,
+            server = BufferedServer(alg, [w.copy() for w in w0], population=len(ex), expires_s=3600.0, normalize=norm,
                                     policy=BufferedAsync(cfg.server.goal_count, concurrency, 100,
-                                                         StalenessWeight.parse("polynomial:a=0.5")))
+                                                         StalenessWeight.parse(weight)))
         rep = simulate(server, ex, train, cost, day, eval_every_s=60 * args.eval_min,
                        on_eval=lambda w: {"rel_loss": round(loss(w) / loss(w0), 4)})
-        key = f"{name} lr {lr:g} momentum {m:g}"
+        key = f"{name} lr {lr:g} momentum {m:g}" + (f" {norm} {weight}" if norm else "")
         out["runs"][key] = {"versions": server.version, "rel_loss_by_hour": {f"{e['hour']:g}": e["rel_loss"]
                                                                             for e in rep.evals}}
         print(f"fedbuff_quadratic: {key}: " + ", ".join(f"{e['hour']:g} h v{e['version']} {e['rel_loss']:.4f}"
