@@ -7,8 +7,10 @@ same data, the same `default` model from its seeded initial weights, the same cl
 (the phones' step, `tflite_export.trainable.sgd_step`: plain SGD on `masked_loss`, each step's
 gradient clipped at train.client_grad_clip), the same clipping and device noise per
 published sum (privacy.noise_multiplier, each device adding z*C/sqrt(reports per version)),
-the same server algorithm (train section: FedAvgM for `default`), and the same session-cost
-model (`device_sim.day.session_seconds`). Only the round policy differs:
+the same aggregation rule and server algorithm (train section: FedAvgM for `default`) unless
+`--<policy>-server-lr` / `--<policy>-server-momentum` set a policy's own step (the JSON records
+each policy's `server_optimizer`), and the same session-cost model
+(`device_sim.day.session_seconds`). Only the round policy differs:
 
 - sync: `SyncRounds(goal_count, over_selection, --sync-deadline-s)`, as the collector runs it;
 - fedbuff: `BufferedAsync(K = goal_count, --concurrency, --max-staleness, --staleness)`.
@@ -126,6 +128,15 @@ def server_algorithm(name: str, cfg, args, dp_noise: bool):
     if momentum >= 0:
         train = dataclasses.replace(train, server_momentum=momentum)
     return build(train, dp_noise=dp_noise)
+
+
+def recorded_server_optimizer(name: str, cfg, run: dict) -> dict:
+    """The server optimizer a saved run used: as it recorded it, or rebuilt from its arguments
+    (runs saved before the record existed; their momentum was the preset's)."""
+    if run.get("server_optimizer"):
+        return run["server_optimizer"]
+    a = argparse.Namespace(**dict({"sync_server_momentum": -1.0, "fedbuff_server_momentum": -1.0}, **run["args"]))
+    return server_algorithm(name, cfg, a, dp_noise=cfg.privacy.noise_multiplier > 0).describe()["server_optimizer"]
 
 
 def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int,
@@ -398,7 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
         out[name] = {"hours_to_target": h, "final_top1": s["final_top1"], "updates_trained": s["updates_trained"],
                      "updates_accepted": s["updates_accepted"], "updates_wasted": s["updates_wasted"],
                      "dropouts": s["dropouts"], "bytes_up": s["bytes_up"], "bytes_down": s["bytes_down"],
-                     "versions": s["versions"], "epsilon": s["epsilon"], "wall_s": s["wall_s"]}
+                     "versions": s["versions"], "epsilon": s["epsilon"], "wall_s": s["wall_s"],
+                     "server_optimizer": recorded_server_optimizer(name, cfg, s)}
         print(f"  {name}: top-1 by hour " + ", ".join(f"{e['hour']:g}h {e['top1']:.4f}" for e in s["evals"]))
         if name == "fedbuff":
             print(f"  fedbuff staleness of accepted updates: {s['staleness']}")

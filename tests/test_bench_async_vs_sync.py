@@ -119,3 +119,15 @@ def test_each_policy_gets_the_preset_server_step_unless_its_own_flags_replace_it
     d = server_algorithm("fedbuff", cfg, args, dp_noise=True).describe()
     assert d["server_optimizer"]["momentum"] == 0.0 and d["server_optimizer"]["learning_rate"] == 0.5
     assert d["aggregator"] == server_algorithm("sync", cfg, args, dp_noise=True).describe()["aggregator"]
+
+
+def test_a_saved_run_without_its_server_optimizer_gets_the_one_its_arguments_built():
+    from async_vs_sync import recorded_server_optimizer
+    from configs import preset
+
+    cfg = preset("default")
+    old = {"args": {"sync_server_lr": 0.0, "fedbuff_server_lr": 0.5}}  # saved before momentum flags existed
+    assert recorded_server_optimizer("fedbuff", cfg, old)["momentum"] == 0.9  # the preset's Nesterov
+    assert recorded_server_optimizer("fedbuff", cfg, old)["learning_rate"] == 0.5
+    assert recorded_server_optimizer("sync", cfg, old)["learning_rate"] == 1.0
+    assert recorded_server_optimizer("sync", cfg, {"server_optimizer": {"name": "sgd"}}) == {"name": "sgd"}
