@@ -158,7 +158,8 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
         server = SyncServer(**common, policy=SyncRounds(goal, cfg.server.over_selection, args.sync_deadline_s))
     else:
         policy = BufferedAsync(goal, args.concurrency, args.max_staleness, StalenessWeight.parse(args.staleness))
-        server = BufferedServer(**common, policy=policy, expires_s=args.ticket_expiry_s, normalize=args.fedbuff_normalize)
+        server = BufferedServer(**common, policy=policy, expires_s=args.ticket_expiry_s,
+                                normalize=args.fedbuff_normalize)
     n_params = sum(int(w.size) for w in initial)
     bs = cfg.train.batch_size
     cost = SessionCost(steps=lambda d: cfg.train.local_epochs * math.ceil(examples[d] / bs), batch_size=bs,
