@@ -7,8 +7,10 @@ same data, the same `default` model from its seeded initial weights, the same cl
 (the phones' step, `tflite_export.trainable.sgd_step`: plain SGD on `masked_loss`, each step's
 gradient clipped at train.client_grad_clip), the same clipping and device noise per
 published sum (privacy.noise_multiplier, each device adding z*C/sqrt(reports per version)),
-the same server algorithm (train section: FedAvgM for `default`), and the same session-cost
-model (`device_sim.day.session_seconds`). Only the round policy differs:
+the same aggregation rule and server algorithm (train section: FedAvgM for `default`) unless
+`--<policy>-server-lr` / `--<policy>-server-momentum` set a policy's own step (the JSON records
+each policy's `server_optimizer`), and the same session-cost model
+(`device_sim.day.session_seconds`). Only the round policy differs:
 
 - sync: `SyncRounds(goal_count, over_selection, --sync-deadline-s)`, as the collector runs it;
 - fedbuff: `BufferedAsync(K = goal_count, --concurrency, --max-staleness, --staleness)`.
@@ -112,11 +114,35 @@ def choose_by_validation(val_top1: dict[float, float]) -> float:
     return max(val_top1, key=lambda lr: val_top1[lr])
 
 
+def server_algorithm(name: str, cfg, args, dp_noise: bool):
+    """The policy's server algorithm: the preset's (`default`: FedAvgM, Nesterov 0.9, lr 1.0) with
+    `--<policy>-server-lr` and `--<policy>-server-momentum` replacing its step and momentum when
+    given (momentum 0 is plain server SGD, the step of FedBuff's Algorithm 1)."""
+    from fedcore.algorithm import build
+
+    train = cfg.train
+    server_lr = args.fedbuff_server_lr if name == "fedbuff" else args.sync_server_lr
+    if server_lr > 0:
+        train = dataclasses.replace(train, server_learning_rate=server_lr)
+    momentum = args.fedbuff_server_momentum if name == "fedbuff" else args.sync_server_momentum
+    if momentum >= 0:
+        train = dataclasses.replace(train, server_momentum=momentum)
+    return build(train, dp_noise=dp_noise)
+
+
+def recorded_server_optimizer(name: str, cfg, run: dict) -> dict:
+    """The server optimizer a saved run used: as it recorded it, or rebuilt from its arguments
+    (runs saved before the record existed; their momentum was the preset's)."""
+    if run.get("server_optimizer"):
+        return run["server_optimizer"]
+    a = argparse.Namespace(**dict({"sync_server_momentum": -1.0, "fedbuff_server_momentum": -1.0}, **run["args"]))
+    return server_algorithm(name, cfg, a, dp_noise=cfg.privacy.noise_multiplier > 0).describe()["server_optimizer"]
+
+
 def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vocab_size: int,
                stop=None) -> dict:
     from device_sim.day import DayConfig
     from device_sim.virtual_day import SessionCost, simulate
-    from fedcore.algorithm import build
     from fedcore.buffered import BufferedAsync, StalenessWeight
     from fedcore.memory_server import BufferedServer, SyncServer
     from fedcore.policy import SyncRounds
@@ -125,18 +151,15 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
     goal = cfg.server.goal_count
     z = cfg.privacy.noise_multiplier
     noise_std = device_noise_std(z, cfg.privacy.clip_norm, goal) if z > 0 else 0.0
-    train = cfg.train
-    server_lr = args.fedbuff_server_lr if name == "fedbuff" else args.sync_server_lr
-    if server_lr > 0:
-        train = dataclasses.replace(train, server_learning_rate=server_lr)
-    algorithm = build(train, dp_noise=noise_std > 0)
+    algorithm = server_algorithm(name, cfg, args, dp_noise=noise_std > 0)
     common = dict(algorithm=algorithm, weights=[w.copy() for w in initial], population=len(clients),
                   noise_multiplier=z)
     if name == "sync":
         server = SyncServer(**common, policy=SyncRounds(goal, cfg.server.over_selection, args.sync_deadline_s))
     else:
         policy = BufferedAsync(goal, args.concurrency, args.max_staleness, StalenessWeight.parse(args.staleness))
-        server = BufferedServer(**common, policy=policy, expires_s=args.ticket_expiry_s)
+        server = BufferedServer(**common, policy=policy, expires_s=args.ticket_expiry_s,
+                                normalize=args.fedbuff_normalize)
     n_params = sum(int(w.size) for w in initial)
     bs = cfg.train.batch_size
     cost = SessionCost(steps=lambda d: cfg.train.local_epochs * math.ceil(examples[d] / bs), batch_size=bs,
@@ -155,8 +178,10 @@ def run_policy(name: str, cfg, args, initial, clients, examples, evaluate_fn, vo
     rep = simulate(server, examples, trainer, cost, day, retry_s=args.retry_s, eval_every_s=60 * args.eval_min,
                    on_eval=None if args.stub_training else evaluate_fn, on_progress=progress)
     s = rep.summary()
-    s.update(policy=server.policy.describe() if name == "fedbuff" else dataclasses.asdict(server.policy),
-             server_learning_rate=algorithm.learning_rate, versions=server.version, evals=rep.evals,
+    s.update(policy=(dict(server.policy.describe(), normalize=server.normalize) if name == "fedbuff"
+                     else dataclasses.asdict(server.policy)),
+             server_learning_rate=algorithm.learning_rate, server_optimizer=algorithm.describe()["server_optimizer"],
+             versions=server.version, evals=rep.evals,
              final_top1=rep.evals[-1].get("top1"), final_val_top1=rep.evals[-1].get("val_top1"),
              round_times=server.round_time_summary() if name == "sync" else None,
              epsilon=server.published[-1].epsilon if server.published else None,
@@ -235,6 +260,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="FedBuff: phones training at once (0: 10 x the sync round's slots, at least 100)")
     p.add_argument("--max-staleness", type=int, default=100, help="FedBuff: refuse older updates (NVFlare's 100)")
     p.add_argument("--staleness", default="polynomial:a=0.5")
+    p.add_argument("--fedbuff-normalize", default="scaled", choices=("scaled", "unscaled"),
+                   help="divide the buffer's s(tau)-weighted sum by the scaled weights (the collector's) or by "
+                        "the unscaled ones (FedBuff's Algorithm 1: stale buffers take shrunken steps)")
     p.add_argument("--ticket-expiry-s", type=float, default=3600.0)
     p.add_argument("--eval-min", type=float, default=30.0, help="simulated minutes between evaluations")
     p.add_argument("--eval-examples", type=int, default=1000)
@@ -245,6 +273,10 @@ def main(argv: list[str] | None = None) -> dict:
                    help="FedBuff's server learning rate (0: train.server_learning_rate)")
     p.add_argument("--sync-server-lr", type=float, default=0.0,
                    help="sync's server learning rate (0: train.server_learning_rate)")
+    p.add_argument("--fedbuff-server-momentum", type=float, default=-1.0,
+                   help="FedBuff's server momentum (-1: train.server_momentum; 0: plain server SGD)")
+    p.add_argument("--sync-server-momentum", type=float, default=-1.0,
+                   help="sync's server momentum (-1: train.server_momentum)")
     p.add_argument("--server-lr-grid", default="",
                    help="comma-separated server learning rates run for each policy; each keeps the one with "
                         "the best final val_top1 (the same grid and choice rule for both)")
@@ -378,7 +410,8 @@ def main(argv: list[str] | None = None) -> dict:
         out[name] = {"hours_to_target": h, "final_top1": s["final_top1"], "updates_trained": s["updates_trained"],
                      "updates_accepted": s["updates_accepted"], "updates_wasted": s["updates_wasted"],
                      "dropouts": s["dropouts"], "bytes_up": s["bytes_up"], "bytes_down": s["bytes_down"],
-                     "versions": s["versions"], "epsilon": s["epsilon"], "wall_s": s["wall_s"]}
+                     "versions": s["versions"], "epsilon": s["epsilon"], "wall_s": s["wall_s"],
+                     "server_optimizer": recorded_server_optimizer(name, cfg, s)}
         print(f"  {name}: top-1 by hour " + ", ".join(f"{e['hour']:g}h {e['top1']:.4f}" for e in s["evals"]))
         if name == "fedbuff":
             print(f"  fedbuff staleness of accepted updates: {s['staleness']}")

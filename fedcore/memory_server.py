@@ -21,12 +21,13 @@ from typing import Optional
 
 from fedcore.algorithm import ServerAlgorithm
 from fedcore.buffered import BufferedAsync
-from fedcore.messages import ClientUpdate
+from fedcore.messages import Aggregate, ClientUpdate
 from fedcore.policy import SyncRounds
 from fedmath import accounting
 from fedmath.types import Weights
 
 ACCEPTED, LATE, STALE = "accepted", "late", "stale"
+NORMALIZE = ("scaled", "unscaled")  # BufferedServer.normalize
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,11 @@ class _Base:
         self._reports += 1
         self._staleness_sum += tau
 
+    def _aggregate(self) -> Aggregate:
+        return self.algorithm.aggregator.result(self._agg)
+
     def _publish(self, now: float, expected_reports: int, keep: int) -> None:
-        aggregate = self.algorithm.aggregator.result(self._agg)
+        aggregate = self._aggregate()
         self.state, self.weights = self.algorithm.apply(self.state, self.weights, aggregate)
         self.version += 1
         self._models[self.version] = self.weights
@@ -190,6 +194,19 @@ class BufferedServer(_Base):
 
     policy: BufferedAsync = field(default_factory=lambda: BufferedAsync(8, 32, 16))
     expires_s: float = float("inf")  # a ticket older than this no longer holds a concurrency slot
+    # what the buffer's s(tau)-weighted sum is divided by: "scaled", the sum of the weights with
+    # s(tau) folded in (the durable collector's, server/buffered.py: a buffer of uniformly stale
+    # updates takes a full step); "unscaled", the sum of the rule's weights before s(tau), which
+    # for uniform_mean is FedBuff's Algorithm 1 (Nguyen et al. 2022), (1/K) sum_i s(tau_i) delta_i:
+    # a stale buffer takes a step shrunk by its mean s(tau)
+    normalize: str = "scaled"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {NORMALIZE}, got {self.normalize!r}")
+        self._weight_unscaled = 0.0
+        self._weight_scaled = 0.0
 
     def check_in(self, device_id: str, now: float) -> Optional[Ticket]:
         self._expire(now)
@@ -213,10 +230,22 @@ class BufferedServer(_Base):
         tau = self.policy.staleness_of(ticket.version, self.version)
         if not self.policy.accepts(tau):
             return STALE
-        self._add(update, self.policy.weight(tau), tau)
+        factor = self.policy.weight(tau)
+        self._add(update, factor, tau)
+        w = self.algorithm.aggregator.weight(update.num_examples)
+        self._weight_unscaled += w
+        self._weight_scaled += w * factor
         if self.policy.outcome(self._reports) == "publish":
             self._publish(now, self.policy.buffer_size, keep=self.policy.max_staleness)
+            self._weight_unscaled = self._weight_scaled = 0.0
         return ACCEPTED
+
+    def _aggregate(self) -> Aggregate:
+        agg = super()._aggregate()
+        if self.normalize == "scaled" or self._weight_unscaled <= 0:
+            return agg
+        shrink = self._weight_scaled / self._weight_unscaled  # the buffer's mean s(tau), weighted
+        return Aggregate([d * shrink for d in agg.delta], agg.reports, agg.total_weight)
 
     def tick(self, now: float) -> None:
         self._expire(now)

@@ -91,3 +91,43 @@ def test_the_goal_is_missed_once_fedbuff_is_not_at_the_target_by_sync_hours_over
     assert goal_missed_at(1.6, False, 4.0)  # reaching it later gives at most 4.0 / 1.7 < 2.5
     assert not goal_missed_at(1.6, True, 4.0) and not goal_missed_at(3.9, True, 4.0)
     assert goal_missed_at(1.7, False, 4.0)
+
+
+def test_each_policy_gets_the_preset_server_step_unless_its_own_flags_replace_it():
+    import argparse
+
+    import numpy as np
+
+    from async_vs_sync import server_algorithm
+    from configs import preset
+    from fedcore.messages import Aggregate
+
+    cfg = preset("default")  # FedAvgM: Nesterov 0.9 at lr 1.0
+    args = argparse.Namespace(sync_server_lr=0.0, sync_server_momentum=-1.0,
+                              fedbuff_server_lr=0.5, fedbuff_server_momentum=0.0)
+
+    def two_steps(name: str) -> float:  # two server steps along the same mean delta of 1
+        alg = server_algorithm(name, cfg, args, dp_noise=True)
+        state, w = alg.init_state([np.zeros(1, np.float32)]), [np.zeros(1, np.float32)]
+        for _ in range(2):
+            state, w = alg.apply(state, w, Aggregate([np.ones(1, np.float32)], 8, 8.0))
+        return float(w[0][0])
+
+    # Nesterov: steps g(1 + m) = 1.9, then g + m(m g + g) = 2.71
+    assert two_steps("sync") == pytest.approx(1.9 + 2.71, rel=1e-6)
+    assert two_steps("fedbuff") == pytest.approx(0.5 + 0.5)  # momentum 0: plain SGD, no accumulation
+    d = server_algorithm("fedbuff", cfg, args, dp_noise=True).describe()
+    assert d["server_optimizer"]["momentum"] == 0.0 and d["server_optimizer"]["learning_rate"] == 0.5
+    assert d["aggregator"] == server_algorithm("sync", cfg, args, dp_noise=True).describe()["aggregator"]
+
+
+def test_a_saved_run_without_its_server_optimizer_gets_the_one_its_arguments_built():
+    from async_vs_sync import recorded_server_optimizer
+    from configs import preset
+
+    cfg = preset("default")
+    old = {"args": {"sync_server_lr": 0.0, "fedbuff_server_lr": 0.5}}  # saved before momentum flags existed
+    assert recorded_server_optimizer("fedbuff", cfg, old)["momentum"] == 0.9  # the preset's Nesterov
+    assert recorded_server_optimizer("fedbuff", cfg, old)["learning_rate"] == 0.5
+    assert recorded_server_optimizer("sync", cfg, old)["learning_rate"] == 1.0
+    assert recorded_server_optimizer("sync", cfg, {"server_optimizer": {"name": "sgd"}}) == {"name": "sgd"}

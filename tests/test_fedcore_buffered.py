@@ -78,6 +78,27 @@ def test_buffered_server_weights_by_staleness_and_publishes_every_k():
     assert srv.version == 2 and srv._reports == 0
 
 
+def test_buffered_server_divides_by_unscaled_weights_as_fedbuff_algorithm_1():
+    srv = BufferedServer(_sgd(), [np.zeros(1, np.float32)], population=100, normalize="unscaled",
+                         policy=BufferedAsync(2, 10, 5, StalenessWeight.parse("polynomial:a=0.5")))
+    a, b, c = (srv.check_in(d, 0.0) for d in "abc")
+    srv.report(a, _u(1.0), 1.0)
+    srv.report(b, _u(3.0, 3), 2.0)  # all fresh: the same step as "scaled", (1*1 + 3*3) / 4
+    assert srv.weights[0][0] == pytest.approx(2.5)
+    d = srv.check_in("d", 3.0)
+    srv.report(c, _u(-1.0, 2), 4.0)  # tau 1: weight 2 / sqrt(2), divided by 2 + 1, not by 2/sqrt(2) + 1
+    srv.report(d, _u(4.0, 1), 5.0)
+    w = math.sqrt(2.0)
+    assert srv.weights[0][0] == pytest.approx(2.5 + (-1.0 * w + 4.0) / 3.0, rel=1e-6)
+    e = srv.check_in("e", 6.0)
+    f = srv.check_in("f", 6.0)
+    srv.report(e, _u(2.0), 7.0)  # the sums restart with each buffer: fresh again, a full step
+    srv.report(f, _u(2.0), 8.0)
+    assert srv.weights[0][0] == pytest.approx(2.5 + (4.0 - w) / 3.0 + 2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        BufferedServer(_sgd(), [np.zeros(1, np.float32)], population=1, normalize="K")
+
+
 def test_buffered_server_admits_up_to_the_concurrency_target():
     srv = BufferedServer(_sgd(), [np.zeros(1, np.float32)], population=10,
                          policy=BufferedAsync(4, 2, 3), expires_s=100.0)
