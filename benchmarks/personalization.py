@@ -106,14 +106,15 @@ def main(argv=None) -> int:
     for name in args.datasets.split(","):
         cfg, data, weights, source = global_model(name, args)
         for s in strategies:
-            rows += strategy_rows(name, s, cfg, data, weights, args, thresholds,
-                                  {"model": source, "cell": cfg.model.cell, "vocab_size": int(data.tokenizer.vocab_size)})
+            extra = {"model": source, "cell": cfg.model.cell, "vocab_size": int(data.tokenizer.vocab_size)}
+            rows += strategy_rows(name, s, cfg, data, weights, args, thresholds, extra)
     for r in rows:
         if r["min_words"] == thresholds[0]:
             a = r["all_users"]
             print(f"{r['dataset']} {r['strategy']} over every user with a message each side ({a['users']} users): "
                   f"top-1 {a['global_top1']:.4f} -> {a['personalized_top1']:.4f} ({a['relative_gain']:+.3f}), "
-                  f"{a['share_improved']:.2f} improved, {a['share_unchanged']:.2f} unchanged, {a['share_worse']:.2f} worse"
+                  f"{a['share_improved']:.2f} improved, {a['share_unchanged']:.2f} unchanged, "
+                  f"{a['share_worse']:.2f} worse"
                   + (f" (cache {r['cache']})" if "cache" in r else ""))
     print(f"{'dataset':<9} {'strategy':<10} {'words':>5} {'users':>5} {'top-1 g':>8} {'top-1 p':>8} {'rel gain':>8} "
           f"{'improved':>8} {'same':>5} {'worse':>5} {'KS g':>6} {'KS p':>6}  gain quartiles")

@@ -131,8 +131,8 @@ def summarise(results: Sequence[UserResult]) -> dict[str, float]:
     Returns:
         users, global_top1, personalized_top1 (means of per-user top-1), relative_gain
         (personalized / global - 1 of those means), share_improved (users whose top-1 rose),
-        share_unchanged (a tie counts as not improved), share_worse, gain_quartiles (per-user top-1 differences, 25/50/75%), and the same means
-        for keystroke savings when scored.
+        share_unchanged (a tie counts as not improved), share_worse, gain_quartiles (per-user
+        top-1 differences, 25/50/75%), and the same means for keystroke savings when scored.
     """
     if not results:
         raise ValueError("no users to summarise")

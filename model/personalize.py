@@ -180,8 +180,11 @@ def tune_cache(cfg, data, weights: Sequence[np.ndarray], grid: Iterable[CachePar
     for _, (ex, ey), (lx, ly), words in _users(cfg, data, split, 0, train_fraction, max_examples, None):
         if words >= min_words:
             z = logits(w, lx)
-            mixed_into = z if base == "global" else logits(fine_tune_bias(w, ex, ey, lr, epochs, cfg.train.batch_size), lx)
-            users.append(((ex, ey), (lx, ly), softmax(mixed_into)))
+            if base == "bias":
+                z_mix = logits(fine_tune_bias(w, ex, ey, lr, epochs, cfg.train.batch_size), lx)
+            else:
+                z_mix = z
+            users.append(((ex, ey), (lx, ly), softmax(z_mix)))
             global_top1.append(score_logits(z, ly)["top1"])
             side_words.append(words)
     if not users:
@@ -196,7 +199,8 @@ def tune_cache(cfg, data, weights: Sequence[np.ndarray], grid: Iterable[CachePar
                       "per_user": [{"side_words": n, "global_top1": gu, "personalized_top1": pu}
                                    for n, gu, pu in zip(side_words, global_top1, top1)]})
         if progress is not None:
-            progress(f"cache over the {base} model on {split} users: {params}: top-1 {g:.4f} -> {table[-1]['personalized_top1']:.4f} "
+            progress(f"cache over the {base} model on {split} users: {params}: "
+                     f"top-1 {g:.4f} -> {table[-1]['personalized_top1']:.4f} "
                      f"({len(users)} users)")
     if not table:
         raise ValueError("the cache's search grid is empty")
