@@ -4,7 +4,7 @@ and the quartiles of the per-user gains (Wang et al. 2019, arXiv:1910.10252).
 
     .venv/bin/python benchmarks/personalization.py [--datasets default,irc] [--small]
         [--strategies none,bias,all,cache,bias_cache] [--epochs 3] [--lr 8] [--train-fraction 0.5]
-        [--min-words 100] [--tune-split proxy]
+        [--min-words 100[,50,20,1]] [--tune-split proxy]
         [--from runs/bench/fl_vs_central] [--out runs/bench/personalization]
 
 Each held-out user's messages are split in time (the earlier half to fine-tune on, the later
@@ -16,14 +16,16 @@ users scored here), `bias_cache` (the cache mixed into the `bias` fine-tuned mod
 chosen the same way over that model). A user whose top-1 does not move counts as not improved;
 each row gives the shares improved, unchanged and worse.
 Every user with a message on each side is scored once; the table counts users with at least
-`--min-words` in-vocabulary words on either side (a user with three later words can only tie or
-flip, so "share improved" would count noise), and a line per strategy gives the same figures over
-every user (each row's `all_users`). The global model is the
+`--min-words` in-vocabulary words on each side (a user with three later words can only tie or
+flip, so "share improved" would count noise), one row per strategy and threshold when
+`--min-words` is a comma list, and a line per strategy gives the same figures over every user
+(each row's `all_users`, at the first threshold's cache setting). The global model is the
 federated model of a `benchmarks/fl_vs_central.py` output folder (`--from DIR`: DIR/<data
 set>/data and DIR/<data set>/fl/weights.npz), or trained here with `run_federated` when there is
 none. Goal (issue 21): on both data sets, the best strategy raises mean per-user top-1 by at
-least 10% relative with at least 70% of users improved. Prints a table and ends with one JSON
-line `{"benchmark": "personalization", "rows": [...]}`.
+least 10% relative with at least 70% of users improved, judged per threshold. Prints a table and
+ends with one JSON line `{"benchmark": "personalization", "goal_met": {data set: at the first
+threshold}, "goal_met_by_min_words": {data set: {threshold: bool}}, "rows": [...]}`.
 """
 
 from __future__ import annotations
