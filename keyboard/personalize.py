@@ -131,8 +131,8 @@ def summarise(results: Sequence[UserResult]) -> dict[str, float]:
     Returns:
         users, global_top1, personalized_top1 (means of per-user top-1), relative_gain
         (personalized / global - 1 of those means), share_improved (users whose top-1 rose),
-        share_worse, gain_quartiles (per-user top-1 differences, 25/50/75%), and the same means
-        for keystroke savings when scored.
+        share_unchanged (a tie counts as not improved), share_worse, gain_quartiles (per-user
+        top-1 differences, 25/50/75%), and the same means for keystroke savings when scored.
     """
     if not results:
         raise ValueError("no users to summarise")
@@ -140,7 +140,8 @@ def summarise(results: Sequence[UserResult]) -> dict[str, float]:
     p = np.array([r.personalized["top1"] for r in results])
     out = {"users": len(results), "global_top1": float(g.mean()), "personalized_top1": float(p.mean()),
            "relative_gain": float(p.mean() / g.mean() - 1.0) if g.mean() > 0 else None,
-           "share_improved": float(np.mean(p > g)), "share_worse": float(np.mean(p < g)),
+           "share_improved": float(np.mean(p > g)), "share_unchanged": float(np.mean(p == g)),
+           "share_worse": float(np.mean(p < g)),
            "gain_quartiles": [float(q) for q in np.percentile(p - g, [25, 50, 75])]}
     if all("keystroke_savings" in r.global_scores and "keystroke_savings" in r.personalized for r in results):
         gk = np.array([r.global_scores["keystroke_savings"] for r in results])

@@ -88,10 +88,10 @@ def test_demo_tiny_runs_every_stage_and_trains(tmp_path):
     assert Keyboard.load(str(out / "train")).next_words("see you") == Keyboard.load(str(out)).next_words("see you")
     # personalization of the trained model on the held-out users
     assert main(["evaluate", str(out / "train"), "--out", str(out / "eval"), "--personalize",
-                 "--strategies", "none,bias,cache", "--epochs", "1"]) == 0
+                 "--strategies", "none,bias,cache,bias_cache", "--epochs", "1"]) == 0
     pers = json.loads((out / "eval" / "summary.json").read_text())["personalization"]
-    assert set(pers) == {"none", "bias", "cache"} and pers["none"]["relative_gain"] == 0.0
-    for s in ("bias", "cache"):
+    assert set(pers) == {"none", "bias", "cache", "bias_cache"} and pers["none"]["relative_gain"] == 0.0
+    for s in ("bias", "cache", "bias_cache"):
         assert pers[s]["users"] == pers["none"]["users"] >= 1 and 0.0 <= pers[s]["share_improved"] <= 1.0
     # the on-device rounds ran the server optimizer the TFF stage trained with, and say so
     assert demo["same_server_optimizer"] is True and demo["server_optimizer"]["tff"]["name"] == "sgd"

@@ -120,3 +120,71 @@ def test_cache_strategy_in_the_personalization_evaluation():
         assert row["global_top1"] == pytest.approx(ref["global_top1"])
     with pytest.raises(ValueError, match="no proxy user has 100 words"):
         tune_cache(cfg, data, arrays, grid, min_words=100)
+
+
+def test_bias_cache_is_the_cache_over_the_fine_tuned_bias():
+    """`bias_cache`: with no cache weight it is `bias`, with no bias step it is `cache`, and in
+    between it is the cache mixed into the fine-tuned model (checked at one position by hand)."""
+    from types import SimpleNamespace
+
+    from keyboard.personalize import fine_tune_bias
+    from keyboard.forward import NWPWeights, logits, softmax
+    from keyboard.testing import random_weights
+    from model.personalize import evaluate_personalization, tune_cache
+
+    vocab = 10
+    arrays = [np.zeros_like(a) for a in random_weights("lstm", vocab, 2, 3)]
+    arrays[-1] = np.array([0, 0, 0, 0, 2.0, 1, 1, 1, 1, 1], np.float32)  # logits = the bias: always 4
+    messages = {"fan": [[BOS_ID, 7, 8, 4, EOS_ID]] * 4, "brief": [[BOS_ID, 7, EOS_ID]] * 2}
+    data = SimpleNamespace(tokenizer=SimpleNamespace(words=[f"w{i}" for i in range(vocab)], vocab_size=vocab),
+                           users=lambda split: list(messages), tokens=lambda user: messages[user])
+    cfg = SimpleNamespace(model=SimpleNamespace(cell="lstm"), data=SimpleNamespace(seq_len=4),
+                          train=SimpleNamespace(client_learning_rate=0.1, batch_size=4))
+    params = CacheParams(lam=0.5, kappa=1.0, n0=0.0)
+
+    def per_user(strategies, lr, cache, bias_cache=None):
+        out = evaluate_personalization(cfg, data, arrays, strategies, epochs=1, learning_rate=lr, keystroke_rows=0,
+                                       cache=cache, bias_cache=bias_cache)
+        return {s: [r["personalized_top1"] for r in out[s]["per_user"]] for s in strategies}
+
+    off = per_user(["bias", "bias_cache"], 2.0, params, CacheParams(lam=0.0))
+    assert off["bias_cache"] == off["bias"]
+    no_step = per_user(["cache", "bias_cache"], 0.0, params)
+    assert no_step["bias_cache"] == no_step["cache"]
+    both = evaluate_personalization(cfg, data, arrays, ["bias_cache"], epochs=1, learning_rate=2.0, keystroke_rows=0,
+                                    cache=CacheParams(), bias_cache=params)["bias_cache"]
+    assert both["cache"] == {"lam": 0.5, "kappa": 1.0, "n0": 0.0}  # its own numbers, not `cache`'s
+
+    # "fan": earlier 2 messages, later 2; one window each side is [BOS 7 8 4] -> [7 8 4 EOS].
+    # One step (batch of 2 windows, 6 word targets + 2 EOS): b -= 2 * mean(softmax(b) - onehot).
+    b = arrays[-1].astype(np.float64)
+    p = np.exp(b) / np.exp(b).sum()
+    grad = p - np.array([0, 0, 0, 2, 2, 0, 0, 2, 2, 0]) / 8  # two each of EOS(3), 4, 7, 8 among 8 targets
+    tuned = b - 2.0 * grad
+    w = NWPWeights.from_list("lstm", arrays)
+    ex = np.array([[BOS_ID, 7, 8, 4]] * 2)
+    ey = np.array([[7, 8, 4, EOS_ID]] * 2)
+    np.testing.assert_allclose(fine_tune_bias(w, ex, ey, 2.0, 1, 4).output_bias, tuned, rtol=1e-6)
+    # the later part's first target, 7 after BOS: the cache holds 8 targets (N = 8), c(BOS) = 2,
+    # c(BOS, 7) = 2: p_cache(7 | BOS) = (2 + 1 * 2 / 8) / (2 + 1) = 0.75; lam_u = 0.5
+    q = softmax(logits(w.replace_output_bias(tuned.astype(np.float32)), ex[:1]))[0, 0]
+    cache = _filled(vocab, params, ex, ey)
+    assert cache.probabilities(BOS_ID)[7] == pytest.approx(0.75)
+    mixed = 0.5 * q + 0.5 * cache.probabilities(BOS_ID)
+    assert int(np.argmax(mixed[4:])) + 4 == 7 and int(np.argmax(q[4:])) + 4 != 7  # the cache flips this word
+    # tuning over the fine-tuned model finds what the evaluation finds
+    grid = [CacheParams(lam=0.0), params]
+    best, table = tune_cache(cfg, data, arrays, grid, split="proxy", base="bias", learning_rate=2.0, epochs=1)
+    for point, row in zip(grid, table):
+        ref = evaluate_personalization(cfg, data, arrays, ["bias_cache"], epochs=1, learning_rate=2.0, keystroke_rows=0,
+                                       bias_cache=point)["bias_cache"]
+        assert row["personalized_top1"] == pytest.approx(ref["personalized_top1"])
+        assert row["global_top1"] == pytest.approx(ref["global_top1"])
+    with pytest.raises(ValueError, match="base must be one of"):
+        tune_cache(cfg, data, arrays, grid, base="adapter")
+
+
+def _filled(vocab: int, params: CacheParams, x: np.ndarray, y: np.ndarray) -> WordCache:
+    c = WordCache(vocab, params)
+    c.add_windows(x, y)
+    return c

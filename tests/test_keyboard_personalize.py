@@ -76,7 +76,7 @@ def test_score_user_and_summary_by_hand():
     r = summarise(users)
     assert r["global_top1"] == pytest.approx(0.25) and r["personalized_top1"] == pytest.approx(0.3)
     assert r["relative_gain"] == pytest.approx(0.2)
-    assert (r["share_improved"], r["share_worse"]) == (0.5, 0.25)
+    assert (r["share_improved"], r["share_unchanged"], r["share_worse"]) == (0.5, 0.25, 0.25)  # u2 ties
     np.testing.assert_allclose(r["gain_quartiles"], np.percentile([0.1, 0.0, -0.1, 0.2], [25, 50, 75]))
     with pytest.raises(ValueError):
         summarise([])
@@ -105,3 +105,35 @@ def test_all_weights_strategy_is_the_phone_step(tmp_path):
     for a, b in zip(tuned, ref.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert all(np.any(a != b) for a, b in zip(tuned, weights))
+
+
+def test_one_scoring_summarised_and_tuned_at_several_thresholds():
+    """model.personalize.summarise_users re-summarises a result's per-user rows over the users with
+    enough words a side; best_for picks a tuning table's point per threshold (by hand)."""
+    from keyboard.cache import CacheParams
+    from model.personalize import best_for, summarise_users
+
+    rows = [{"user": "a", "side_words": 5, "global_top1": 0.5, "personalized_top1": 0.25},
+            {"user": "b", "side_words": 40, "global_top1": 0.1, "personalized_top1": 0.1},
+            {"user": "c", "side_words": 120, "global_top1": 0.1, "personalized_top1": 0.2,
+             "global_keystroke_savings": 0.3, "personalized_keystroke_savings": 0.4}]
+    every = summarise_users(rows, 0)
+    assert every["users"] == 3 and every["global_top1"] == pytest.approx(0.7 / 3)
+    assert (every["share_improved"], every["share_unchanged"], every["share_worse"]) == pytest.approx((1 / 3,) * 3)
+    assert "global_keystroke_savings" not in every  # not every user was scored for it
+    many = summarise_users(rows, 20)
+    assert many["users"] == 2 and many["relative_gain"] == pytest.approx(0.3 / 0.2 - 1)
+    top = summarise_users(rows, 100)
+    assert top["users"] == 1 and top["personalized_keystroke_savings"] == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        summarise_users(rows, 200)
+
+    low, high = CacheParams(lam=0.1), CacheParams(lam=0.4)
+    table = [{"params": low, "per_user": [{"side_words": 5, "personalized_top1": 0.5},
+                                          {"side_words": 120, "personalized_top1": 0.2}]},
+             {"params": high, "per_user": [{"side_words": 5, "personalized_top1": 0.1},
+                                           {"side_words": 120, "personalized_top1": 0.3}]}]
+    assert best_for(table, 1) == low    # means 0.35 against 0.2
+    assert best_for(table, 100) == high  # the one user with 120 words: 0.2 against 0.3
+    with pytest.raises(ValueError, match="no tuning user has 500"):
+        best_for(table, 500)

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--personalize", action="store_true",
                    help="also fine-tune on each held-out user's earlier messages and score the later ones")
     p.add_argument("--strategies", default="none,bias,all,cache",
-                   help="personalization strategies (model/personalize.py)")
+                   help="personalization strategies (model/personalize.py; also bias_cache)")
     p.add_argument("--min-words", type=int, default=0,
                    help="personalization: score only users with this many words on each side of the split")
     p.add_argument("--epochs", type=int, default=3, help="personalization: local passes over the earlier windows")
