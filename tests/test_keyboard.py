@@ -30,7 +30,7 @@ def test_lstm_two_steps_hand_computed():
     proj, pb, ob = np.array([[2.0]]), np.array([0.5]), np.array([0.0, 0.1, 0.2, 0.3, 0.4])
     w = NWPWeights.from_list("lstm", [emb, k, r, b, proj, pb, ob])
     # step 1, x = 1 (id 2), h = c = 0
-    i1, f1, g1, o1 = sig(0.6), sig(0.5), math.tanh(1.0), sig(0.0)
+    i1, _f1, g1, o1 = sig(0.6), sig(0.5), math.tanh(1.0), sig(0.0)  # f1 multiplies c0 = 0
     c1 = i1 * g1
     h1 = o1 * math.tanh(c1)
     # step 2, x = 2 (id 3)
