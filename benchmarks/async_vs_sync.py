@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "server_optimizer": recorded_server_optimizer(name, cfg, s)}
         print(f"  {name}: top-1 by hour " + ", ".join(f"{e['hour']:g}h {e['top1']:.4f}" for e in s["evals"]))
         if name == "fedbuff":
+            out[name]["normalize"] = (s.get("policy") or {}).get("normalize", "scaled")
             print(f"  fedbuff staleness of accepted updates: {s['staleness']}")
     hs, hf = out["sync"]["hours_to_target"], out["fedbuff"]["hours_to_target"]
     out["speedup_to_target"] = round(hs / hf, 3) if hs and hf else None

@@ -172,6 +172,13 @@ def test_bias_cache_is_the_cache_over_the_fine_tuned_bias():
     assert cache.probabilities(BOS_ID)[7] == pytest.approx(0.75)
     mixed = 0.5 * q + 0.5 * cache.probabilities(BOS_ID)
     assert int(np.argmax(mixed[4:])) + 4 == 7 and int(np.argmax(q[4:])) + 4 != 7  # the cache flips this word
+    # and the evaluation does what this hand computation says: the logits are the bias alone (every
+    # other weight is zero), so q holds at each position and the cache, by the same counts, flips
+    # 8 after 7 and 4 after 8 too: bias_cache gets all three later words of "fan", bias one at most
+    out = evaluate_personalization(cfg, data, arrays, ["bias", "bias_cache"], epochs=1, learning_rate=2.0,
+                                   keystroke_rows=0, cache=params, bias_cache=params)
+    fan = {s: next(r["personalized_top1"] for r in out[s]["per_user"] if r["user"] == "fan") for s in out}
+    assert fan["bias_cache"] == 1.0 and fan["bias"] <= 1 / 3
     # tuning over the fine-tuned model finds what the evaluation finds
     grid = [CacheParams(lam=0.0), params]
     best, table = tune_cache(cfg, data, arrays, grid, split="proxy", base="bias", learning_rate=2.0, epochs=1)
