@@ -103,17 +103,18 @@ def evaluate_personalization(cfg, data, weights: Sequence[np.ndarray], strategie
     for user, (ex, ey), (lx, ly), words in _users(cfg, data, split, max_users, train_fraction, max_examples, progress):
         z = logits(w, lx)
         base = score_logits(z, ly, vocab, keystroke_rows)
+        tuned_z = None  # the bias-fine-tuned model's logits, computed once for `bias` and `bias_cache`
         for s in strategies:
+            if s in ("bias", "bias_cache") and tuned_z is None:
+                tuned_z = logits(fine_tune_bias(w, ex, ey, lr, epochs, cfg.train.batch_size), lx)
             if s == "none":
                 scores = base
             elif s == "cache":
                 scores = score_logits(_cached(softmax(z), ex, ey, lx, ly, w.vocab_size, cache), ly, vocab,
                                       keystroke_rows)
             elif s == "bias":
-                scores = score_user(fine_tune_bias(w, ex, ey, lr, epochs, cfg.train.batch_size), lx, ly, vocab,
-                                    keystroke_rows)
+                scores = score_logits(tuned_z, ly, vocab, keystroke_rows)
             elif s == "bias_cache":
-                tuned_z = logits(fine_tune_bias(w, ex, ey, lr, epochs, cfg.train.batch_size), lx)
                 scores = score_logits(_cached(softmax(tuned_z), ex, ey, lx, ly, w.vocab_size, bias_cache), ly, vocab,
                                       keystroke_rows)
             else:
