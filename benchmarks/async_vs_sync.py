@@ -245,7 +245,14 @@ def cost_probe(args, cfg, users, initial, clients, vocab: int, evaluate_fn) -> d
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
+def default_concurrency(cfg) -> int:
+    """FedBuff's phones training at once when --concurrency is 0: 10 x the sync round's slots, at least 100."""
+    return max(100, 10 * math.ceil(cfg.server.goal_count * cfg.server.over_selection - 1e-9))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The benchmark's options; their defaults are the simulated day both policies run
+    (benchmarks/fedbuff_quadratic.py replays the same day from them)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="default")
     p.add_argument("--devices", type=int, default=1000)
@@ -295,7 +302,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cost-probe", type=int, default=0, metavar="N",
                    help="time N phones' updates and one evaluation, then estimate the trained run's CPU "
                         "from the --stub-training counts of the same day in WORKDIR; no simulation")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
     grid = [float(x) for x in args.server_lr_grid.split(",") if x] if args.server_lr_grid else []
     if grid and args.stub_training:
         raise SystemExit("async_vs_sync: --server-lr-grid needs trained runs (its choice is on validation top-1)")
@@ -315,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = resolve(args.preset)
     if args.concurrency <= 0:
-        args.concurrency = max(100, 10 * math.ceil(cfg.server.goal_count * cfg.server.over_selection - 1e-9))
+        args.concurrency = default_concurrency(cfg)
     os.makedirs(args.workdir, exist_ok=True)
     data_dir, _ = _prepare(cfg, args.workdir, args.devices, args.data, bundle_dir="-")
     data = FederatedData(data_dir)

@@ -65,6 +65,7 @@ def example_counts(args, cfg) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
+    from async_vs_sync import default_concurrency, parser as day_parser
     from configs import resolve
     from device_sim.day import DayConfig
     from device_sim.virtual_day import SessionCost, simulate
@@ -110,20 +111,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     n_params = 676_847  # the `default` model at the 4,000-phone data's vocabulary: the sessions' bytes
     cost = SessionCost(lambda u: epochs * math.ceil(ex[u] / bs), bs, cfg.data.seq_len, 4 * n_params, 4 * n_params)
-    day = DayConfig(sim_hours=args.sim_hours, tick_s=300, cooldown_s=3600, seed=0)
+    d = day_parser().parse_args([])  # async_vs_sync's day and policies, as its defaults run them
+    day = DayConfig(sim_hours=args.sim_hours, start_hour=d.start_hour, tick_s=60 * d.tick_min,
+                    cooldown_s=60 * d.cooldown_min, tokens_per_s=d.tokens_per_s, seed=d.seed)
     w0 = [np.zeros(args.dims, np.float32)]
     out: dict = {"benchmark": "fedbuff_quadratic", "devices": len(ex), "sim_hours": args.sim_hours, "runs": {}}
     for name, lr, m, norm, weight in STEPS:
         alg = build(dataclasses.replace(cfg.train, server_learning_rate=lr, server_momentum=m), dp_noise=True)
         if name == "sync":
             server = SyncServer(alg, [w.copy() for w in w0], population=len(ex),
-                                policy=SyncRounds(cfg.server.goal_count, cfg.server.over_selection, 300.0))
+                                policy=SyncRounds(cfg.server.goal_count, cfg.server.over_selection, d.sync_deadline_s))
         else:
-            concurrency = max(100, 10 * math.ceil(cfg.server.goal_count * cfg.server.over_selection - 1e-9))
-            server = BufferedServer(alg, [w.copy() for w in w0], population=len(ex), expires_s=3600.0, normalize=norm,
-                                    policy=BufferedAsync(cfg.server.goal_count, concurrency, 100,
-                                                         StalenessWeight.parse(weight)))
-        rep = simulate(server, ex, train, cost, day, eval_every_s=60 * args.eval_min,
+            server = BufferedServer(alg, [w.copy() for w in w0], population=len(ex), expires_s=d.ticket_expiry_s,
+                                    normalize=norm, policy=BufferedAsync(cfg.server.goal_count, default_concurrency(cfg),
+                                                                         d.max_staleness, StalenessWeight.parse(weight)))
+        rep = simulate(server, ex, train, cost, day, retry_s=d.retry_s, eval_every_s=60 * args.eval_min,
                        on_eval=lambda w: {"rel_loss": round(loss(w) / loss(w0), 4)})
         key = f"{name} lr {lr:g} momentum {m:g}" + (f" {norm} {weight}" if norm else "")
         out["runs"][key] = {"versions": server.version, "rel_loss_by_hour": {f"{e['hour']:g}": e["rel_loss"]

@@ -50,7 +50,7 @@ class ClientRound:
         self.stage = "advertise"
         self.index = 0
         self.threshold = 0
-        self.neighbours: dict[int, dict] = {}
+        self.neighbours: dict[int, messages.Entry] = {}  # checked roster entries by index
         self._received: dict[int, tuple[bytes, bytes]] = {}
         self._unmask_answer: Optional[tuple[tuple, bytes]] = None
 
@@ -84,13 +84,13 @@ class ClientRound:
         key_shares = shamir.split(crypto.secret_bytes(self._mask), xs, t)
         out = []
         for x, bs, ks in zip(xs, seed_shares, key_shares):
-            key = crypto.agree(self._cipher, neighbours[x]["cipher_key"], self.session, PAIR_SHARES, index, x)
+            key = crypto.agree(self._cipher, neighbours[x].cipher_key, self.session, PAIR_SHARES, index, x)
             plain = messages.share_plaintext(index, x, bs, ks)
             out.append(crypto.encrypt(key, plain, crypto.share_aad(self.session, index, x)))
         self.stage = "masked"
         return b"".join(out)
 
-    def _check_neighbour(self, e: messages.Entry) -> dict:
+    def _check_neighbour(self, e: messages.Entry) -> messages.Entry:
         try:
             if self.issuer is not None:  # the certificate names the entry's own id and key
                 cert = attestation.Certificate.from_json(e.certificate())
@@ -100,7 +100,7 @@ class ClientRound:
         except Exception as err:  # InvalidSignature, AttestationError, a malformed key
             raise ProtocolAbort(f"neighbour {e.index}'s keys are not signed by its device key, or its certificate "
                                 f"does not verify ({err!r})") from None
-        return {"index": e.index, "cipher_key": e.cipher_key, "mask_key": e.mask_key}
+        return e
 
     # -- stage 2 -----------------------------------------------------------------------------------
     def masked_input(self, inbox: Any, quantized: np.ndarray) -> bytes:
@@ -113,7 +113,7 @@ class ClientRound:
         if len(got) < self.threshold:
             raise ProtocolAbort(f"only {len(got)} neighbours shared keys, fewer than the threshold {self.threshold}")
         for v, message in got.items():
-            key = crypto.agree(self._cipher, self.neighbours[v]["cipher_key"], self.session, PAIR_SHARES,
+            key = crypto.agree(self._cipher, self.neighbours[v].cipher_key, self.session, PAIR_SHARES,
                                self.index, v)
             try:
                 plain = crypto.decrypt(key, message, crypto.share_aad(self.session, v, self.index))
@@ -124,7 +124,7 @@ class ClientRound:
             raise ValueError(f"expected {self.size} uint32 ring values, got {quantized.dtype} {quantized.shape}")
         masks = [(self._seed, 1)]
         for v in sorted(self._received):
-            pair = crypto.agree(self._mask, self.neighbours[v]["mask_key"], self.session, PAIR_MASK, self.index, v)
+            pair = crypto.agree(self._mask, self.neighbours[v].mask_key, self.session, PAIR_MASK, self.index, v)
             masks.append((pair, 1 if self.index < v else -1))
         y = quantized.copy()
         crypto.apply_masks(y, masks, self.bits)

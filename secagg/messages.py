@@ -33,7 +33,7 @@ import binascii
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 from fedcore.messages import Refusal
 from secagg import crypto, shamir
@@ -198,7 +198,7 @@ def parse_shares(body: Any, count: int) -> list[bytes]:
     if len(raw) != count * SHARE_MESSAGE:
         raise Refusal("bad_secagg", f"shares must be one {SHARE_MESSAGE}-byte message for each of the roster's "
                                     f"{count} neighbours ({count * SHARE_MESSAGE} bytes), got {len(raw)} bytes")
-    return [raw[n * SHARE_MESSAGE:(n + 1) * SHARE_MESSAGE] for n in range(count)]
+    return _parts(raw, SHARE_MESSAGE)
 
 
 def pack_inbox(mail: dict[int, bytes]) -> bytes:
@@ -227,15 +227,22 @@ def pack_unmask(seed_shares: list[bytes], key_shares: list[bytes]) -> bytes:
     return b"".join(seed_shares) + b"".join(key_shares)
 
 
-def parse_unmask(body: Any, alive: list[int], dropped: list[int]) -> tuple[dict[int, bytes], dict[int, bytes]]:
-    """({surviving neighbour: seed share}, {dropped neighbour: key share}), each list ascending."""
+def parse_unmask(body: Any, alive: Collection[int], dropped: Collection[int]
+                 ) -> tuple[dict[int, bytes], dict[int, bytes]]:
+    """({surviving neighbour: seed share}, {dropped neighbour: key share}): the shares come in
+    ascending index, the survivors' first."""
     raw = _binary(body, "unmask")
     n, size = len(alive) + len(dropped), shamir.SHARE_BYTES
     if len(raw) != n * size:
         raise Refusal("bad_secagg", f"unmask must hold a {size}-byte share for each of the {len(alive)} surviving "
                                     f"and {len(dropped)} dropped neighbours ({n * size} bytes), got {len(raw)} bytes")
-    shares = [raw[m * size:(m + 1) * size] for m in range(n)]
+    shares = _parts(raw, size)
     return dict(zip(sorted(alive), shares)), dict(zip(sorted(dropped), shares[len(alive):]))
+
+
+def _parts(raw: bytes, size: int) -> list[bytes]:
+    """`raw` cut into consecutive `size`-byte parts (its length a multiple of `size`, checked by the caller)."""
+    return [raw[at:at + size] for at in range(0, len(raw), size)]
 
 
 # -- share plaintext ----------------------------------------------------------------------------

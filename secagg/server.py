@@ -119,13 +119,14 @@ class ServerRound:
         key = self.identity_key(device_id)
         if key is None:
             raise Refusal("bad_signature", "secure aggregation needs a device registered with a device key")
+        identity = bytes.fromhex(key)
         cert = None
         if b["certificate"] is not None:  # the roster carries it without repeating the id and key
             try:
                 cert = attestation.Certificate.from_json(b["certificate"])
             except attestation.AttestationError as e:
                 raise Refusal("bad_secagg", f"certificate: {e}") from None
-            if cert.device_id != device_id or cert.public_key != bytes.fromhex(key).hex():
+            if cert.device_id != device_id or cert.public_key != identity.hex():
                 raise Refusal("bad_secagg", "the certificate must name this device's id and its key, in lower-case "
                                             "hex (neighbours rebuild it from the roster's id and key bytes)")
         if self.issuer is not None:
@@ -141,7 +142,7 @@ class ServerRound:
         except Exception:
             raise Refusal("bad_signature", "the advertised keys are not signed by this device's key") from None
         self.advertised[device_id] = {"cipher_key": c_pk, "mask_key": s_pk, "signature": sig, "certificate": cert,
-                                      "identity_key": bytes.fromhex(key)}
+                                      "identity_key": identity}
         self._digests[("advertise", device_id)] = body_digest
         return {"accepted": True}
 
@@ -248,8 +249,7 @@ class ServerRound:
             return repeat
         i = self._member(device_id, self.u3, "uploaded masked vectors")
         asked = self.survivors(device_id)
-        alive, dropped = set(asked["survivors"]) - {i}, set(asked["dropped"])
-        self.unmasks[i] = messages.parse_unmask(body, sorted(alive), sorted(dropped))
+        self.unmasks[i] = messages.parse_unmask(body, set(asked["survivors"]) - {i}, asked["dropped"])
         self._digests[("unmask", device_id)] = body_digest
         return {"accepted": True}
 
