@@ -1,12 +1,12 @@
 """FedBuff's server step on a quadratic stand-in: the async_vs_sync day's arrivals, the model cheap.
 
-    python benchmarks/fedbuff_quadratic.py [--devices 4000] [--sim-hours 0.5] [--small]
+    python benchmarks/fedbuff_quadratic.py [--devices 4000] [--sim-hours 0.5] [--concurrency 0] [--small]
 
 `benchmarks/async_vs_sync.py` costs about 0.8 CPU s per trained update, so a server step cannot
 be searched there. This runs the same virtual-clock day (device_sim.virtual_day: the phones'
 profiles, availability, dropouts, session lengths from their real example counts; SyncRounds and
-BufferedAsync with the benchmark's K = 8, concurrency 110, max staleness 100, polynomial
-s(tau) = 1/sqrt(1 + tau)), so every version, arrival and staleness is the trained run's, but each
+BufferedAsync with the benchmark's K = 8, its default concurrency or --concurrency, max staleness
+100, polynomial s(tau) = 1/sqrt(1 + tau)), so every version, arrival and staleness is the trained run's, but each
 phone's update is exact local gradient descent on its own quadratic
 
     f_i(w) = 1/2 sum_j lam_j (w_j - c_ij)^2,  c_i = c* + sigma xi_i,  lam_j log-uniform in [0.02, 1]
@@ -33,12 +33,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # (policy, server lr, server momentum, FedBuff's normalization, staleness weight): sync at the
-# `default` preset's FedAvgM; FedBuff at the deciding run's step (Nesterov 0.9, lr 0.5), plain
-# server SGD on a grid, and the sync step with FedBuff's Algorithm 1 normalization (stale buffers
+# `default` preset's FedAvgM; FedBuff at that step and at the deciding run's (Nesterov 0.9,
+# lr 0.5), plain server SGD on a grid, and the sync step with FedBuff's Algorithm 1 normalization (stale buffers
 # shrink by their mean s(tau))
 P5, P1 = "polynomial:a=0.5", "polynomial:a=1"
-STEPS = [("sync", 1.0, 0.9, "", ""), ("fedbuff", 0.5, 0.9, "scaled", P5), ("fedbuff", 1.0, 0.0, "scaled", P5),
-         ("fedbuff", 0.5, 0.0, "scaled", P5), ("fedbuff", 0.25, 0.0, "scaled", P5), ("fedbuff", 0.1, 0.0, "scaled", P5),
+STEPS = [("sync", 1.0, 0.9, "", ""), ("fedbuff", 1.0, 0.9, "scaled", P5), ("fedbuff", 0.5, 0.9, "scaled", P5),
+         ("fedbuff", 1.0, 0.0, "scaled", P5), ("fedbuff", 0.5, 0.0, "scaled", P5), ("fedbuff", 0.25, 0.0, "scaled", P5),
+         ("fedbuff", 0.1, 0.0, "scaled", P5),
          ("fedbuff", 1.0, 0.9, "unscaled", P5), ("fedbuff", 0.5, 0.9, "unscaled", P5),
          ("fedbuff", 1.0, 0.9, "unscaled", P1), ("fedbuff", 0.5, 0.9, "unscaled", P1)]
 
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workdir", default="runs/bench/async_vs_sync_4000")
     p.add_argument("--data", default=None, help="a prepared data directory (default: the workdir's)")
     p.add_argument("--small", action="store_true", help="1,000 phones, 0.5 simulated hours")
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="FedBuff's phones training at once (0: async_vs_sync's default rule)")
     args = p.parse_args(argv)
     if args.small:
         args.devices, args.sim_hours = 1000, 0.5
@@ -115,16 +118,18 @@ def main(argv: list[str] | None = None) -> dict:
     day = DayConfig(sim_hours=args.sim_hours, start_hour=d.start_hour, tick_s=60 * d.tick_min,
                     cooldown_s=60 * d.cooldown_min, tokens_per_s=d.tokens_per_s, seed=d.seed)
     w0 = [np.zeros(args.dims, np.float32)]
-    out: dict = {"benchmark": "fedbuff_quadratic", "devices": len(ex), "sim_hours": args.sim_hours, "runs": {}}
+    concurrency = args.concurrency or default_concurrency(cfg)
+    out: dict = {"benchmark": "fedbuff_quadratic", "devices": len(ex), "sim_hours": args.sim_hours,
+                 "concurrency": concurrency, "runs": {}}
     for name, lr, m, norm, weight in STEPS:
         alg = build(dataclasses.replace(cfg.train, server_learning_rate=lr, server_momentum=m), dp_noise=True)
         if name == "sync":
             server = SyncServer(alg, [w.copy() for w in w0], population=len(ex),
                                 policy=SyncRounds(cfg.server.goal_count, cfg.server.over_selection, d.sync_deadline_s))
         else:
+            policy = BufferedAsync(cfg.server.goal_count, concurrency, d.max_staleness, StalenessWeight.parse(weight))
             server = BufferedServer(alg, [w.copy() for w in w0], population=len(ex), expires_s=d.ticket_expiry_s,
-                                    normalize=norm, policy=BufferedAsync(cfg.server.goal_count, default_concurrency(cfg),
-                                                                         d.max_staleness, StalenessWeight.parse(weight)))
+                                    normalize=norm, policy=policy)
         rep = simulate(server, ex, train, cost, day, retry_s=d.retry_s, eval_every_s=60 * args.eval_min,
                        on_eval=lambda w: {"rel_loss": round(loss(w) / loss(w0), 4)})
         key = f"{name} lr {lr:g} momentum {m:g}" + (f" {norm} {weight}" if norm else "")

@@ -20,7 +20,7 @@ def test_stub_training_counts_the_fleet_and_the_sync_round_times(tmp_path):
     assert half["sync"]["updates_trained"] >= 1
     out = async_vs_sync.main(common + ["--policies", "fedbuff"])  # the other half, sync read from the workdir
     assert out["sync"]["updates_trained"] == half["sync"]["updates_trained"]
-    assert out["stub_training"] and out["concurrency"] == 110  # 10 x the sync round's 11 slots
+    assert out["stub_training"] and out["concurrency"] == 16  # twice the buffer K = 8: two buffers in flight
     sync, fedbuff = out["sync"], out["fedbuff"]
     for s in (sync, fedbuff):
         assert s["updates_trained"] == s["updates_accepted"] + s["updates_wasted"]
