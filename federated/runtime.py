@@ -82,6 +82,39 @@ def _stop_once(timeout_s: float) -> list[int]:
     return pids
 
 
+def retire_tff_services(timeout_s: float = 10.0) -> list[int]:
+    """Stop the worker_binary of each of TFF's own local-context service managers, with a bound;
+    return their pids.
+
+    TFF's `ServiceManager.__del__` (executor_factory.py) stops its worker with SIGINT and then
+    waits without a timeout; it runs when another default context replaces TFF's. A worker that
+    does not exit on SIGINT (seen in the suite under load: the test hung for 20 minutes in that
+    wait) then hangs the process. Here each such worker gets SIGINT, `timeout_s` to exit, then
+    SIGKILL, and its manager is left with nothing for `__del__` to do.
+    """
+    import gc
+    import subprocess
+
+    stopped = []
+    for obj in gc.get_objects():
+        cls = type(obj)
+        if cls.__name__ != "ServiceManager" or not cls.__module__.endswith("executor_factory"):
+            continue
+        proc = getattr(obj, "_process", None)
+        if not isinstance(proc, subprocess.Popen):
+            continue
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        obj._process = None
+        stopped.append(proc.pid)
+    return stopped
+
+
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)  # runs the atexit hook, unlike the default action
 

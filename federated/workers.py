@@ -271,7 +271,7 @@ def use_runtime(cfg: RuntimeConfig) -> list[str]:
     """
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
-    from federated.runtime import install_cleanup
+    from federated.runtime import install_cleanup, retire_tff_services
 
     install_cleanup()
     if cfg.workers.strip():
@@ -285,5 +285,7 @@ def use_runtime(cfg: RuntimeConfig) -> list[str]:
         addresses = (worker.address,)
     if addresses not in _contexts:
         _contexts[addresses] = execution_context(list(addresses))
+    if not any(context_stack_impl.context_stack.current is c for c in _contexts.values()):
+        retire_tff_services()  # TFF's own context is replaced: its worker stopped with a bound
     context_stack_impl.context_stack.set_default_context(_contexts[addresses])
     return list(addresses)
