@@ -16,7 +16,9 @@ from federated.runtime import retire_tff_services
 
 _IGNORES_SIGINT = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); "
                    "time.sleep(120)")
-_STOPS_ON_SIGINT = "import time; print('up', flush=True); time.sleep(120)"
+# SIGINT's default action set explicitly: a child inherits an ignored SIGINT (as under pytest-xdist)
+_STOPS_ON_SIGINT = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); print('up', flush=True); "
+                    "time.sleep(120)")
 
 
 class ServiceManager:  # what TFF's local_cpp_executor_factory keeps: `_process`, a Popen
