@@ -5,9 +5,9 @@
 `benchmarks/async_vs_sync.py` costs about 0.8 CPU s per trained update, so a server step cannot
 be searched there. This runs the same virtual-clock day (device_sim.virtual_day: the phones'
 profiles, availability, dropouts, session lengths from their real example counts; SyncRounds and
-BufferedAsync with the benchmark's K = 8, its default concurrency or --concurrency, max staleness
-100, polynomial s(tau) = 1/sqrt(1 + tau)), so every version, arrival and staleness is the trained run's, but each
-phone's update is exact local gradient descent on its own quadratic
+BufferedAsync with the benchmark's K = 8, its default concurrency or --concurrency, max
+staleness 100, polynomial s(tau) = 1/sqrt(1 + tau)), so every version, arrival and staleness is
+the trained run's, but each phone's update is exact local gradient descent on its own quadratic
 
     f_i(w) = 1/2 sum_j lam_j (w_j - c_ij)^2,  c_i = c* + sigma xi_i,  lam_j log-uniform in [0.02, 1]
 
@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # (policy, server lr, server momentum, FedBuff's normalization, staleness weight): sync at the
 # `default` preset's FedAvgM; FedBuff at that step and at the deciding run's (Nesterov 0.9,
-# lr 0.5), plain server SGD on a grid, and the sync step with FedBuff's Algorithm 1 normalization (stale buffers
-# shrink by their mean s(tau))
+# lr 0.5), plain server SGD on a grid, and the sync step with FedBuff's Algorithm 1 normalization
+# (stale buffers shrink by their mean s(tau))
 P5, P1 = "polynomial:a=0.5", "polynomial:a=1"
 STEPS = [("sync", 1.0, 0.9, "", ""), ("fedbuff", 1.0, 0.9, "scaled", P5), ("fedbuff", 0.5, 0.9, "scaled", P5),
          ("fedbuff", 1.0, 0.0, "scaled", P5), ("fedbuff", 0.5, 0.0, "scaled", P5), ("fedbuff", 0.25, 0.0, "scaled", P5),

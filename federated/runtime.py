@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import subprocess
 import time
 
 _installed = False
@@ -82,6 +83,17 @@ def _stop_once(timeout_s: float) -> list[int]:
     return pids
 
 
+def interrupt_then_kill(proc, timeout_s: float) -> None:
+    """SIGINT a still-running `subprocess.Popen`, give it `timeout_s` to exit, then SIGKILL; reaps it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def retire_tff_services(timeout_s: float = 10.0) -> list[int]:
     """Stop the worker_binary of each of TFF's own local-context service managers, with a bound;
     return their pids.
@@ -93,7 +105,6 @@ def retire_tff_services(timeout_s: float = 10.0) -> list[int]:
     SIGKILL, and its manager is left with nothing for `__del__` to do.
     """
     import gc
-    import subprocess
 
     stopped = []
     for obj in gc.get_objects():
@@ -103,13 +114,7 @@ def retire_tff_services(timeout_s: float = 10.0) -> list[int]:
         proc = getattr(obj, "_process", None)
         if not isinstance(proc, subprocess.Popen):
             continue
-        if proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGINT)
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        interrupt_then_kill(proc, timeout_s)
         obj._process = None
         stopped.append(proc.pid)
     return stopped

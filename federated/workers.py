@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from configs.schema import RuntimeConfig
+from federated.runtime import interrupt_then_kill
 
 CONNECT_TIMEOUT_S = 20.0  # how long a worker address may take to answer before it is an error
 _START_TIMEOUT_S = 60.0  # a freshly started local worker_binary (a 300 MB binary) must answer by then
@@ -167,13 +168,7 @@ class WorkerProcess:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGINT, then SIGKILL after `timeout_s`; reaps the child."""
-        if self.process.poll() is None:
-            self.process.send_signal(2)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        interrupt_then_kill(self.process, timeout_s)
 
     def __enter__(self) -> "WorkerProcess":
         return self

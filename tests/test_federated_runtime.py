@@ -34,7 +34,8 @@ def test_tff_worker_is_stopped_at_exit():
 
 
 SWITCH = """
-import os
+import gc
+
 import tensorflow as tf
 import tensorflow_federated as tff
 from configs import resolve
@@ -46,7 +47,6 @@ def add_one(x):
     return x + 1
 
 print("tff", add_one(1))  # TFF's own context starts its worker_binary
-import gc
 # held here, so only use_runtime (not TFF's __del__, which cannot run while they are referenced) can stop it
 managers = [o for o in gc.get_objects() if type(o).__name__ == "ServiceManager"]
 before = set(_own_workers())

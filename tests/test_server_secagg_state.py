@@ -29,6 +29,15 @@ def secure(tmp_path):
     return collector.secure, rnd
 
 
+
+def _open_round(sec, rnd) -> float:
+    """Open the round's secagg row as a check-in does and load its state; return the time used."""
+    now = time.time()
+    with sec._write() as c:
+        sec._ensure(c, rnd, now)
+        sec._state(rnd.round)
+    return now
+
 def test_a_rolled_back_insert_is_not_remembered(secure):
     sec, rnd = secure
     with pytest.raises(Refusal):
@@ -40,10 +49,7 @@ def test_a_rolled_back_insert_is_not_remembered(secure):
 
 def test_a_rolled_back_stage_close_is_replayed_away_and_a_clean_refusal_keeps_the_cache(secure):
     sec, rnd = secure
-    now = time.time()
-    with sec._write() as c:
-        sec._ensure(c, rnd, now)
-        sec._state(rnd.round)
+    now = _open_round(sec, rnd)
     assert sec._row(rnd.round) is not None and rnd.round in sec._cache
     with pytest.raises(Refusal):
         with sec._write():
@@ -64,10 +70,7 @@ def test_a_rolled_back_stage_close_is_replayed_away_and_a_clean_refusal_keeps_th
 
 def test_the_advertise_stage_idles_only_after_its_first_message_and_the_deadline_ends_a_silent_one(secure):
     sec, rnd = secure
-    now = time.time()
-    with sec._write() as c:
-        sec._ensure(c, rnd, now)  # a check-in opened the round row; its phones are still training
-        sec._state(rnd.round)
+    now = _open_round(sec, rnd)  # a check-in opened the round row; its phones are still training
     sec.advance(rnd, now + 10 * sec.cfg.stage_timeout_s)
     assert sec._state(rnd.round).stage == "advertise"  # not abandoned for the training time
     assert sec.outcome(rnd, now + 10 * sec.cfg.stage_timeout_s) == "open"
@@ -78,10 +81,7 @@ def test_the_advertise_stage_idles_only_after_its_first_message_and_the_deadline
 
 def test_a_log_of_first_version_json_shares_abandons_its_round_on_replay(secure):
     sec, rnd = secure
-    now = time.time()
-    with sec._write() as c:
-        sec._ensure(c, rnd, now)
-        sec._state(rnd.round)
+    now = _open_round(sec, rnd)
     with sec.store.write() as c:  # share rows as the first message version logged them: JSON text
         for d in ("phone-1", "phone-2"):
             c.execute("INSERT INTO secagg_log (round, kind, device_id, body, digest, at) VALUES (?, 'share', ?, ?, ?, ?)",
