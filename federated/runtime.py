@@ -83,7 +83,7 @@ def _stop_once(timeout_s: float) -> list[int]:
     return pids
 
 
-def interrupt_then_kill(proc, timeout_s: float) -> None:
+def interrupt_then_kill(proc: subprocess.Popen, timeout_s: float) -> None:
     """SIGINT a still-running `subprocess.Popen`, give it `timeout_s` to exit, then SIGKILL; reaps it."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)

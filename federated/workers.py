@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from configs.schema import RuntimeConfig
-from federated.runtime import interrupt_then_kill
+from federated.runtime import install_cleanup, interrupt_then_kill, retire_tff_services
 
 CONNECT_TIMEOUT_S = 20.0  # how long a worker address may take to answer before it is an error
 _START_TIMEOUT_S = 60.0  # a freshly started local worker_binary (a 300 MB binary) must answer by then
@@ -265,8 +265,6 @@ def use_runtime(cfg: RuntimeConfig) -> list[str]:
         ValueError: a bad setting. WorkerUnreachable: a worker that does not answer.
     """
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
-
-    from federated.runtime import install_cleanup, retire_tff_services
 
     install_cleanup()
     if cfg.workers.strip():

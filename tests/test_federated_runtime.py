@@ -15,12 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 SWITCH = """
 import gc
 
-from federated.runtime import install_cleanup
+from federated.runtime import _own_workers, install_cleanup
 install_cleanup()
 import tensorflow as tf
 import tensorflow_federated as tff
 from configs import resolve
-from federated.runtime import _own_workers
 from federated.workers import use_runtime
 
 @tff.tensorflow.computation(tf.int32)

@@ -29,7 +29,6 @@ def secure(tmp_path):
     return collector.secure, rnd
 
 
-
 def _open_round(sec, rnd) -> float:
     """Open the round's secagg row as a check-in does and load its state; return the time used."""
     now = time.time()
@@ -37,6 +36,7 @@ def _open_round(sec, rnd) -> float:
         sec._ensure(c, rnd, now)
         sec._state(rnd.round)
     return now
+
 
 def test_a_rolled_back_insert_is_not_remembered(secure):
     sec, rnd = secure

@@ -21,10 +21,15 @@ _STOPS_ON_SIGINT = ("import signal, time; signal.signal(signal.SIGINT, signal.SI
                     "time.sleep(120)")
 
 
+def _started(code: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"up\n"  # its signal handler is installed
+    return proc
+
+
 class ServiceManager:  # what TFF's local_cpp_executor_factory keeps: `_process`, a Popen
     def __init__(self, code: str):
-        self._process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-        assert self._process.stdout.readline() == b"up\n"  # its signal handler is installed
+        self._process = _started(code)
 
     def __del__(self):  # TFF's: SIGINT, then an unbounded wait
         if isinstance(self._process, subprocess.Popen):
@@ -37,8 +42,7 @@ ServiceManager.__module__ = "tensorflow_federated.python.core.impl.executor_stac
 
 class NotTFFs:  # another class with a process: left alone
     def __init__(self):
-        self._process = subprocess.Popen([sys.executable, "-c", _STOPS_ON_SIGINT], stdout=subprocess.PIPE)
-        assert self._process.stdout.readline() == b"up\n"
+        self._process = _started(_STOPS_ON_SIGINT)
 
 
 def test_a_worker_that_ignores_sigint_is_killed_after_the_bound_and_its_manager_disarmed():
