@@ -105,18 +105,21 @@ def prepared(cfg, data_dir: str):
     return data
 
 
-def trigram_scores(cfg, data, keystroke_rows: int = 0) -> dict:
+def trigram_scores(cfg, data, keystroke_rows: int = 0, fit_users=None, windows=None) -> dict:
     """The interpolated KN trigram fit on every training user's text, scored on held-out windows.
 
-    With `keystroke_rows`, also its keystroke savings on the first that-many held-out windows
+    `fit_users` fits it on those users only and `windows` (x, y) scores it there instead: the
+    converged LSTM's validation users, which it must not have counted (lstm_vs_ngram.py). With
+    `keystroke_rows`, also its keystroke savings on the first that-many windows
     (model.metrics.KeystrokeSavings, as `fedkeys evaluate` scores a model).
     """
     from data.ngram import KneserNeyTrigram, score
     from model.metrics import KeystrokeSavings, NextWordAccumulator
 
-    tri = KneserNeyTrigram(data.tokenizer.vocab_size).fit(
-        [toks for u in data.users("train") for toks in data.tokens(u)])
-    ex, ey = data.pooled_examples("heldout", cfg.data.seq_len, cfg.train.eval_max_examples)
+    users = data.users("train") if fit_users is None else fit_users
+    tri = KneserNeyTrigram(data.tokenizer.vocab_size).fit([toks for u in users for toks in data.tokens(u)])
+    ex, ey = windows if windows is not None else data.pooled_examples(
+        "heldout", cfg.data.seq_len, cfg.train.eval_max_examples)
     out = score(tri, ex, ey, NextWordAccumulator(ks=(1, 3)))
     if keystroke_rows:
         out.update(score(tri, ex[:keystroke_rows], ey[:keystroke_rows],

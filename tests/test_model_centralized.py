@@ -48,7 +48,8 @@ def test_validation_users_are_a_seeded_disjoint_slice():
         split_validation_users(users, 1.0, seed=0)
 
 
-def test_converged_training_keeps_the_best_validation_epoch(tmp_path):
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 1.0), ("adam", 0.01)])
+def test_converged_training_keeps_the_best_validation_epoch(tmp_path, optimizer, lr):
     import csv
 
     from model.centralized import train_converged
@@ -59,9 +60,14 @@ def test_converged_training_keeps_the_best_validation_epoch(tmp_path):
                               model=ModelConfig(embedding_dim=6, lstm_units=5),
                               train=dataclasses.replace(base.train, batch_size=4, eval_max_examples=40))
     data = FakeData(num_users=12, vocab_size=20, seq_len=5, seed=2, messages=(2, 5))
-    s = train_converged(cfg, data, str(tmp_path), learning_rate=1.0, max_epochs=6, patience=2, progress=False)
+    s = train_converged(cfg, data, str(tmp_path), learning_rate=lr, max_epochs=6, patience=2, optimizer=optimizer,
+                        progress=False)
+    assert s["optimizer"] == optimizer
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert len(rows) == s["epochs_run"] <= 6
+    assert s["val_top1_by_epoch"] == [float(r["val_top1"]) for r in rows]
+    elapsed = [float(r["seconds"]) for r in rows]
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= s["seconds"]
     score = [(float(r["val_top1"]), -float(r["val_perplexity"])) for r in rows]
     assert s["best_epoch"] == 1 + max(range(len(rows)), key=score.__getitem__)
     lrs = [float(r["learning_rate"]) for r in rows]
@@ -79,3 +85,10 @@ def test_converged_training_keeps_the_best_validation_epoch(tmp_path):
     again = evaluate(build_model(cfg.model, 20, 5), arrays, hx, hy)
     assert again["top1"] == pytest.approx(s["final_eval"]["top1"]) and again["perplexity"] == pytest.approx(
         s["final_eval"]["perplexity"], rel=1e-5)
+
+
+def test_converged_training_refuses_an_unknown_optimizer(tmp_path):
+    from model.centralized import train_converged
+
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        train_converged(preset("tiny"), FakeData(), str(tmp_path), optimizer="rmsprop", progress=False)
