@@ -75,7 +75,7 @@ def test_two_remote_workers_give_the_local_runs_weights(tmp_path):
     from data.dataset import FederatedData
     from data.prepare import prepare
     from federated.training import run_federated
-    from federated.workers import free_port
+    from federated.workers import free_port, use_runtime
     from model.weights_io import load_weights
 
     cfg = preset("tiny")
@@ -104,6 +104,9 @@ def test_two_remote_workers_give_the_local_runs_weights(tmp_path):
         for w in workers:
             w.terminate()
             w.wait(30)
+        # The remote run made these workers TFF's default context: put the local one back, or a
+        # later test module in this process that calls TFF directly meets the stopped workers.
+        use_runtime(cfg.runtime)
     assert [_serving(p) for p in ports] == [[], []]  # stopping `fedkeys worker` leaves nothing running
     a = load_weights(str(tmp_path / "local" / "weights.npz"))[1]
     b = load_weights(str(tmp_path / "remote" / "weights.npz"))[1]
