@@ -118,7 +118,10 @@ def test_demo_tiny_runs_every_stage_and_trains(tmp_path):
     # the phones kept their own fine-tuned weights beside the global ones, scored on later messages
     pers = fleet2["personalization"]
     assert pers["users"] >= 3 and pers["users_personalized"] >= 3 and pers["holdout_share"] == 0.3
-    assert pers["personal_versions"] == [0] and pers["global_version"] == 1
+    # Fine-tuned from the round's v0; a phone whose check-in came after the goal count closed the
+    # round was sent v1 instead (over-selection and thread timing decide which), never a later one.
+    assert pers["global_version"] == 1 and pers["personal_versions"][0] == 0
+    assert set(pers["personal_versions"]) <= {0, 1}
     assert fleet2["server_algorithm"]["server_optimizer"] == {
         "name": "momentum", "momentum": 0.9, "nesterov": False, "learning_rate": 1.0, "schedule": "constant",
         "schedule_steps": 3}
