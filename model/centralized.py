@@ -241,7 +241,7 @@ def train_converged(cfg: RunConfig, data: Any, out_dir: str, learning_rate: floa
         val = evaluate(model, None, vx, vy)
         rows.append({"epoch": epoch, "learning_rate": float(lr.numpy()), "train_loss": float(np.mean(losses)),
                      **{f"val_{k}": val[k] for k in ("top1", "top3", "perplexity")},
-                     "seconds": round(time.perf_counter() - started, 1)})
+                     "seconds": round(time.perf_counter() - started, 2)})
         _write_metrics(out_dir, rows)
         if progress:
             epochs.set_postfix(val_top1=f"{val['top1']:.3f}", lr=f"{float(lr.numpy()):.3g}")

@@ -8,9 +8,11 @@ own process group: `stop()` shuts gunicorn down, `kill()` SIGKILLs master and wo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from typing import Any
 import requests
 
 from configs import RunConfig
-from server.serve import free_port, gunicorn_argv
+from server.serve import gunicorn_argv, listening_socket
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +50,11 @@ class ServerProcess:
     def __init__(self, config_path: str, host: str = "127.0.0.1", port: int = 0, workers: int = 1,
                  threads: int = 4, log_path: str | None = None, access_log: bool = False) -> None:
         self.config_path = os.path.abspath(config_path)
-        self.host, self.port = host, port or free_port(host)
+        # port 0: a free port, held from now on (a socket gunicorn inherits), so that no other
+        # process (another test's server) can take it before gunicorn serves on it
+        self._reserved: socket.socket | None = listening_socket(host) if port == 0 else None
+        self.host = host
+        self.port = port or self._reserved.getsockname()[1]
         self.workers, self.threads = workers, threads
         self.log_path = log_path or os.path.join(os.path.dirname(self.config_path), "server.log")
         self.access_log = access_log
@@ -58,18 +64,26 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def argv(self) -> list[str]:
-        argv = gunicorn_argv(self.config_path, self.host, self.port, self.workers, self.threads, sys.executable)
+    def argv(self, fd: int | None = None) -> list[str]:
+        argv = gunicorn_argv(self.config_path, self.host, self.port, self.workers, self.threads, sys.executable,
+                             fd=fd)
         if not self.access_log:
             i = argv.index("--access-logfile")
             del argv[i : i + 2]
         return argv
 
     def start(self, timeout_s: float = 60.0) -> "ServerProcess":
-        """Start gunicorn and wait until GET /v1/status answers 200 (RuntimeError otherwise)."""
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv(), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        """Start gunicorn and wait until GET /v1/status answers 200 (RuntimeError otherwise).
+
+        Again after stop() or kill(): the same port, bound anew (refused while nobody serves it)."""
+        sock, self._reserved = self._reserved or self._bind_again(), None
+        try:
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(self.argv(sock.fileno()), cwd=REPO_ROOT, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True,
+                                             pass_fds=(sock.fileno(),))
+        finally:
+            sock.close()  # gunicorn holds its own copy: once it exits, connections are refused
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -81,6 +95,18 @@ class ServerProcess:
                 time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"the server did not answer on {self.url} within {timeout_s:.0f} s; see {self.log_path}")
+
+    def _bind_again(self, wait_s: float = 10.0) -> socket.socket:
+        """The port once more, after a stop or a crash: the dead server's workers may hold it a
+        moment longer, so tries half a second apart for `wait_s` (as gunicorn's own bind retries)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return listening_socket(self.host, self.port)
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def kill(self) -> None:
         """SIGKILL the master and every worker at once (a crash, not a shutdown)."""

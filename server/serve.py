@@ -25,9 +25,28 @@ SHM = "/dev/shm"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now. Another process may take it before it is bound again: a server should
+    rather be handed `listening_socket(host)` itself (gunicorn_argv's `fd`)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A TCP socket bound to (host, port) and listening, inheritable by a child process: the
+    port (a free one for 0) is held from here on, with no window for another process to take it
+    between choosing it and gunicorn binding it (`gunicorn_argv(..., fd=s.fileno())`)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn sets on its own sockets
+        s.bind((host, port))
+        s.listen(2048)  # gunicorn's default backlog
+        s.set_inheritable(True)
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 def worker_class_for(threads: int) -> str:
@@ -37,14 +56,18 @@ def worker_class_for(threads: int) -> str:
 
 
 def gunicorn_argv(config_path: str, host: str, port: int, workers: int, threads: int,
-                  python: str = sys.executable, worker_class: Optional[str] = None) -> list[str]:
+                  python: str = sys.executable, worker_class: Optional[str] = None,
+                  fd: Optional[int] = None) -> list[str]:
     """The command line that serves the app (no preload: each worker opens its own SQLite
     connections). Workers of several threads are gunicorn's gthread; single-threaded ones serve
-    each request on their event loop's thread (server/worker.py); `worker_class` overrides."""
+    each request on their event loop's thread (server/worker.py); `worker_class` overrides.
+    `fd`: serve on this inherited listening socket (listening_socket's) instead of binding
+    host:port."""
     worker_class = worker_class or worker_class_for(threads)
     factory = f"server.app:create_app(config_path={os.path.abspath(config_path)!r}, workers={int(workers)})"
     heartbeat = ["--worker-tmp-dir", SHM] if os.path.isdir(SHM) and os.access(SHM, os.W_OK) else []
-    return [python, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+    bind = f"{host}:{port}" if fd is None else f"fd://{int(fd)}"
+    return [python, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
             "--worker-class", worker_class, "--threads", str(threads), "--timeout", "120",
             "--graceful-timeout", "10", "--keep-alive", "30", *heartbeat, "--access-logfile", "-", factory]
 
@@ -60,10 +83,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     s = load_settings(args.config)  # fail here, with a clear message, before gunicorn starts
     host = args.host or s.server.host
     port = args.port if args.port is not None else s.server.port
-    port = port or free_port(host)
+    sock = listening_socket(host, port)  # held from here, through exec, by gunicorn
+    port = sock.getsockname()[1]
     os.makedirs(s.state_dir, exist_ok=True)
     with open(os.path.join(s.state_dir, "server_address"), "w") as f:
         f.write(f"http://{host}:{port}\n")
-    cmd = gunicorn_argv(args.config, host, port, args.workers or s.server.workers, args.threads or s.server.threads)
+    cmd = gunicorn_argv(args.config, host, port, args.workers or s.server.workers, args.threads or s.server.threads,
+                        fd=sock.fileno())
     print(f"fedkeys server on http://{host}:{port}: {shlex.join(cmd)}", flush=True)
     os.execv(cmd[0], cmd)

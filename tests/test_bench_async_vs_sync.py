@@ -7,13 +7,21 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from benchmarks import async_vs_sync
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+@pytest.fixture(autouse=True)
+def _benchmark_siblings_importable(monkeypatch):
+    """The script imports its sibling scripts by bare name (`import fleet_day`), as when run from
+    benchmarks/. Their folder goes at the end of sys.path, for this test only: at the front, its
+    secagg.py would shadow the secagg package for every later import in this process."""
+    monkeypatch.setattr(sys, "path", [*sys.path, BENCHMARKS])
 
 
 @pytest.mark.slow
 def test_stub_training_counts_the_fleet_and_the_sync_round_times(tmp_path):
-    import async_vs_sync
-
     common = ["--small", "--stub-training", "--sim-hours", "1", "--workdir", str(tmp_path / "w")]
     half = async_vs_sync.main(common + ["--policies", "sync"])  # one half of the day: no comparison yet
     assert half["pending"] == ["fedbuff"] and half["speedup_to_target"] is None and "fedbuff" not in half
@@ -34,15 +42,13 @@ def test_stub_training_counts_the_fleet_and_the_sync_round_times(tmp_path):
 
 
 def test_the_server_step_is_chosen_on_validation_top1_first_of_ties():
-    from async_vs_sync import choose_by_validation
+    from benchmarks.async_vs_sync import choose_by_validation
 
     assert choose_by_validation({0.25: 0.10, 0.5: 0.21, 1.0: 0.18}) == 0.5
     assert choose_by_validation({0.5: 0.2, 1.0: 0.2}) == 0.5
 
 
 def test_a_grid_with_stub_training_is_refused(tmp_path):
-    import async_vs_sync
-
     with pytest.raises(SystemExit, match="needs trained runs"):
         async_vs_sync.main(["--small", "--stub-training", "--server-lr-grid", "0.5,1.0",
                             "--workdir", str(tmp_path / "w")])
@@ -53,7 +59,6 @@ def test_the_trainer_runs_the_phones_clipped_step_and_skips_pad_rows_exactly():
 
     import numpy as np
 
-    import async_vs_sync
     from configs import preset
     from model.nwp import build_model
     from tflite_export.trainable import sgd_step
@@ -84,7 +89,7 @@ def test_the_trainer_runs_the_phones_clipped_step_and_skips_pad_rows_exactly():
 
 
 def test_the_goal_is_missed_once_fedbuff_is_not_at_the_target_by_sync_hours_over_2_5():
-    from async_vs_sync import goal_missed_at
+    from benchmarks.async_vs_sync import goal_missed_at
 
     # sync reached its target at 4.0 h: FedBuff must be there by 1.6 h
     assert not goal_missed_at(1.5, False, 4.0)  # still time
@@ -98,7 +103,7 @@ def test_each_policy_gets_the_preset_server_step_unless_its_own_flags_replace_it
 
     import numpy as np
 
-    from async_vs_sync import server_algorithm
+    from benchmarks.async_vs_sync import server_algorithm
     from configs import preset
     from fedcore.messages import Aggregate
 
@@ -122,7 +127,7 @@ def test_each_policy_gets_the_preset_server_step_unless_its_own_flags_replace_it
 
 
 def test_a_saved_run_without_its_server_optimizer_gets_the_one_its_arguments_built():
-    from async_vs_sync import recorded_server_optimizer
+    from benchmarks.async_vs_sync import recorded_server_optimizer
     from configs import preset
 
     cfg = preset("default")

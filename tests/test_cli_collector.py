@@ -15,7 +15,6 @@ import requests
 
 from configs import resolve, write_config
 from configs.io import apply_overrides
-from server.serve import free_port
 from server.testing import make_bundle
 
 
@@ -32,10 +31,10 @@ def test_serve_takes_collector_and_algorithm_overrides(tmp_path):
     bundle = tmp_path / "bundle"
     make_bundle(str(bundle))
     write_config(resolve("tiny"), str(bundle))  # as `fedkeys export` leaves it
-    port = free_port()
     out = tmp_path / "serve"
+    # port 0: `fedkeys serve` binds a free port itself and hands gunicorn the socket; its summary says where
     cmd = [sys.executable, "-m", "fedkeys.cli", "serve", "--bundle", str(bundle), "--out", str(out),
-           "--port", str(port), "--set", "server.goal_count=6", "--set", "collector.min_reports=5",
+           "--port", "0", "--set", "server.goal_count=6", "--set", "collector.min_reports=5",
            "--set", "collector.server_momentum=0.9", "--set", "train.algorithm=fedavgm"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,9 +43,10 @@ def test_serve_takes_collector_and_algorithm_overrides(tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                status = requests.get(f"http://127.0.0.1:{port}/v1/status", timeout=2).json()
+                url = json.loads((out / "summary.json").read_text())["url"]
+                status = requests.get(f"{url}/v1/status", timeout=2).json()
                 break
-            except requests.RequestException:
+            except (OSError, ValueError, requests.RequestException):  # no summary yet, or not serving yet
                 time.sleep(0.3)
         assert status is not None, proc.stdout.read().decode() if proc.poll() is not None else "no answer"
         assert status["round"]["min_reports"] == 5 and status["round"]["goal_count"] == 6

@@ -45,6 +45,8 @@ def test_a_night_of_phones_only_eligible_ones_train_and_dropouts_leave_nothing(l
     for t, o in rep.outcomes:
         assert av.is_eligible(profiles[o.device_id], t, 3, day.seed), (o.device_id, t)
         assert o.status in (ACCEPTED, REJECTED, DROPPED, LATE, NOT_SELECTED)
+        if o.status != NOT_SELECTED:  # dropped exactly the sessions the seeded draw says, no others
+            assert (o.status == DROPPED) == av.drops_out(profiles[o.device_id], o.round, day.seed, day.dropout_rate), o
     # dropouts leave no partial upload: the server counted exactly the accepted sessions
     metrics = Transport(srv.url).metrics()
     counted = [float(line.split()[-1]) for line in metrics.splitlines()

@@ -4,9 +4,6 @@ that hold across hosts, and a host killed mid-round losing and doubling nothing.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import requests
@@ -16,7 +13,6 @@ from server.testing import TINY_SHAPES, ServerProcess, config_dict, make_bundle,
 
 SHAPES = [s for _, s in TINY_SHAPES]
 ELIGIBLE = {"idle": True, "charging": True, "unmetered": True, "num_examples": 8}
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def two_hosts(tmp_path, url, **collector):
@@ -90,11 +86,7 @@ def test_rate_limits_hold_across_hosts(tmp_path, postgres):
 def test_killing_one_host_mid_round_loses_and_doubles_nothing(tmp_path, postgres):
     """benchmarks/server_faults.py's crash round on two hosts, the first SIGKILLed 4 times (master
     and workers) while devices retry on whichever host answers."""
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import server_faults
-    finally:
-        sys.path.pop(0)
+    from benchmarks import server_faults
     crash = server_faults.crash_round(str(tmp_path / "crash"), goal=24, kills=4, workers=1, seed=3,
                                       server_threads=2, hosts=2, database=postgres.create_database())
     assert crash["kills_during_round"] >= 1, crash["kill_log"]

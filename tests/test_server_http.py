@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from fedmath import encodings
-from server.serve import free_port, gunicorn_argv
+from server.serve import gunicorn_argv, listening_socket
 from server.testing import TINY_SHAPES, config_dict, make_bundle, upload_body
 
 SHAPES = [s for _, s in TINY_SHAPES]
@@ -27,10 +27,12 @@ def start_server(tmp_path, workers=1, **sections):
     cfg = config_dict(bundle, str(tmp_path / "state"), **sections)
     path = tmp_path / "server.json"
     path.write_text(json.dumps(cfg))
-    port = free_port()
+    sock = listening_socket("127.0.0.1")  # the port held until gunicorn has it: no other test can take it
+    port = sock.getsockname()[1]
     log = open(tmp_path / "gunicorn.log", "ab")
-    proc = subprocess.Popen(gunicorn_argv(str(path), "127.0.0.1", port, workers, 4), cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(gunicorn_argv(str(path), "127.0.0.1", port, workers, 4, fd=sock.fileno()), cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),))
+    sock.close()
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -55,7 +57,10 @@ def stop(proc):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_round_over_real_http(tmp_path, workers):
-    proc, url = start_server(tmp_path, workers=workers, server={"goal_count": 3}, privacy={"clip_norm": 1.0})
+    # each worker writes its counters after every request (the default is at most once a second),
+    # so /metrics served by either worker counts all three acceptances
+    proc, url = start_server(tmp_path, workers=workers, server={"goal_count": 3}, privacy={"clip_norm": 1.0},
+                             collector={"metrics_flush_s": 0})
     try:
         s = requests.Session()
         heads = []

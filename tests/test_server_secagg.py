@@ -28,7 +28,7 @@ SHAPES = [s for _, s in TINY_SHAPES]
 class Fleet:
     """`n` attested phones against one collector; `encoded[d]` is what phone d put into the sum."""
 
-    def __init__(self, root, n=6, bits=32, dropout=0.3, timeout_s=3.0, issuer=None):
+    def __init__(self, root, n=6, bits=32, dropout=0.3, timeout_s=30.0, issuer=None):
         self.root = str(root)
         self.bundle = os.path.join(self.root, "bundle")
         self.v0 = make_bundle(self.bundle)
@@ -154,7 +154,7 @@ def test_secure_round_publishes_the_exact_sum(fleet):
 
 @pytest.mark.parametrize("stage", ["advertise", "share", "masked", "unmask"])
 def test_dropout_at_each_stage(tmp_path, stage):
-    f = Fleet(tmp_path, n=7, dropout=0.3)
+    f = Fleet(tmp_path, n=7, dropout=0.3, timeout_s=3.0)  # the stage closes on the timeout
     try:
         f.checkin()
         f.run({stage: {"phone-2"}})
@@ -165,7 +165,7 @@ def test_dropout_at_each_stage(tmp_path, stage):
 
 
 def test_too_many_dropouts_abandon_the_round_with_a_reason(tmp_path):
-    f = Fleet(tmp_path, n=5, dropout=0.1)
+    f = Fleet(tmp_path, n=5, dropout=0.1, timeout_s=3.0)
     try:
         f.checkin()
         f.run({"unmask": {"phone-0", "phone-1", "phone-2"}})

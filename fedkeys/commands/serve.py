@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from server.process import write_server_config
-    from server.serve import free_port, gunicorn_argv
+    from server.serve import gunicorn_argv, listening_socket
 
     cfg = stage_config(args, args.bundle)
     server = cfg.server
@@ -47,13 +47,14 @@ def run(args: argparse.Namespace) -> int:
     start(args, cfg)
     state = args.state or os.path.join(args.out, "state")
     config_path = write_server_config(os.path.join(args.out, "server.json"), cfg, args.bundle, state)
-    port = server.port or free_port(server.host)
+    sock = listening_socket(server.host, server.port)  # a free port for 0; held through exec by gunicorn
+    port = sock.getsockname()[1]
     url = f"http://{server.host}:{port}"
     write_summary(args.out, {"stage": "serve", "url": url, "state_dir": os.path.abspath(state),
                              "attestation_issuer_key": issuer_path and os.path.abspath(issuer_path)})
     print(f"serve: {url} (state {state}); Ctrl-C stops it", flush=True)
     if issuer_path:
         print(f"serve: phones' attestation issuer (simulated platform): secret key in {issuer_path}", flush=True)
-    cmd = gunicorn_argv(config_path, server.host, port, server.workers, server.threads)
+    cmd = gunicorn_argv(config_path, server.host, port, server.workers, server.threads, fd=sock.fileno())
     os.execv(cmd[0], cmd)  # gunicorn takes over this process, so signals reach it directly
     return 0  # not reached

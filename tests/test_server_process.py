@@ -1,0 +1,57 @@
+"""server.process.ServerProcess: the port it picks is held from the start, so no other process
+(another test's collector under pytest-xdist, say) can take it, and answering on it means
+answering from this collector."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+import requests
+
+from server.serve import gunicorn_argv, listening_socket
+from server.testing import ServerProcess, config_dict, make_bundle
+
+
+def _bind(port: int) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_listening_socket_holds_its_port_and_gunicorn_is_told_the_descriptor():
+    s = listening_socket("127.0.0.1")
+    try:
+        port = s.getsockname()[1]
+        assert port > 0 and s.get_inheritable()
+        with pytest.raises(OSError) as e:
+            _bind(port)
+        assert e.value.errno == errno.EADDRINUSE
+        argv = gunicorn_argv("server.json", "127.0.0.1", port, 1, 1, fd=s.fileno())
+        assert argv[argv.index("--bind") + 1] == f"fd://{s.fileno()}"
+    finally:
+        s.close()
+    argv = gunicorn_argv("server.json", "127.0.0.1", 8000, 1, 1)
+    assert argv[argv.index("--bind") + 1] == "127.0.0.1:8000"
+
+
+def test_the_port_is_held_from_construction_served_and_refused_once_stopped(tmp_path):
+    make_bundle(str(tmp_path / "bundle"))
+    srv = ServerProcess(str(tmp_path / "srv"), config_dict(str(tmp_path / "bundle"), str(tmp_path / "state")),
+                        threads=1)
+    with pytest.raises(OSError):  # before start: nobody else can bind it
+        _bind(srv.port)
+    srv.start()
+    try:
+        assert requests.get(srv.url + "/v1/status", timeout=10).status_code == 200
+        with pytest.raises(OSError):
+            _bind(srv.port)
+    finally:
+        srv.stop()
+    with pytest.raises(requests.ConnectionError):  # no listening socket left behind in this process
+        requests.get(srv.url + "/v1/status", timeout=5)
+    srv.start()  # the same port, bound again
+    try:
+        assert requests.get(srv.url + "/v1/status", timeout=10).status_code == 200
+    finally:
+        srv.kill()
