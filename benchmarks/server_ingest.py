@@ -80,7 +80,7 @@ sys.path.insert(0, ROOT)
 from fedmath import encodings, wire  # noqa: E402
 from server.bundle import load_bundle  # noqa: E402
 from server.rounds import Collector  # noqa: E402
-from server.serve import free_port, gunicorn_argv, worker_class_for  # noqa: E402
+from server.serve import gunicorn_argv, listening_socket, worker_class_for  # noqa: E402
 from server.settings import settings_from_dict  # noqa: E402
 from server.testing import MODEL_SHAPES, config_dict, make_bundle, random_update  # noqa: E402
 
@@ -152,12 +152,14 @@ def start_server(root: str, cfg: dict, workers: int, threads: int,
     path = os.path.join(root, "server.json")
     with open(path, "w") as f:
         json.dump(cfg, f)
-    port = free_port()
+    sock = listening_socket("127.0.0.1")  # held until gunicorn has it
+    port = sock.getsockname()[1]
     log = open(os.path.join(root, "gunicorn.log"), "wb")
-    argv = gunicorn_argv(path, "127.0.0.1", port, workers, threads, worker_class=worker_class)
+    argv = gunicorn_argv(path, "127.0.0.1", port, workers, threads, worker_class=worker_class, fd=sock.fileno())
     argv.remove("--access-logfile")
     argv.remove("-")
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),))
+    sock.close()
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:

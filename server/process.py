@@ -8,7 +8,6 @@ own process group: `stop()` shuts gunicorn down, `kill()` SIGKILLs master and wo
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ from typing import Any
 import requests
 
 from configs import RunConfig
-from server.serve import gunicorn_argv, listening_socket
+from server.serve import PortUnavailable, gunicorn_argv, listening_socket
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,13 +102,20 @@ class ServerProcess:
         while True:
             try:
                 return listening_socket(self.host, self.port)
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+            except PortUnavailable as e:
+                if not e.in_use or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
 
+    def _release(self) -> None:
+        """Let go of the port held since construction (a server never started)."""
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
+
     def kill(self) -> None:
         """SIGKILL the master and every worker at once (a crash, not a shutdown)."""
+        self._release()
         if self.proc is None:
             return
         try:
@@ -120,6 +126,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """Graceful shutdown (SIGTERM to the group), SIGKILL after 15 s."""
+        self._release()
         if self.proc is None or self.proc.poll() is not None:
             return
         try:

@@ -9,6 +9,7 @@ Port 0 (the ServerConfig default) picks a free port; the address is printed and 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import socket
@@ -32,20 +33,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+class PortUnavailable(RuntimeError):
+    """host:port could not be listened on: in use by another process (`in_use`), or not an
+    address of this machine."""
+
+    def __init__(self, host: str, port: int, err: OSError) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {err.strerror or err}")
+        self.in_use = err.errno == errno.EADDRINUSE
+
+
 def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A TCP socket bound to (host, port) and listening, inheritable by a child process: the
-    port (a free one for 0) is held from here on, with no window for another process to take it
-    between choosing it and gunicorn binding it (`gunicorn_argv(..., fd=s.fileno())`)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
+    """A TCP socket bound to (host, port) and listening: the port (a free one for 0) is held from
+    here on, with no window for another process to take it between choosing it and gunicorn
+    binding it (`gunicorn_argv(..., fd=s.fileno())`). Not inheritable: hand it to a child with
+    Popen's `pass_fds`, or set it inheritable just before an exec.
+
+    Raises:
+        PortUnavailable: the port is in use, or the host is not this machine's.
+    """
+    bare = host.strip("[]")  # "[::1]", as in a URL
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(bare or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        s = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise PortUnavailable(host, port, e) from e
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn sets on its own sockets
-        s.bind((host, port))
+        s.bind(address)
         s.listen(2048)  # gunicorn's default backlog
-        s.set_inheritable(True)
-    except OSError:
+    except OSError as e:
         s.close()
-        raise
+        raise PortUnavailable(host, port, e) from e
     return s
 
 
@@ -62,14 +81,15 @@ def gunicorn_argv(config_path: str, host: str, port: int, workers: int, threads:
     connections). Workers of several threads are gunicorn's gthread; single-threaded ones serve
     each request on their event loop's thread (server/worker.py); `worker_class` overrides.
     `fd`: serve on this inherited listening socket (listening_socket's) instead of binding
-    host:port."""
+    host:port (a USR2 re-exec of gunicorn cannot reuse it: stop and start instead). No control
+    socket: gunicorn's default is one path per user, which parallel servers would share."""
     worker_class = worker_class or worker_class_for(threads)
     factory = f"server.app:create_app(config_path={os.path.abspath(config_path)!r}, workers={int(workers)})"
     heartbeat = ["--worker-tmp-dir", SHM] if os.path.isdir(SHM) and os.access(SHM, os.W_OK) else []
     bind = f"{host}:{port}" if fd is None else f"fd://{int(fd)}"
     return [python, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
             "--worker-class", worker_class, "--threads", str(threads), "--timeout", "120",
-            "--graceful-timeout", "10", "--keep-alive", "30", *heartbeat, "--access-logfile", "-", factory]
+            "--graceful-timeout", "10", "--keep-alive", "30", "--no-control-socket", *heartbeat, "--access-logfile", "-", factory]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -84,6 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     host = args.host or s.server.host
     port = args.port if args.port is not None else s.server.port
     sock = listening_socket(host, port)  # held from here, through exec, by gunicorn
+    sock.set_inheritable(True)
     port = sock.getsockname()[1]
     os.makedirs(s.state_dir, exist_ok=True)
     with open(os.path.join(s.state_dir, "server_address"), "w") as f:

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     state = args.state or os.path.join(args.out, "state")
     config_path = write_server_config(os.path.join(args.out, "server.json"), cfg, args.bundle, state)
     sock = listening_socket(server.host, server.port)  # a free port for 0; held through exec by gunicorn
+    sock.set_inheritable(True)
     port = sock.getsockname()[1]
     url = f"http://{server.host}:{port}"
     write_summary(args.out, {"stage": "serve", "url": url, "state_dir": os.path.abspath(state),
