@@ -51,6 +51,11 @@ def _server_user() -> Optional[pwd.struct_passwd]:
     raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL")
 
 
+def _tail(log: str) -> str:
+    with open(log, errors="replace") as f:
+        return f.read()[-2000:]
+
+
 class LocalPostgres:
     """`with LocalPostgres() as pg: pg.create_database()` -> a postgresql:// URL; stopped and
     removed on exit."""
@@ -82,6 +87,22 @@ class LocalPostgres:
                               cwd=self.root, capture_output=True, text=True, **self._run_as())
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed ({init.returncode}): {init.stderr.strip()[-2000:]}")
+        deadline = time.monotonic() + timeout_s
+        for _ in range(3):  # a free port can be taken by another process before postgres binds it
+            if self._serve(data, log, deadline):
+                return self
+            if "could not bind" not in _tail(log):
+                break
+        tail = _tail(log)
+        self.stop()
+        raise RuntimeError(f"PostgreSQL did not start (waited up to {timeout_s:.0f} s); its log ends: {tail}")
+
+    def _serve(self, data: str, log: str, deadline: float) -> bool:
+        """Start postgres on a free port; True once it answers on its own socket directory. (A
+        server answering over TCP could be another test's on a port taken in between; one answering
+        in self.root is this one, and it listens on TCP too: postgres binds every socket first.)"""
+        import psycopg
+
         self.port = free_port("127.0.0.1")
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -89,20 +110,16 @@ class LocalPostgres:
                  "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
                  "-c", "shared_buffers=64MB"],
                 cwd=self.root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **self._run_as())
-        deadline = time.monotonic() + timeout_s
-        import psycopg
-
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                break
+                return False
             try:
-                psycopg.connect(self.url("postgres"), connect_timeout=2).close()
-                return self
+                psycopg.connect(host=self.root, port=self.port, user="fedkeys", dbname="postgres",
+                                connect_timeout=2).close()
+                return True
             except psycopg.OperationalError:
                 time.sleep(0.1)
-        tail = open(log, errors="replace").read()[-2000:]
-        self.stop()
-        raise RuntimeError(f"PostgreSQL did not start within {timeout_s} s: {tail}")
+        return False
 
     def url(self, database: str) -> str:
         return f"postgresql://fedkeys@127.0.0.1:{self.port}/{database}"
