@@ -80,9 +80,9 @@ sys.path.insert(0, ROOT)
 from fedmath import encodings, wire  # noqa: E402
 from server.bundle import load_bundle  # noqa: E402
 from server.rounds import Collector  # noqa: E402
-from server.serve import gunicorn_argv, listening_socket, worker_class_for  # noqa: E402
+from server.serve import worker_class_for  # noqa: E402
 from server.settings import settings_from_dict  # noqa: E402
-from server.testing import MODEL_SHAPES, config_dict, make_bundle, random_update  # noqa: E402
+from server.testing import MODEL_SHAPES, ServerProcess, config_dict, make_bundle, random_update  # noqa: E402
 
 ELIGIBLE = {"idle": True, "charging": True, "unmetered": True, "num_examples": 16}
 MARKS = (10, 100, 1000)
@@ -147,30 +147,6 @@ def bench_inprocess(root: str, size: str, n: int, durability: str, payload: byte
             "memory_mb": rss}
 
 
-def start_server(root: str, cfg: dict, workers: int, threads: int,
-                 worker_class: str | None = None) -> tuple[subprocess.Popen, str]:
-    path = os.path.join(root, "server.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    sock = listening_socket("127.0.0.1")  # held until gunicorn has it
-    port = sock.getsockname()[1]
-    log = open(os.path.join(root, "gunicorn.log"), "wb")
-    argv = gunicorn_argv(path, "127.0.0.1", port, workers, threads, worker_class=worker_class, fd=sock.fileno())
-    argv.remove("--access-logfile")
-    argv.remove("-")
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),))
-    sock.close()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if requests.get(url + "/v1/status", timeout=5).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start; see " + os.path.join(root, "gunicorn.log"))
-
-
 def server_memory(proc: subprocess.Popen) -> dict[str, float]:
     """memory_mb of the gunicorn worker with the highest peak (each worker holds its own sum)."""
     kids = psutil.Process(proc.pid).children()
@@ -192,9 +168,9 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
     roots = [root] if hosts == 1 else [os.path.join(root, f"host{h}") for h in range(hosts)]
     for r in roots:
         os.makedirs(r, exist_ok=True)
-    started = [start_server(r, cfg, workers, threads, worker_class) for r in roots]
-    proc, url = started[0]
-    ports = [int(u.rsplit(":", 1)[1]) for _, u in started]
+    started = [ServerProcess(r, cfg, workers, threads, worker_class=worker_class).start() for r in roots]
+    proc, url = started[0].proc, started[0].url
+    ports = [srv.port for srv in started]
     try:
         s = requests.Session()
         tokens = []
@@ -204,7 +180,7 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
         for t in tokens:
             r = s.post(url + "/v1/checkin", json=ELIGIBLE, headers={"Authorization": f"Bearer {t}"})
             assert r.status_code == 200, r.text
-        port = int(url.rsplit(":", 1)[1])
+        port = started[0].port
         heads = [header_bytes(0, 16, uuid.uuid4().hex) for _ in range(n)]  # encoded before the clock starts
         auth = [f"Bearer {t}" for t in tokens]
         length = str(len(heads[0]) + len(payload))
@@ -281,7 +257,7 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
             resp = conn.getresponse()
             return resp.status, resp.read()
 
-        server_procs = [k for p, _ in started for k in psutil.Process(p.pid).children()]
+        server_procs = [k for srv in started for k in psutil.Process(srv.proc.pid).children()]
         if database_pid is not None:  # the database server and its backends do part of the server's work
             db = psutil.Process(database_pid)
             server_procs += [db] + db.children()
@@ -311,13 +287,8 @@ def bench_http(root: str, size: str, n: int, durability: str, payload: bytes, wo
                 "worker_class": worker_class or worker_class_for(threads),
                 "clients": clients, "client_send": send, "hosts": hosts, "uploads_per_host": per_host}
     finally:
-        for p, _ in started:
-            p.send_signal(2)
-        for p, _ in started:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for srv in started:
+            srv.stop()
 
 
 def read_response(reader) -> tuple[int, bytes]:

@@ -47,14 +47,15 @@ class ServerProcess:
     """A gunicorn collector process; a context manager that stops it on exit."""
 
     def __init__(self, config_path: str, host: str = "127.0.0.1", port: int = 0, workers: int = 1,
-                 threads: int = 4, log_path: str | None = None, access_log: bool = False) -> None:
+                 threads: int = 4, log_path: str | None = None, access_log: bool = False,
+                 worker_class: str | None = None) -> None:
         self.config_path = os.path.abspath(config_path)
         # port 0: a free port, held from now on (a socket gunicorn inherits), so that no other
         # process (another test's server) can take it before gunicorn serves on it
         self._reserved: socket.socket | None = listening_socket(host) if port == 0 else None
         self.host = host
         self.port = port or self._reserved.getsockname()[1]
-        self.workers, self.threads = workers, threads
+        self.workers, self.threads, self.worker_class = workers, threads, worker_class
         self.log_path = log_path or os.path.join(os.path.dirname(self.config_path), "server.log")
         self.access_log = access_log
         self.proc: subprocess.Popen | None = None
@@ -63,9 +64,8 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def argv(self, fd: int | None = None) -> list[str]:
-        argv = gunicorn_argv(self.config_path, self.host, self.port, self.workers, self.threads, sys.executable,
-                             fd=fd)
+    def argv(self, fd: int) -> list[str]:
+        argv = gunicorn_argv(self.config_path, fd, self.workers, self.threads, sys.executable, self.worker_class)
         if not self.access_log:
             i = argv.index("--access-logfile")
             del argv[i : i + 2]

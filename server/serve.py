@@ -27,7 +27,7 @@ SHM = "/dev/shm"
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free now. Another process may take it before it is bound again: a server should
-    rather be handed `listening_socket(host)` itself (gunicorn_argv's `fd`)."""
+    rather be handed `listening_socket(host)` itself, as gunicorn_argv's servers are."""
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -45,7 +45,7 @@ class PortUnavailable(RuntimeError):
 def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A TCP socket bound to (host, port) and listening: the port (a free one for 0) is held from
     here on, with no window for another process to take it between choosing it and gunicorn
-    binding it (`gunicorn_argv(..., fd=s.fileno())`). Not inheritable: hand it to a child with
+    binding it (`gunicorn_argv(config, s.fileno(), ...)`). Not inheritable: hand it to a child with
     Popen's `pass_fds`, or set it inheritable just before an exec.
 
     Raises:
@@ -74,22 +74,21 @@ def worker_class_for(threads: int) -> str:
     return WORKER_CLASS if threads == 1 else THREAD_WORKER_CLASS
 
 
-def gunicorn_argv(config_path: str, host: str, port: int, workers: int, threads: int,
-                  python: str = sys.executable, worker_class: Optional[str] = None,
-                  fd: Optional[int] = None) -> list[str]:
-    """The command line that serves the app (no preload: each worker opens its own SQLite
-    connections). Workers of several threads are gunicorn's gthread; single-threaded ones serve
-    each request on their event loop's thread (server/worker.py); `worker_class` overrides.
-    `fd`: serve on this inherited listening socket (listening_socket's) instead of binding
-    host:port (a USR2 re-exec of gunicorn cannot reuse it: stop and start instead). No control
-    socket: gunicorn's default is one path per user, which parallel servers would share."""
+def gunicorn_argv(config_path: str, fd: int, workers: int, threads: int, python: str = sys.executable,
+                  worker_class: Optional[str] = None) -> list[str]:
+    """The command line that serves the app on the inherited listening socket `fd`
+    (listening_socket's; a USR2 re-exec of gunicorn cannot reuse it: stop and start instead).
+    No preload: each worker opens its own SQLite connections. Workers of several threads are
+    gunicorn's gthread; single-threaded ones serve each request on their event loop's thread
+    (server/worker.py); `worker_class` overrides. No control socket: gunicorn's default is one
+    path per user, which parallel servers would share."""
     worker_class = worker_class or worker_class_for(threads)
     factory = f"server.app:create_app(config_path={os.path.abspath(config_path)!r}, workers={int(workers)})"
     heartbeat = ["--worker-tmp-dir", SHM] if os.path.isdir(SHM) and os.access(SHM, os.W_OK) else []
-    bind = f"{host}:{port}" if fd is None else f"fd://{int(fd)}"
-    return [python, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
+    return [python, "-m", "gunicorn", "--bind", f"fd://{int(fd)}", "--workers", str(workers),
             "--worker-class", worker_class, "--threads", str(threads), "--timeout", "120",
-            "--graceful-timeout", "10", "--keep-alive", "30", "--no-control-socket", *heartbeat, "--access-logfile", "-", factory]
+            "--graceful-timeout", "10", "--keep-alive", "30", "--no-control-socket", *heartbeat,
+            "--access-logfile", "-", factory]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -109,7 +108,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     os.makedirs(s.state_dir, exist_ok=True)
     with open(os.path.join(s.state_dir, "server_address"), "w") as f:
         f.write(f"http://{host}:{port}\n")
-    cmd = gunicorn_argv(args.config, host, port, args.workers or s.server.workers, args.threads or s.server.threads,
-                        fd=sock.fileno())
+    cmd = gunicorn_argv(args.config, sock.fileno(), args.workers or s.server.workers, args.threads or s.server.threads)
     print(f"fedkeys server on http://{host}:{port}: {shlex.join(cmd)}", flush=True)
     os.execv(cmd[0], cmd)

@@ -72,10 +72,11 @@ class ServerProcess(process.ServerProcess):
     """A collector for a raw config dict, written to ROOT/server.json (tests and benchmarks)."""
 
     def __init__(self, root: str, config: dict, workers: int = 1, threads: int = 4, port: int = 0,
-                 access_log: bool = False) -> None:
+                 access_log: bool = False, worker_class: str | None = None) -> None:
         os.makedirs(root, exist_ok=True)
         self.root = root
         path = os.path.join(root, "server.json")
         with open(path, "w") as f:
             json.dump(config, f)
-        super().__init__(path, "127.0.0.1", port, workers, threads, os.path.join(root, "gunicorn.log"), access_log)
+        super().__init__(path, "127.0.0.1", port, workers, threads, os.path.join(root, "gunicorn.log"), access_log,
+                         worker_class)

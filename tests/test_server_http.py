@@ -2,65 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import time
-
 import numpy as np
 import pytest
 import requests
 
 from fedmath import encodings
-from server.serve import gunicorn_argv, listening_socket
-from server.testing import TINY_SHAPES, config_dict, make_bundle, upload_body
+from server.testing import TINY_SHAPES, ServerProcess, config_dict, make_bundle, upload_body
 
 SHAPES = [s for _, s in TINY_SHAPES]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def start_server(tmp_path, workers=1, **sections):
-    bundle = str(tmp_path / "bundle")
-    if not os.path.exists(bundle):
-        make_bundle(bundle)
-    cfg = config_dict(bundle, str(tmp_path / "state"), **sections)
-    path = tmp_path / "server.json"
-    path.write_text(json.dumps(cfg))
-    sock = listening_socket("127.0.0.1")  # the port held until gunicorn has it: no other test can take it
-    port = sock.getsockname()[1]
-    log = open(tmp_path / "gunicorn.log", "ab")
-    proc = subprocess.Popen(gunicorn_argv(str(path), "127.0.0.1", port, workers, 4, fd=sock.fileno()), cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),))
-    sock.close()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if requests.get(url + "/v1/status", timeout=5).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(0.1)
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"gunicorn did not come up: {(tmp_path / 'gunicorn.log').read_text()}")
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_round_over_real_http(tmp_path, workers):
     # each worker writes its counters after every request (the default is at most once a second),
     # so /metrics served by either worker counts all three acceptances
-    proc, url = start_server(tmp_path, workers=workers, server={"goal_count": 3}, privacy={"clip_norm": 1.0},
-                             collector={"metrics_flush_s": 0})
+    make_bundle(str(tmp_path / "bundle"))
+    cfg = config_dict(str(tmp_path / "bundle"), str(tmp_path / "state"), server={"goal_count": 3},
+                      privacy={"clip_norm": 1.0}, collector={"metrics_flush_s": 0})
+    srv = ServerProcess(str(tmp_path), cfg, workers=workers, access_log=True).start()
+    url = srv.url
     try:
         s = requests.Session()
         heads = []
@@ -101,4 +61,4 @@ def test_round_over_real_http(tmp_path, workers):
         assert "fedkeys_updates_accepted_total 3" in metrics
         assert 'fedkeys_updates_rejected_total{error="malformed"} 1' in metrics
     finally:
-        stop(proc)
+        srv.stop()

@@ -56,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"serve: {url} (state {state}); Ctrl-C stops it", flush=True)
     if issuer_path:
         print(f"serve: phones' attestation issuer (simulated platform): secret key in {issuer_path}", flush=True)
-    cmd = gunicorn_argv(config_path, server.host, port, server.workers, server.threads, fd=sock.fileno())
+    cmd = gunicorn_argv(config_path, sock.fileno(), server.workers, server.threads)
     os.execv(cmd[0], cmd)  # gunicorn takes over this process, so signals reach it directly
     return 0  # not reached
